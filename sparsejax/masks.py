@@ -1,0 +1,365 @@
+"""Mask pytrees: create, apply, count, compare.
+
+A *mask tree* has the structure of a parameter tree. Each leaf is either a
+boolean array of the parameter leaf's shape (``True`` = kept) or ``None``,
+meaning the leaf is never pruned (dense). Every function here is pure and
+works under ``jax.jit`` and ``jax.vmap``; the counting helpers also accept
+NumPy arrays.
+
+The score -> threshold/top-k -> mask pipeline follows jaxpruner
+(google-research/jaxpruner, ``mask_calculator.py``), with ``None`` meaning
+dense as there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any
+Masks = Any
+#: Decides whether a leaf is prunable from its path (tuple of keys) and value.
+PrunablePredicate = Callable[[tuple[str, ...], jax.Array], bool]
+
+
+def _is_none(x) -> bool:
+  return x is None
+
+
+def _path_names(path) -> tuple[str, ...]:
+  names = []
+  for entry in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(entry, attr):
+        names.append(str(getattr(entry, attr)))
+        break
+    else:
+      names.append(str(entry))
+  return tuple(names)
+
+
+def path_str(path) -> str:
+  """Renders a pytree key path as ``a/b/c``."""
+  return "/".join(_path_names(path))
+
+
+def every_leaf(path: tuple[str, ...], leaf: jax.Array) -> bool:
+  """Predicate: every parameter is prunable (biases, BatchNorm included).
+
+  This is the convention of the efficient-compression reference, whose
+  regularisers and ``l0_norm`` cover every parameter array.
+  """
+  del path, leaf
+  return True
+
+
+def kernels_only(path: tuple[str, ...], leaf: jax.Array) -> bool:
+  """Predicate: only Dense/Conv kernels (leaves named ``kernel``) are prunable."""
+  del leaf
+  return bool(path) and path[-1] == "kernel"
+
+
+def check_structure(masks: Masks, params: Params) -> None:
+  """Raises ``ValueError`` naming the first path where masks and params differ.
+
+  A mask leaf must be ``None`` or have the shape of its parameter leaf.
+  """
+  mask_leaves = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0]
+  param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  mask_paths = {path_str(p): m for p, m in mask_leaves}
+  param_paths = {path_str(p): v for p, v in param_leaves}
+  missing = sorted(set(param_paths) - set(mask_paths))
+  extra = sorted(set(mask_paths) - set(param_paths))
+  if missing:
+    raise ValueError(f"mask tree has no entry for parameter {missing[0]!r}")
+  if extra:
+    raise ValueError(f"mask tree has entry {extra[0]!r} with no parameter")
+  for name, mask in mask_paths.items():
+    if mask is None:
+      continue
+    if tuple(np.shape(mask)) != tuple(np.shape(param_paths[name])):
+      raise ValueError(
+          f"mask {name!r} has shape {tuple(np.shape(mask))}, parameter has "
+          f"{tuple(np.shape(param_paths[name]))}")
+
+
+def map_masked(fn: Callable, masks: Masks, params: Params, *rest) -> Any:
+  """``jax.tree.map(fn, masks, params, *rest)`` with ``None`` masks as leaves.
+
+  ``fn(mask, param, *rest)`` receives ``mask=None`` for dense leaves. The
+  structures are checked first so a mismatch names its path.
+  """
+  check_structure(masks, params)
+  return jax.tree.map(fn, masks, params, *rest, is_leaf=_is_none)
+
+
+def ones_like(params: Params, prunable: PrunablePredicate = every_leaf) -> Masks:
+  """All-``True`` masks for prunable leaves, ``None`` for the others."""
+  def make(path, leaf):
+    if prunable(_path_names(path), leaf):
+      return jnp.ones(jnp.shape(leaf), dtype=bool)
+    return None
+  return jax.tree_util.tree_map_with_path(make, params)
+
+
+def apply(masks: Masks, params: Params) -> Params:
+  """Zeroes the pruned entries: ``where(mask, param, 0)`` leaf by leaf."""
+  return map_masked(
+      lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
+      masks, params)
+
+
+def logical_and(a: Masks, b: Masks) -> Masks:
+  """Entry-wise AND of two mask trees; ``None`` acts as all-``True``."""
+  def both(x, y):
+    if x is None:
+      return y
+    if y is None:
+      return x
+    return jnp.logical_and(x, y)
+  return jax.tree.map(both, a, b, is_leaf=_is_none)
+
+
+def from_nonzero(params: Params, masks: Masks | None = None) -> Masks:
+  """Masks keeping exactly the nonzero entries (of the prunable leaves).
+
+  With ``masks`` given, its ``None`` leaves stay ``None``.
+  """
+  if masks is None:
+    return jax.tree.map(lambda p: p != 0, params)
+  return map_masked(lambda m, p: None if m is None else p != 0, masks, params)
+
+
+# --------------------------------------------------------------------------
+# Counting
+
+
+def _leaf_counts(masks: Masks, params: Params) -> dict[str, tuple[int, int]]:
+  check_structure(masks, params)
+  mask_leaves = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0]
+  param_leaves = jax.tree_util.tree_leaves(params)
+  counts = {}
+  for (path, mask), param in zip(mask_leaves, param_leaves):
+    total = int(np.size(param))
+    kept = total if mask is None else int(np.count_nonzero(np.asarray(mask)))
+    counts[path_str(path)] = (kept, total)
+  return counts
+
+
+def kept_count(masks: Masks, params: Params | None = None) -> jax.Array:
+  """Number of kept entries over the masked leaves (traceable).
+
+  With ``params``, dense (``None``) leaves count as fully kept.
+  """
+  mask_leaves = jax.tree_util.tree_leaves(masks)
+  kept = sum(jnp.sum(m, dtype=jnp.int32) for m in mask_leaves)
+  if params is not None:
+    flat_masks = jax.tree_util.tree_flatten(masks, is_leaf=_is_none)[0]
+    for m, p in zip(flat_masks, jax.tree_util.tree_leaves(params)):
+      if m is None:
+        kept = kept + jnp.size(p)
+  return jnp.asarray(kept)
+
+
+def total_count(params: Params) -> int:
+  """Number of parameter entries."""
+  return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
+
+
+def summary(masks: Masks, params: Params) -> dict[str, dict[str, float]]:
+  """Per-leaf and overall kept/total counts, density and compression ratio.
+
+  Returns ``{path: {kept, total, density, compression}, ..., "total": {...}}``
+  where density = kept / total and compression = total / kept (``inf`` when
+  nothing is kept). Dense leaves count as fully kept.
+  """
+  rows = {}
+  all_kept = all_total = 0
+  for name, (kept, total) in _leaf_counts(masks, params).items():
+    rows[name] = _row(kept, total)
+    all_kept += kept
+    all_total += total
+  rows["total"] = _row(all_kept, all_total)
+  return rows
+
+
+def _row(kept: int, total: int) -> dict[str, float]:
+  return {
+      "kept": kept,
+      "total": total,
+      "density": kept / total if total else 1.0,
+      "compression": total / kept if kept else float("inf"),
+  }
+
+
+def density(masks: Masks, params: Params) -> float:
+  """Overall fraction of kept entries (dense leaves count as kept)."""
+  return summary(masks, params)["total"]["density"]
+
+
+# --------------------------------------------------------------------------
+# Magnitude masks
+
+
+def global_magnitude_threshold(params: Params, masks: Masks, threshold) -> Masks:
+  """Keeps ``|w| >= threshold`` in every prunable leaf (one global threshold).
+
+  Entries already pruned stay pruned. Traceable in ``threshold``, so it serves
+  TAMADE's search.
+  """
+  return map_masked(
+      lambda m, p: None if m is None else jnp.logical_and(m, jnp.abs(p) >= threshold),
+      masks, params)
+
+
+def _prunable_magnitudes(params: Params, masks: Masks) -> jax.Array:
+  mags = map_masked(
+      lambda m, p: None if m is None else jnp.where(m, jnp.abs(p), -1.0).ravel(),
+      masks, params)
+  return jnp.concatenate([x for x in jax.tree_util.tree_leaves(mags)])
+
+
+def global_magnitude_density(params: Params, masks: Masks, density: float) -> Masks:
+  """Keeps the largest-|w| entries over all prunable leaves together.
+
+  Exactly ``round(density * n_prunable)`` entries stay (ties broken by index,
+  as jaxpruner's top-k), counting only the prunable (non-``None``) leaves.
+  Entries already pruned are never revived.
+  """
+  if not 0.0 < density <= 1.0:
+    raise ValueError(f"density must be in (0, 1], got {density}")
+  mags = _prunable_magnitudes(params, masks)
+  n_keep = int(round(density * mags.size))
+  order = jnp.argsort(-mags, stable=True)
+  keep_flat = jnp.zeros(mags.size, dtype=bool).at[order[:n_keep]].set(True)
+  keep_flat = jnp.logical_and(keep_flat, mags >= 0)
+  return _unflatten_like(keep_flat, masks)
+
+
+def _unflatten_like(flat: jax.Array, masks: Masks) -> Masks:
+  leaves, treedef = jax.tree_util.tree_flatten(masks, is_leaf=_is_none)
+  out, offset = [], 0
+  for m in leaves:
+    if m is None:
+      out.append(None)
+      continue
+    out.append(flat[offset:offset + m.size].reshape(m.shape))
+    offset += m.size
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def per_leaf_fraction(params: Params, masks: Masks, density: float) -> Masks:
+  """Keeps the top ``density`` fraction by |w| within each prunable leaf."""
+  if not 0.0 < density <= 1.0:
+    raise ValueError(f"density must be in (0, 1], got {density}")
+
+  def leaf(m, p):
+    if m is None:
+      return None
+    mags = jnp.where(m, jnp.abs(p), -1.0).ravel()
+    n_keep = int(round(density * mags.size))
+    order = jnp.argsort(-mags, stable=True)
+    keep = jnp.zeros(mags.size, dtype=bool).at[order[:n_keep]].set(True)
+    return jnp.logical_and(keep, mags >= 0).reshape(p.shape)
+  return map_masked(leaf, masks, params)
+
+
+def std_ratio(params: Params, masks: Masks, s: float) -> Masks:
+  """Prunes ``|w| < s * std(leaf)`` per leaf (DeepHoyer's std-based rule).
+
+  The standard deviation is that of the whole leaf, as in Han et al. (2015)
+  and the DeepHoyer code.
+  """
+  return map_masked(
+      lambda m, p: None if m is None else jnp.logical_and(m, jnp.abs(p) >= s * jnp.std(p)),
+      masks, params)
+
+
+# --------------------------------------------------------------------------
+# Structured (unit) masks
+
+
+def expand_unit_mask(unit_mask: jax.Array, leaf: jax.Array, axis: int) -> jax.Array:
+  """Broadcasts a per-unit boolean vector along ``axis`` of ``leaf``'s shape."""
+  axis = axis % jnp.ndim(leaf)
+  shape = [1] * jnp.ndim(leaf)
+  shape[axis] = jnp.shape(leaf)[axis]
+  if unit_mask.shape != (jnp.shape(leaf)[axis],):
+    raise ValueError(
+        f"unit mask of shape {unit_mask.shape} does not match axis {axis} of "
+        f"a leaf of shape {jnp.shape(leaf)}")
+  return jnp.broadcast_to(unit_mask.reshape(shape), jnp.shape(leaf))
+
+
+def unit_masks(params: Params, units: Mapping[str, jax.Array],
+               covers: Mapping[str, Sequence[tuple[str, int]]],
+               masks: Masks | None = None) -> Masks:
+  """Expands per-unit masks onto every weight leaf each unit covers.
+
+  Args:
+    params: the parameter tree.
+    units: ``{unit_name: bool[n_units]}``, True = unit kept.
+    covers: ``{unit_name: [(leaf_path, axis), ...]}``: the leaves (``a/b/c``
+      paths) a unit owns and the axis that indexes the units there, e.g. a
+      Dense layer's output neurons own ``("Dense_0/kernel", -1)``,
+      ``("Dense_0/bias", 0)`` and the next layer's ``("Dense_1/kernel", 0)``.
+    masks: masks to intersect with (default all-ones over every leaf).
+
+  Returns:
+    The mask tree with every covered entry of a pruned unit set to False.
+  """
+  if masks is None:
+    masks = ones_like(params)
+  by_path: dict[str, list[tuple[jax.Array, int]]] = {}
+  for name, entries in covers.items():
+    if name not in units:
+      raise ValueError(f"no unit mask given for unit group {name!r}; "
+                       f"groups given: {sorted(units)}")
+    for leaf_path, axis in entries:
+      by_path.setdefault(leaf_path, []).append((jnp.asarray(units[name], bool), axis))
+  known = {path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  unknown = sorted(set(by_path) - known)
+  if unknown:
+    raise ValueError(f"unit cover names unknown parameter {unknown[0]!r}")
+
+  def expand(path, m, p):
+    entries = by_path.get(path_str(path))
+    if not entries:
+      return m
+    out = jnp.ones(jnp.shape(p), bool) if m is None else m
+    for unit_mask, axis in entries:
+      out = jnp.logical_and(out, expand_unit_mask(unit_mask, p, axis))
+    return out
+  check_structure(masks, params)
+  return jax.tree_util.tree_map_with_path(expand, masks, params, is_leaf=_is_none)
+
+
+# --------------------------------------------------------------------------
+# Comparisons
+
+
+def _flat_bool(masks: Masks) -> jax.Array:
+  return jnp.concatenate([jnp.ravel(m) for m in jax.tree_util.tree_leaves(masks)])
+
+
+def overlap(a: Masks, b: Masks) -> jax.Array:
+  """Intersection over union of the kept entries of two mask trees."""
+  x, y = _flat_bool(a), _flat_bool(b)
+  union = jnp.sum(x | y)
+  return jnp.where(union > 0, jnp.sum(x & y) / jnp.maximum(union, 1), 1.0)
+
+
+def hamming(a: Masks, b: Masks) -> jax.Array:
+  """Number of entries on which two mask trees differ."""
+  return jnp.sum(_flat_bool(a) != _flat_bool(b))
+
+
+def cosine_similarity(a: Masks, b: Masks) -> jax.Array:
+  """Cosine similarity of two masks as 0/1 vectors: |a & b| / sqrt(|a| |b|)."""
+  x = _flat_bool(a).astype(jnp.float32)
+  y = _flat_bool(b).astype(jnp.float32)
+  denom = jnp.sqrt(jnp.sum(x) * jnp.sum(y))
+  return jnp.where(denom > 0, jnp.dot(x, y) / jnp.maximum(denom, 1e-30), 0.0)

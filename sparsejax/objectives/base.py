@@ -1,0 +1,85 @@
+"""The Objective contract shared by every regularised training method.
+
+An :class:`Objective` is a NamedTuple of pure functions, in the manner of
+``optax.GradientTransformation``. The one train-step builder
+(:func:`sparsejax.train.make_train_step`) consumes it, so a new method is a new
+Objective and never a new training loop.
+
+Dual variables (Lagrange multipliers, PMMP's ``u``) live in the objective state
+like any other trainable variable; ``ascend`` marks them, and the step flips the
+sign of their gradient (gradient *ascent*) before the shared optimiser update,
+then ``project`` maps the state back onto its feasible set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+ObjectiveState = Any
+Gates = Optional[dict]
+
+
+class Objective(NamedTuple):
+  """A regularised training objective.
+
+  Attributes:
+    init: ``(key, params) -> state``, the extra variables the method trains.
+    forward: ``(params, state, key, train) -> (effective_params, gates)``, what
+      the model runs with. ``gates`` is ``None`` or a dict of per-unit
+      multiplicative factors keyed by layer name, broadcastable to that layer's
+      activations.
+    penalty: ``(params, state) -> scalar``, the regulariser added to the data
+      loss (duals included).
+    readout: ``(params, state) -> (params, masks)``, the deterministic sparse
+      result. ``masks`` may be ``None`` (nothing pruned by the objective).
+    ascend: ``state -> bool pytree`` (same structure as the state), True for the
+      dual variables whose gradient the step ascends.
+    project: ``state -> state``, the projection applied after each update
+      (clamping probabilities to [0, 1], multipliers to >= 0).
+  """
+  init: Callable[[jax.Array, Params], ObjectiveState]
+  forward: Callable[[Params, ObjectiveState, jax.Array, bool], tuple[Params, Gates]]
+  penalty: Callable[[Params, ObjectiveState], jax.Array]
+  readout: Callable[[Params, ObjectiveState], tuple[Params, Any]]
+  ascend: Callable[[ObjectiveState], Any] = lambda state: jax.tree.map(lambda _: False, state)
+  project: Callable[[ObjectiveState], ObjectiveState] = lambda state: state
+
+
+def no_state(key: jax.Array, params: Params) -> ObjectiveState:
+  """``init`` for objectives without extra variables: an empty tuple."""
+  del key, params
+  return ()
+
+
+def identity_forward(params, state, key, train):
+  """``forward`` for weight-level methods that run the parameters as they are."""
+  del state, key, train
+  return params, None
+
+
+def identity_readout(params, state):
+  """``readout`` for objectives that prune nothing themselves."""
+  del state
+  return params, None
+
+
+def weight_penalty(penalty_fn: Callable[[Params], jax.Array]) -> Objective:
+  """An Objective whose only ingredient is a penalty on the parameters."""
+  return Objective(
+      init=no_state,
+      forward=identity_forward,
+      penalty=lambda params, state: penalty_fn(params),
+      readout=identity_readout,
+  )
+
+
+def tree_sum(fn: Callable[[jax.Array], jax.Array], params: Params) -> jax.Array:
+  """``sum_leaves sum(fn(leaf))`` in the parameters' dtype."""
+  leaves = jax.tree_util.tree_leaves(params)
+  if not leaves:
+    return jnp.zeros(())
+  return sum(jnp.sum(fn(p)) for p in leaves)

@@ -1,0 +1,36 @@
+"""Test configuration: four fake CPU devices and the location of real data.
+
+The data sets are found through one setting, the environment variable
+``SPARSEJAX_DATA_DIR`` (default ``../shared/data`` beside the repository).
+Tests that need a data set skip, with the reason, where it is absent.
+"""
+
+import os
+import pathlib
+
+# Must be set before JAX initialises its backend.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA_DIR = pathlib.Path(os.environ.get("SPARSEJAX_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def data_path(name: str) -> pathlib.Path:
+  """Folder of the original files of data set ``name``; skips if absent."""
+  path = DATA_DIR / name
+  if not path.is_dir():
+    pytest.skip(f"data set {name!r} not found in {path} (set SPARSEJAX_DATA_DIR)")
+  return path
+
+
+@pytest.fixture
+def mnist_dir() -> pathlib.Path:
+  return data_path("mnist")
+
+
+@pytest.fixture
+def fashion_mnist_dir() -> pathlib.Path:
+  return data_path("fashion_mnist")
