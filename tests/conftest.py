@@ -22,6 +22,8 @@ def data_path(name: str) -> pathlib.Path:
   """Folder of the original files of data set ``name``; skips if absent."""
   path = DATA_DIR / name
   if not path.is_dir():
+    if os.environ.get("SPARSEJAX_REQUIRE_DATA"):
+      pytest.fail(f"data set {name!r} not found in {path}, and SPARSEJAX_REQUIRE_DATA is set")
     pytest.skip(f"data set {name!r} not found in {path} (set SPARSEJAX_DATA_DIR)")
   return path
 

@@ -1,0 +1,80 @@
+"""Compiled epochs: a ``lax.scan`` of train steps over on-device data.
+
+The data of a phase live on the device; an epoch draws a permutation,
+gathers each batch inside the scan and never returns to the host. With a
+mesh, each gathered batch is constrained to be split over the ``data`` axis.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from sparsejax.train import sharding
+from sparsejax.train.state import TrainState
+
+EpochFn = Callable[[TrainState, tuple[jax.Array, jax.Array], jax.Array],
+                   tuple[TrainState, dict]]
+
+
+def epoch_batches(key: jax.Array, n: int, batch_size: int, shuffle: bool = True) -> jax.Array:
+  """Indices of shape ``(n // batch_size, batch_size)`` for one epoch.
+
+  With ``shuffle`` a fresh permutation is drawn from ``key`` (the reference
+  reshuffles each epoch); the last ``n % batch_size`` examples of the
+  permutation are dropped, so every step sees a full batch. A batch size of
+  ``n`` or more is full-batch training in a fixed order.
+  """
+  if batch_size >= n:
+    return jnp.arange(n)[None]
+  order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
+  n_batches = n // batch_size
+  return order[:n_batches * batch_size].reshape(n_batches, batch_size)
+
+
+def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
+                  mesh: Mesh | None = None, jit: bool = True) -> EpochFn:
+  """Builds ``epoch(state, (x, y), key) -> (state, mean metrics)``.
+
+  Args:
+    train_step: an *unjitted* step from :func:`~sparsejax.train.step.make_train_step`
+      (built with ``batch_constraint=sharding.batch_constraint(mesh)`` when
+      ``mesh`` is given).
+    batch_size: examples per step; must divide by the mesh's device count.
+    shuffle: reshuffle every epoch.
+    mesh: the data-parallel mesh, or ``None`` for the default device.
+    jit: compile the epoch.
+  """
+  if mesh is not None:
+    sharding.check_divisible(batch_size, mesh)
+
+  def epoch(state: TrainState, data, key: jax.Array):
+    x, y = data
+    perm_key, step_key = jax.random.split(key)
+    batches = epoch_batches(perm_key, x.shape[0], batch_size, shuffle)
+    keys = jax.random.split(step_key, batches.shape[0])
+
+    def body(state, inputs):
+      idx, k = inputs
+      return train_step(state, (x[idx], y[idx]), k)
+
+    state, metrics = jax.lax.scan(body, state, (batches, keys))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(epoch) if jit else epoch
+
+
+def make_epochs_fn(epoch_fn: EpochFn, n_epochs: int, *, jit: bool = True):
+  """``epochs(state, data, key) -> (state, per-epoch metrics)``: a scan of epochs.
+
+  Compiles ``n_epochs`` epochs into one program (for full-batch problems such
+  as teacher-student, where an epoch is a single step).
+  """
+  def epochs(state, data, key):
+    def body(state, k):
+      return epoch_fn(state, data, k)
+    return jax.lax.scan(body, state, jax.random.split(key, n_epochs))
+  return jax.jit(epochs) if jit else epochs

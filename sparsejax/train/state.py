@@ -1,0 +1,66 @@
+"""The train state: every array a run carries from one step to the next."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsejax import masks as masks_lib
+from sparsejax.objectives.base import Objective
+
+
+class TrainState(NamedTuple):
+  """A pytree; no PRNG key lives here (keys are arguments of the step).
+
+  Attributes:
+    step: number of optimiser updates taken (int32 scalar).
+    params: the model's ``params`` collection.
+    objective_state: the objective's own variables (see ``Objective.init``).
+    model_state: the model's other collections (``batch_stats``), ``{}`` if none.
+    opt_state: the optimiser state over ``trainables(state)``.
+    masks: the mask tree over ``params`` (``None`` leaves are never pruned).
+  """
+  step: jax.Array
+  params: Any
+  objective_state: Any
+  model_state: Any
+  opt_state: optax.OptState
+  masks: Any
+
+
+def trainables(params, objective_state) -> dict:
+  """The tree the optimiser updates: model parameters and objective variables."""
+  return {"params": params, "objective": objective_state}
+
+
+def create_train_state(key: jax.Array, model: nn.Module, sample_input: jax.Array,
+                       objective: Objective, optimizer: optax.GradientTransformation,
+                       *, prunable: masks_lib.PrunablePredicate = masks_lib.every_leaf,
+                       ) -> TrainState:
+  """Initialises the model, the objective and the optimiser.
+
+  Args:
+    key: PRNG key; split into the model's and the objective's.
+    model: a Flax module following the sparsejax model contract.
+    sample_input: a batch of inputs (only its shape and dtype matter).
+    objective: the training objective.
+    optimizer: an optax transformation over ``trainables(params, objective_state)``.
+    prunable: which parameter leaves get a mask (default all of them).
+  """
+  model_key, objective_key = jax.random.split(key)
+  variables = model.init(model_key, sample_input, train=False)
+  params = variables["params"]
+  model_state = {k: v for k, v in variables.items() if k != "params"}
+  objective_state = objective.init(objective_key, params)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      objective_state=objective_state,
+      model_state=model_state,
+      opt_state=optimizer.init(trainables(params, objective_state)),
+      masks=masks_lib.ones_like(params, prunable),
+  )
