@@ -1,0 +1,100 @@
+"""Turns a validated config into the parts of a run: data, model, objective, optimiser."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from sparsejax import data as data_lib
+from sparsejax import masks as masks_lib
+from sparsejax import models, objectives
+from sparsejax.objectives.base import Objective
+from sparsejax.train.losses import CLASSIFICATION, REGRESSION, Task
+
+#: Offset of the student's initialisation key (the reference uses seed + 43).
+MODEL_KEY_OFFSET = 43
+
+
+class Parts(NamedTuple):
+  """Everything a run needs besides its state."""
+  data: Any                 # sparsejax.data.Splits, arrays on the device
+  model: nn.Module
+  task: Task
+  objective: Objective      # the regularised phase
+  finetune_objective: Objective
+  optimizer: optax.GradientTransformation
+  prunable: masks_lib.PrunablePredicate
+  teacher_params: Any       # teacher-student only, else None
+
+
+def dtype_of(config) -> jnp.dtype:
+  return jnp.float64 if config.dtype == "float64" else jnp.float32
+
+
+def build_data(config: ml_collections.ConfigDict):
+  """The data splits of the run (and the teacher's parameters for teacher-student)."""
+  dtype = dtype_of(config)
+  if config.dataset == "teacher_student":
+    splits, teacher = data_lib.teacher_student_data(
+        config.seed, n_train=config.train_set_size or 300, n_val=config.val_set_size or 1000,
+        n_test=config.test_set_size or 5000, noise=config.noise,
+        teacher_widths=tuple(config.architecture_teacher), dtype=dtype)
+    return splits, teacher
+  splits = data_lib.load_image_dataset(
+      config.dataset, data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
+      dtype=dtype)
+  return _subset(splits, config), None
+
+
+def _subset(splits, config):
+  def take(split, n):
+    return split if not n else type(split)(*(a[:n] for a in split))
+  return splits._replace(train=take(splits.train, config.train_set_size),
+                         val=take(splits.val, config.val_set_size),
+                         test=take(splits.test, config.test_set_size))
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+  dtype = dtype_of(config)
+  if config.architecture == "mlp":
+    return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
+                      dtype=dtype, param_dtype=dtype)
+  return models.get_model(config.architecture, dtype=dtype, param_dtype=dtype)
+
+
+def build_objective(config: ml_collections.ConfigDict) -> Objective:
+  """The regularised phase's objective, chosen by ``config.method``."""
+  if config.method == "none":
+    return objectives.plain()
+  if config.method == "rl1":
+    return objectives.elastic_net(config.alpha, config.rho)
+  raise ValueError(f"unknown method {config.method!r}")
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  if config.optimizer == "adam":
+    return optax.adam(config.lr)
+  return optax.sgd(config.lr)
+
+
+def build(config: ml_collections.ConfigDict) -> Parts:
+  splits, teacher = build_data(config)
+  return Parts(
+      data=splits,
+      model=build_model(config),
+      task=REGRESSION if config.dataset == "teacher_student" else CLASSIFICATION,
+      objective=build_objective(config),
+      finetune_objective=objectives.plain(),
+      optimizer=build_optimizer(config),
+      prunable=masks_lib.every_leaf if config.prunable == "all" else masks_lib.kernels_only,
+      teacher_params=teacher,
+  )
+
+
+def model_key(config) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(config.seed), MODEL_KEY_OFFSET)

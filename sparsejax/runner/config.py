@@ -1,0 +1,158 @@
+"""The experiment schema: every config field, its default and its checks.
+
+Configs in ``configs/*.py`` start from :func:`base_config` and change fields;
+they never add any. Field names follow the efficient-compression reference's
+``TrainArgs`` where one applies (``alpha``, ``beta``, ``rho``, ``min_epochs``,
+``prune_window``, ...), and its defaults (``src/TrainArgs.jl``) unless noted.
+
+:func:`validate` runs before any compute: an unknown field, a value of the
+wrong type, or a value outside its accepted set is a :class:`ConfigError` that
+names the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10")
+ARCHITECTURES = ("mlp", "lenet_300_100", "lenet5_caffe", "vgg16_bn")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
+METHODS = ("none", "rl1")
+OPTIMIZERS = ("adam", "sgd")
+PRUNING = ("none", "global_density", "global_threshold")
+PRUNABLE = ("all", "kernels")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+  """A config field is unknown or has a value outside its accepted set."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields with their defaults (the reference's TrainArgs where it has one)."""
+  c = ml_collections.ConfigDict()
+  c.experiment_name = "experiment"
+  c.seed = 42
+  c.dtype = "float32"
+
+  # Data.
+  c.dataset = "teacher_student"
+  c.data_dir = ""            # tfds data_dir for prepared data sets ("" = tfds default)
+  c.manual_dir = ""          # folder with the original archives ("" = $SPARSEJAX_DATA_DIR/<dataset>)
+  c.train_set_size = 0       # 0 = the whole split
+  c.val_set_size = 0
+  c.test_set_size = 0
+  c.noise = 0.08             # teacher-student: standard deviation of the target noise
+  c.architecture_teacher = [2, 5, 8, 1]
+
+  # Model.
+  c.architecture = "mlp"
+  c.architecture_student = [2, 25, 25, 1]
+  c.activation = "tanh"
+
+  # Objective and optimiser.
+  c.method = "none"
+  c.alpha = 0.0
+  c.rho = 0.0
+  c.optimizer = "adam"
+  c.lr = 1e-3
+  c.train_batch_size = 0     # 0 = full batch
+  c.eval_batch_size = 1000
+
+  # Phases.
+  c.min_epochs = 10
+  c.max_epochs = 20000
+  c.prune_window = 10        # epochs per compiled chunk and between checks
+  c.smoothing_window = 30
+  c.finetuning_min_epochs = 33
+  c.finetuning_max_epochs = 10000
+
+  # Pruning after the regularised phase.
+  c.pruning = ml_collections.ConfigDict()
+  c.pruning.criterion = "none"
+  c.pruning.density = 1.0
+  c.pruning.threshold = 0.0
+  c.prunable = "all"
+
+  # Bookkeeping.
+  c.checkpoint_every_epochs = 100
+  c.quiet = False
+  return c
+
+
+def _flatten(config, prefix="") -> dict[str, Any]:
+  out = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def field_names() -> list[str]:
+  """Dotted names of every valid field."""
+  return sorted(_flatten(base_config()))
+
+
+def check_field_name(name: str) -> None:
+  """Raises :class:`ConfigError` unless ``name`` is a valid dotted field."""
+  if name not in field_names():
+    raise ConfigError(f"unknown config field {name!r}; valid fields: {', '.join(field_names())}")
+
+
+def _choice(config, name: str, accepted) -> None:
+  value = _flatten(config)[name]
+  if value not in accepted:
+    raise ConfigError(f"config field {name!r} is {value!r}; accepted values: {', '.join(accepted)}")
+
+
+def _require(ok: bool, name: str, value, what: str) -> None:
+  if not ok:
+    raise ConfigError(f"config field {name!r} is {value!r}; it must be {what}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of ``config`` before any compute."""
+  flat = _flatten(config)
+  defaults = _flatten(base_config())
+  for name in flat:
+    check_field_name(name)
+  for name, default in defaults.items():
+    if name not in flat:
+      raise ConfigError(f"config has no field {name!r}; start configs from base_config()")
+    value = flat[name]
+    if isinstance(default, bool):
+      _require(isinstance(value, bool), name, value, "true or false")
+    elif isinstance(default, int):
+      _require(isinstance(value, int) and not isinstance(value, bool), name, value, "an integer")
+    elif isinstance(default, float):
+      _require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
+  for name, accepted in [("dataset", DATASETS), ("architecture", ARCHITECTURES),
+                         ("activation", ACTIVATIONS), ("method", METHODS),
+                         ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
+                         ("prunable", PRUNABLE), ("dtype", DTYPES)]:
+    _choice(config, name, accepted)
+  _require(config.lr > 0, "lr", config.lr, "> 0")
+  for name in ("alpha", "rho", "noise", "pruning.threshold"):
+    _require(flat[name] >= 0, name, flat[name], ">= 0")
+  _require(0 < config.pruning.density <= 1, "pruning.density", config.pruning.density, "in (0, 1]")
+  for name in ("train_set_size", "val_set_size", "test_set_size", "train_batch_size", "min_epochs",
+               "finetuning_min_epochs"):
+    _require(flat[name] >= 0, name, flat[name], ">= 0")
+  for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs", "smoothing_window"):
+    _require(flat[name] >= 1, name, flat[name], ">= 1")
+  _require(config.max_epochs >= config.min_epochs, "max_epochs", config.max_epochs,
+           f">= min_epochs ({config.min_epochs})")
+  _require(config.finetuning_max_epochs >= config.finetuning_min_epochs, "finetuning_max_epochs",
+           config.finetuning_max_epochs, f">= finetuning_min_epochs ({config.finetuning_min_epochs})")
+  if config.architecture == "mlp":
+    widths = list(config.architecture_student)
+    _require(len(widths) >= 2 and all(isinstance(w, int) and w > 0 for w in widths),
+             "architecture_student", widths, "a list of >= 2 positive integers")
+  if config.dataset == "teacher_student":
+    _require(config.architecture == "mlp", "architecture", config.architecture,
+             "'mlp' for the teacher_student data set")

@@ -1,0 +1,268 @@
+"""One run of a config: regularised phase -> pruning -> finetuning, resumable.
+
+The run is a pure function of its config (the seed included): its id is the
+experiment name and a hash of the config, its keys are folded from the seed,
+and epoch ``e`` of a phase always uses the same key. Checkpoints (orbax) are
+written at chunk boundaries every ``checkpoint_every_epochs`` and at each
+phase boundary, so re-running the same command after an interruption resumes
+from the latest checkpoint and ends with the same result as an uninterrupted
+run. A finished run (its id already in ``runs.csv``) is not run again, as in
+the reference (``has_been_run_before``).
+
+Layout of a workdir::
+
+    <workdir>/runs.csv                       one row per finished run
+    <workdir>/checkpoints/<run_id>/<n>/      orbax checkpoints (latest kept)
+    <workdir>/artifacts/<run_id>/            curves, plots, masks, layers, config
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import masks as masks_lib
+from sparsejax import results
+from sparsejax.runner import build as build_lib
+from sparsejax.runner.config import validate
+from sparsejax.runner.progress import Progress
+from sparsejax.train.convergence import is_saturated
+from sparsejax.train.loop import make_epoch_fn
+from sparsejax.train.phases import run_phase
+from sparsejax.train.state import TrainState, create_train_state
+from sparsejax.train.step import make_eval_fn, make_train_step
+
+#: Fields that do not change what a run computes (left out of the run id).
+BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs")
+#: Deviation of the convergence test (reference: ``is_saturated(...; d=1e-10)``).
+CONVERGENCE_DEVIATION = 1e-10
+PHASES = ("train", "finetune", "done")
+
+
+def run_id_of(config: ml_collections.ConfigDict) -> str:
+  """``<experiment_name>-<10 hex digits of the config's hash>``."""
+  flat = {k: v for k, v in results.flatten_config(config).items() if k not in BOOKKEEPING_FIELDS}
+  digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
+  return f"{config.experiment_name}-{digest[:10]}"
+
+
+def initial_state(config, parts: build_lib.Parts) -> TrainState:
+  x = parts.data.train[0]
+  return create_train_state(build_lib.model_key(config), parts.model, x[:1], parts.objective,
+                            parts.optimizer, prunable=parts.prunable)
+
+
+def prune(config, state: TrainState) -> TrainState:
+  """Applies ``config.pruning`` to the state's masks and parameters."""
+  criterion = config.pruning.criterion
+  if criterion == "global_density":
+    new_masks = masks_lib.global_magnitude_density(state.params, state.masks, config.pruning.density)
+  elif criterion == "global_threshold":
+    new_masks = masks_lib.global_magnitude_threshold(state.params, state.masks,
+                                                     config.pruning.threshold)
+  else:
+    return state
+  return state._replace(masks=new_masks, params=masks_lib.apply(new_masks, state.params))
+
+
+def convergence_rule(config, curve_name: str):
+  def converged(curves, epoch):
+    del epoch
+    return bool(is_saturated(np.asarray(curves.get(curve_name, [])), config.smoothing_window,
+                             CONVERGENCE_DEVIATION))
+  return converged
+
+
+class _Run:
+  """Host-level orchestration of the phases of one run (not a public API)."""
+
+  def __init__(self, config, workdir: pathlib.Path, parts: build_lib.Parts):
+    self.config = config
+    self.parts = parts
+    self.run_id = run_id_of(config)
+    self.progress = Progress(quiet=config.quiet)
+    self.checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints" / self.run_id)
+    self.eval_fn = make_eval_fn(parts.model, parts.task, parts.objective, config.eval_batch_size,
+                                jit=False)
+    self.key = jax.random.key(config.seed)
+    self.meta: dict[str, Any] = {"phase": "train", "epoch": 0, "curves": {}, "wall_time_s": 0.0,
+                                 "saves": 0, "phase_epochs": {}}
+    self._last_saved_epoch = 0
+
+  def save(self, state: TrainState) -> None:
+    self.meta["saves"] += 1
+    self.meta["wall_time_s"] = self._wall_time()
+    self.checkpointer.save(self.meta["saves"], state, dict(self.meta))
+
+  def _wall_time(self) -> float:
+    return self._wall_start_offset + (time.monotonic() - self._wall_start)
+
+  def restore_or_init(self) -> TrainState:
+    self._wall_start = time.monotonic()
+    self._wall_start_offset = 0.0
+    template = initial_state(self.config, self.parts)
+    if self.checkpointer.latest_step() is None:
+      return template
+    state, meta = self.checkpointer.restore(like=template)
+    self.meta = meta
+    self._wall_start_offset = float(meta["wall_time_s"])
+    self.progress.log(f"resuming {self.run_id} from checkpoint {meta['saves']} "
+                      f"(phase {meta['phase']}, epoch {meta['epoch']})")
+    return state
+
+  def run_phase(self, state: TrainState, phase: str, objective, min_epochs: int,
+                max_epochs: int) -> TrainState:
+    config, parts = self.config, self.parts
+    mesh_free_step = make_train_step(parts.model, parts.task, objective, parts.optimizer, jit=False)
+    epoch_fn = make_epoch_fn(mesh_free_step, config.train_batch_size or parts.data.train[0].shape[0],
+                             jit=False)
+    start = self.meta["epoch"] if self.meta["phase"] == phase else 0
+    curves = self.meta["curves"].get(phase, {})
+    self._last_saved_epoch = start
+    density = masks_lib.density(state.masks, state.params)
+    self.progress.start_phase(phase, start)
+
+    def on_chunk(state, curves, epoch):
+      self.progress.update(phase, epoch, max_epochs, curves, density)
+      if epoch - self._last_saved_epoch >= config.checkpoint_every_epochs:
+        self.meta.update(phase=phase, epoch=epoch)
+        self.meta["curves"][phase] = curves
+        self.save(state)
+        self._last_saved_epoch = epoch
+
+    result = run_phase(
+        state, epoch_fn, parts.data.train, phase_key=jax.random.fold_in(self.key, PHASES.index(phase)),
+        max_epochs=max_epochs, min_epochs=min_epochs, chunk=config.prune_window,
+        eval_fn=self.eval_fn, val_data=parts.data.val,
+        converged=convergence_rule(config, "val_loss"), on_chunk=on_chunk,
+        start_epoch=start, curves=curves)
+    self.progress.update(phase, result.epochs, max_epochs, result.curves, density, force=True)
+    self.meta["curves"][phase] = result.curves
+    self.meta["phase_epochs"][phase] = result.epochs
+    self.meta[f"{phase}_converged"] = result.converged
+    return result.state
+
+  def advance(self, state: TrainState, next_phase: str) -> None:
+    self.meta.update(phase=next_phase, epoch=0)
+    self.save(state)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Runs (or resumes, or skips if finished) the experiment ``config`` in ``workdir``.
+
+  Returns:
+    The run's row of ``runs.csv``.
+  """
+  validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  run_id = run_id_of(config)
+  finished = _finished_row(workdir, run_id)
+  if finished is not None:
+    Progress(quiet=config.quiet).log(f"{run_id} has been run before; its row is in {workdir}/runs.csv")
+    return finished
+  with jax.enable_x64(config.dtype == "float64"):
+    return _run(config, workdir)
+
+
+def _finished_row(workdir: pathlib.Path, run_id: str):
+  if not (workdir / "runs.csv").exists():
+    return None
+  runs = results.read_runs(workdir)
+  rows = runs[runs["run_id"] == run_id]
+  return None if rows.empty else rows.iloc[-1].to_dict()
+
+
+def _run(config, workdir: pathlib.Path) -> dict[str, Any]:
+  parts = build_lib.build(config)
+  run = _Run(config, workdir, parts)
+  state = run.restore_or_init()
+  if run.meta["phase"] == "train":
+    state = run.run_phase(state, "train", parts.objective, config.min_epochs, config.max_epochs)
+    state = prune(config, state)
+    run.advance(state, "finetune")
+  if run.meta["phase"] == "finetune":
+    state = run.run_phase(state, "finetune", parts.finetune_objective,
+                          config.finetuning_min_epochs, config.finetuning_max_epochs)
+    run.advance(state, "done")
+  run.checkpointer.wait()
+  row = record(config, workdir, run.run_id, state, parts, run.meta)
+  run.checkpointer.close()
+  _print_summary(config, row, run.progress)
+  return row
+
+
+def final_metrics(config, state: TrainState, parts: build_lib.Parts) -> dict[str, float]:
+  """Data loss (and accuracy) of the final masked model on train, val and test."""
+  evaluate = jax.jit(make_eval_fn(parts.model, parts.task, parts.finetune_objective,
+                                  config.eval_batch_size, jit=False))
+  out = {}
+  for split in ("train", "val", "test"):
+    for name, value in evaluate(state, *getattr(parts.data, split)).items():
+      out[f"final_{split}_{name}"] = float(value)
+  return out
+
+
+def record(config, workdir: pathlib.Path, run_id: str, state: TrainState, parts: build_lib.Parts,
+           meta: dict) -> dict[str, Any]:
+  """Writes the artifacts and appends the run's row to ``runs.csv``."""
+  summary = masks_lib.summary(state.masks, state.params)
+  row = dict(results.flatten_config(config))
+  row.update(run_id=run_id, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             wall_time_s=round(float(meta["wall_time_s"]), 3))
+  row.update(final_metrics(config, state, parts))
+  total = summary["total"]
+  row.update(kept_params=total["kept"], total_params=total["total"], density=total["density"],
+             compression=total["compression"],
+             train_epochs=meta["phase_epochs"].get("train", 0),
+             finetune_epochs=meta["phase_epochs"].get("finetune", 0),
+             train_converged=bool(meta.get("train_converged", False)),
+             finetune_converged=bool(meta.get("finetune_converged", False)))
+  artifacts = workdir / "artifacts" / run_id
+  artifacts.mkdir(parents=True, exist_ok=True)
+  results.write_curves(artifacts, _joined_curves(meta["curves"], meta["phase_epochs"], summary))
+  results.write_layer_counts(artifacts, summary)
+  results.write_masks(artifacts, state.masks)
+  results.write_config(artifacts, config)
+  results.append_run(workdir, row)
+  return row
+
+
+def _joined_curves(curves_by_phase: dict, phase_epochs: dict, summary: dict) -> dict[str, list]:
+  """Concatenates the phases' curves; adds ``phase`` (0 train, 1 finetune) and density."""
+  joined: dict[str, list] = {}
+  for index, phase in enumerate(("train", "finetune")):
+    curves = curves_by_phase.get(phase, {})
+    n = phase_epochs.get(phase, 0)
+    for name in set(joined) | set(curves):
+      joined.setdefault(name, [])
+      values = list(curves.get(name, []))[:n]
+      joined[name].extend(values + [float("nan")] * (n - len(values)))
+    joined.setdefault("phase", []).extend([index] * n)
+  final_density = summary["total"]["density"]
+  n_train = phase_epochs.get("train", 0)
+  n_fine = phase_epochs.get("finetune", 0)
+  joined["density"] = [1.0] * n_train + [final_density] * n_fine
+  return joined
+
+
+def _print_summary(config, row: dict, progress: Progress) -> None:
+  line = (f"{row['run_id']}: kept {row['kept_params']}/{row['total_params']} parameters "
+          f"(density {row['density']:.4f}), test loss {row['final_test_loss']:.5g}")
+  if "final_test_accuracy" in row:
+    line += f", test accuracy {100 * row['final_test_accuracy']:.2f}%"
+  if config.dataset == "teacher_student":
+    teacher = sum(a * b + b for a, b in zip(config.architecture_teacher[:-1],
+                                            config.architecture_teacher[1:]))
+    line += f"; the teacher has {teacher} parameters, noise variance {config.noise ** 2:.4g}"
+  progress.log(line)

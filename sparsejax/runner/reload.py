@@ -1,0 +1,63 @@
+"""Reloading a finished run for evaluation: one call.
+
+>>> run = load_run("workdirs/teacher_student")          # the latest run there
+>>> metrics = evaluate_run(run)                          # == the recorded final_* values
+>>> run.state.params, run.state.masks, run.parts.model   # to explore further
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+
+from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import results
+from sparsejax.runner import build as build_lib
+from sparsejax.runner.experiment import final_metrics, initial_state
+from sparsejax.train.state import TrainState
+
+
+class LoadedRun(NamedTuple):
+  config: ml_collections.ConfigDict
+  state: TrainState
+  parts: build_lib.Parts
+  row: dict[str, Any]
+
+
+def load_config(workdir: str | pathlib.Path, run_id: str) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / "artifacts" / run_id / "config.json"
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRun:
+  """Restores the final checkpoint of ``run_id`` (default: the last row of runs.csv).
+
+  The data, model and objective are rebuilt from the run's saved config, so the
+  returned parts evaluate the restored state exactly as the run did.
+  """
+  workdir = pathlib.Path(workdir)
+  runs = results.read_runs(workdir)
+  if run_id is None:
+    if runs.empty:
+      raise FileNotFoundError(f"no finished run in {workdir / 'runs.csv'}")
+    run_id = runs["run_id"].iloc[-1]
+  rows = runs[runs["run_id"] == run_id]
+  if rows.empty:
+    raise KeyError(f"run {run_id!r} is not in {workdir / 'runs.csv'}; runs there: "
+                   f"{', '.join(runs['run_id'])}")
+  config = load_config(workdir, run_id)
+  with jax.enable_x64(config.dtype == "float64"):
+    parts = build_lib.build(config)
+    with checkpoint_lib.Checkpointer(workdir / "checkpoints" / run_id) as checkpointer:
+      state, _ = checkpointer.restore(like=initial_state(config, parts))
+  return LoadedRun(config, state, parts, rows.iloc[-1].to_dict())
+
+
+def evaluate_run(run: LoadedRun) -> dict[str, float]:
+  """The final train/val/test metrics of a loaded run, recomputed."""
+  with jax.enable_x64(run.config.dtype == "float64"):
+    return final_metrics(run.config, run.state, run.parts)

@@ -1,0 +1,83 @@
+"""Config schema: unknown fields and bad values are clear errors before any compute."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from sparsejax.runner.config import ConfigError, base_config, field_names, validate
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.py"))
+
+
+def load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_is_valid(path):
+  validate(load(path))
+
+
+def test_expected_configs_exist():
+  assert {p.stem for p in CONFIGS} >= {"teacher_student", "lenet300_mnist", "lenet5_mnist", "vgg_cifar"}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", -1e-3, "'lr' is -0.001; it must be > 0"),
+    ("dataset", "imagenet", "accepted values: teacher_student, mnist, fashion_mnist, cifar10"),
+    ("architecture", "resnet9", "accepted values: mlp, lenet_300_100"),
+    ("method", "magic", "'method' is 'magic'; accepted values"),
+    ("optimizer", "lion", "accepted values: adam, sgd"),
+    ("max_epochs", 1, "must be >= min_epochs"),
+    ("train_batch_size", -5, "'train_batch_size' is -5; it must be >= 0"),
+    ("alpha", -1.0, "'alpha' is -1.0; it must be >= 0"),
+])
+def test_bad_values_name_the_field_and_accepted_values(field, value, message):
+  c = base_config()
+  c[field] = value
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(c)
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5])
+def test_density_outside_unit_interval(density):
+  c = base_config()
+  c.pruning.density = density
+  with pytest.raises(ConfigError, match=r"'pruning.density'.*in \(0, 1\]"):
+    validate(c)
+
+
+def test_unknown_field_lists_valid_ones():
+  c = base_config()
+  c.unlocked = True  # ConfigDict is not locked here; validate still catches it
+  with pytest.raises(ConfigError, match="unknown config field 'unlocked'; valid fields: .*lr"):
+    validate(c)
+  assert "pruning.density" in field_names()
+
+
+def run_main(*args):
+  return subprocess.run([sys.executable, "-m", "sparsejax.main", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_unknown_override_is_a_clear_error(tmp_path):
+  out = run_main("--config=configs/teacher_student.py", "--config.learning_rate=0.1",
+                 f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "unknown config field 'learning_rate'; valid fields:" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_command_line_bad_value_fails_before_compute(tmp_path):
+  out = run_main("--config=configs/teacher_student.py", "--config.pruning.density=1.5",
+                 f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "'pruning.density' is 1.5; it must be in (0, 1]" in out.stderr
+  assert not (tmp_path / "runs.csv").exists()
