@@ -1,0 +1,241 @@
+"""Image data sets: offline tfds preparation from the original files, splits.
+
+The MNIST and Fashion-MNIST tests use the original IDX files (fixtures
+``mnist_dir`` / ``fashion_mnist_dir`` from ``conftest.py``; skipped where
+absent). Each data set is prepared once per session, into a temporary
+``data_dir``, with Python's socket layer refusing connections so that any
+network access fails the preparation. Preparing Fashion-MNIST as well takes
+another half minute, so that test is marked ``slow``. CIFAR-10 is exercised
+with a small fake ``cifar-10-python.tar.gz`` in the real format.
+"""
+
+import contextlib
+import functools
+import gzip
+import io
+import pathlib
+import pickle
+import socket
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparsejax.data import (IMAGE_DATASETS, DatasetNotFoundError, ImageArrays, Splits,
+                            image_splits, load_image_dataset, read_cifar10_python,
+                            read_image_dataset, train_val_indices)
+
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@contextlib.contextmanager
+def no_network():
+  """Makes every socket connection and name lookup fail; yields the attempts."""
+  attempts = []
+
+  def refuse(*args, **kwargs):
+    attempts.append(args)
+    raise OSError("network access during an offline test")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(socket.socket, "connect", refuse)
+    patch.setattr(socket.socket, "connect_ex", refuse)
+    patch.setattr(socket, "getaddrinfo", refuse)
+    yield attempts
+
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+  """Reads a gzipped IDX file (LeCun et al.): big-endian header, then uint8."""
+  with gzip.open(path) as f:
+    data = f.read()
+  ndim = data[3]
+  shape = np.frombuffer(data, ">u4", count=ndim, offset=4)
+  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> pathlib.Path:
+  """The session's tensorflow-datasets ``data_dir``, shared by all reads."""
+  return tmp_path_factory.mktemp("tensorflow_datasets")
+
+
+@functools.cache
+def read_offline(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path) -> ImageArrays:
+  """Prepares ``name`` from the originals (once per session) and reads it."""
+  with no_network() as attempts:
+    arrays = read_image_dataset(name, data_dir=data_dir, manual_dir=manual_dir)
+  assert not attempts
+  assert (data_dir / name).is_dir()  # Prepared by tfds, not read around it.
+  return arrays
+
+
+@functools.cache
+def default_splits(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path) -> Splits:
+  return image_splits(read_offline(name, manual_dir, data_dir))
+
+
+@pytest.fixture
+def mnist_arrays(mnist_dir, tfds_dir) -> ImageArrays:
+  return read_offline("mnist", mnist_dir, tfds_dir)
+
+
+@pytest.fixture
+def mnist(mnist_dir, tfds_dir) -> Splits:
+  return default_splits("mnist", mnist_dir, tfds_dir)
+
+
+def test_mnist_shapes_dtypes_and_ranges(mnist):
+  for (x, y), n in zip(mnist, (45000, 5000, 10000)):
+    assert x.shape == (n, 28, 28, 1) and x.dtype == jnp.float32
+    assert y.shape == (n,) and y.dtype == jnp.int32
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    np.testing.assert_array_equal(np.unique(np.asarray(y)), np.arange(10))
+
+
+def test_mnist_is_read_in_the_order_of_the_original_files(mnist_arrays, mnist, mnist_dir):
+  for split in ("train", "t10k"):
+    images = read_idx(mnist_dir / f"{split}-images-idx3-ubyte.gz")
+    labels = read_idx(mnist_dir / f"{split}-labels-idx1-ubyte.gz")
+    prefix = "train" if split == "train" else "test"
+    np.testing.assert_array_equal(getattr(mnist_arrays, f"{prefix}_images")[..., 0], images)
+    np.testing.assert_array_equal(getattr(mnist_arrays, f"{prefix}_labels"), labels)
+  first = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[0]
+  np.testing.assert_allclose(mnist.test.x[0, ..., 0], first / np.float32(255), rtol=1e-6)
+
+
+def test_mnist_train_and_val_are_disjoint_parts_of_the_training_files(mnist, mnist_dir):
+  images = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
+  labels = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+  train_idx, val_idx = train_val_indices(60000, 5000, seed=123, n_train=45000)
+  assert not set(train_idx) & set(val_idx)
+  for (x, y), idx in ((mnist.train, train_idx), (mnist.val, val_idx)):
+    np.testing.assert_array_equal(np.rint(np.asarray(x[..., 0]) * 255).astype(np.uint8),
+                                  images[idx])
+    np.testing.assert_array_equal(np.asarray(y), labels[idx])
+
+
+def test_mnist_split_seed_and_sizes(mnist_arrays, mnist):
+  again = image_splits(mnist_arrays, split_seed=123)
+  jax.tree.map(np.testing.assert_array_equal, again, mnist)
+  other = image_splits(mnist_arrays, split_seed=7, n_train=None, dtype=jnp.bfloat16)
+  assert other.train.x.shape[0] == 55000 and other.val.x.dtype == jnp.bfloat16
+  assert not np.array_equal(other.val.y, mnist.val.y)
+  np.testing.assert_array_equal(other.test.y, mnist.test.y)
+
+
+def test_mnist_prepared_copy_is_read_without_the_originals(mnist, mnist_dir, tfds_dir,
+                                                           tmp_path):
+  read_offline("mnist", mnist_dir, tfds_dir)  # Prepared in this session.
+  with no_network() as attempts:
+    splits = load_image_dataset("mnist", data_dir=tfds_dir, manual_dir=tmp_path)
+  assert not attempts
+  jax.tree.map(np.testing.assert_array_equal, splits, mnist)
+
+
+@pytest.mark.slow
+def test_fashion_mnist(fashion_mnist_dir, tfds_dir):
+  arrays = read_offline("fashion_mnist", fashion_mnist_dir, tfds_dir)
+  np.testing.assert_array_equal(
+      arrays.test_images[..., 0], read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz"))
+  np.testing.assert_array_equal(
+      arrays.train_labels, read_idx(fashion_mnist_dir / "train-labels-idx1-ubyte.gz"))
+  splits = image_splits(arrays)
+  assert [x.shape[0] for x, _ in splits] == [45000, 5000, 10000]
+  assert splits.train.x.shape[1:] == IMAGE_DATASETS["fashion_mnist"].input_shape
+
+
+def test_train_val_indices():
+  train, val = train_val_indices(10, 3, seed=0)
+  assert len(train) == 7 and len(val) == 3
+  assert len(train_val_indices(10, 3, seed=0, n_train=4)[0]) == 4
+  np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(10))
+  assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+  np.testing.assert_array_equal(train_val_indices(10, 3, seed=0)[1], val)
+  assert any(not np.array_equal(train_val_indices(100, 10, seed=s)[1],
+                                train_val_indices(100, 10, seed=0)[1]) for s in (1, 2))
+  with pytest.raises(ValueError):
+    train_val_indices(10, 10, seed=0)
+  with pytest.raises(ValueError):
+    train_val_indices(10, 3, seed=0, n_train=8)
+
+
+def test_missing_file_names_file_and_folder(mnist_dir, tmp_path):
+  manual = tmp_path / "mnist"
+  manual.mkdir()
+  for name in IDX_FILES[:3]:
+    (manual / name).symlink_to(mnist_dir / name)
+  with pytest.raises(DatasetNotFoundError) as error:
+    load_image_dataset("mnist", data_dir=tmp_path / "tfds", manual_dir=manual)
+  message = str(error.value)
+  assert "t10k-labels-idx1-ubyte.gz" in message and str(manual) in message
+  assert isinstance(error.value, FileNotFoundError)
+
+
+def test_missing_cifar10_names_both_archives(tmp_path):
+  with pytest.raises(DatasetNotFoundError,
+                     match=r"cifar-10-binary\.tar\.gz.*cifar-10-python\.tar\.gz"):
+    load_image_dataset("cifar10", data_dir=tmp_path / "tfds", manual_dir=tmp_path)
+
+
+def test_unknown_name():
+  with pytest.raises(ValueError, match="cifar10.*fashion_mnist.*mnist"):
+    load_image_dataset("imagenet")
+
+
+def fake_cifar_images(n: int, offset: int) -> np.ndarray:
+  """NHWC uint8 images whose value identifies (example, row, column, channel)."""
+  k, h, w, c = np.meshgrid(np.arange(offset, offset + n), np.arange(32), np.arange(32),
+                           np.arange(3), indexing="ij")
+  return ((k + 2 * h + 3 * w + 100 * c) % 256).astype(np.uint8)
+
+
+def write_fake_cifar10(path: pathlib.Path, per_batch: int, n_test: int,
+                       bad_global: bool = False) -> None:
+  """A ``cifar-10-python.tar.gz`` in the original format, with few images.
+
+  Each batch is a protocol-2 pickle of a dict with bytes keys; ``b"data"``
+  holds one image per row as red, green and blue 32 x 32 planes.
+  """
+  batches = [(f"data_batch_{i + 1}", i * per_batch, per_batch) for i in range(5)]
+  batches.append(("test_batch", 1000, n_test))
+  with tarfile.open(path, "w:gz") as tar:
+    for name, offset, n in batches:
+      planes = fake_cifar_images(n, offset).transpose(0, 3, 1, 2).reshape(n, 3072)
+      batch = {b"batch_label": name.encode(), b"data": planes,
+               b"labels": [(offset + j) % 10 for j in range(n)],
+               b"filenames": [f"{offset + j}.png".encode() for j in range(n)]}
+      if bad_global:
+        batch[b"extra"] = pathlib.PurePosixPath("/")
+      payload = pickle.dumps(batch, protocol=2)
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+
+
+def test_cifar10_python_archive(tmp_path):
+  write_fake_cifar10(tmp_path / "cifar-10-python.tar.gz", per_batch=60, n_test=20)
+  splits = load_image_dataset("cifar10", data_dir=tmp_path / "tfds", manual_dir=tmp_path,
+                              n_val=50, n_train=None, split_seed=5)
+  source = fake_cifar_images(300, 0) / np.float32(255)
+  source_labels = np.arange(300) % 10
+  train_idx, val_idx = train_val_indices(300, 50, seed=5)
+  assert len(train_idx) == 250
+  for (x, y), idx in ((splits.train, train_idx), (splits.val, val_idx)):
+    assert x.shape == (len(idx), 32, 32, 3) and x.dtype == jnp.float32 and y.dtype == jnp.int32
+    np.testing.assert_allclose(x, source[idx], rtol=1e-6)
+    np.testing.assert_array_equal(y, source_labels[idx])
+  np.testing.assert_allclose(splits.test.x, fake_cifar_images(20, 1000) / np.float32(255),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(splits.test.y, (1000 + np.arange(20)) % 10)
+  # Channel c of pixel (h, w) of image k is (k + 2h + 3w + 100c) % 256.
+  assert round(float(splits.test.x[0, 1, 2, 1]) * 255) == (1000 + 2 + 6 + 100) % 256
+
+
+def test_cifar10_reader_refuses_other_pickled_objects(tmp_path):
+  archive = tmp_path / "cifar-10-python.tar.gz"
+  write_fake_cifar10(archive, per_batch=2, n_test=2, bad_global=True)
+  with pytest.raises(pickle.UnpicklingError, match="pathlib"):
+    read_cifar10_python(archive)
