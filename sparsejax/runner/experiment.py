@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -239,20 +238,18 @@ def record(config, workdir: pathlib.Path, run_id: str, state: TrainState, parts:
 
 
 def _joined_curves(curves_by_phase: dict, phase_epochs: dict, summary: dict) -> dict[str, list]:
-  """Concatenates the phases' curves; adds ``phase`` (0 train, 1 finetune) and density."""
-  joined: dict[str, list] = {}
-  for index, phase in enumerate(("train", "finetune")):
+  """Concatenates the phases' curves; adds ``phase`` (0 train, 1 finetune) and ``density``."""
+  phases = ("train", "finetune")
+  names = sorted({name for phase in phases for name in curves_by_phase.get(phase, {})})
+  joined: dict[str, list] = {name: [] for name in names + ["phase", "density"]}
+  for index, phase in enumerate(phases):
     curves = curves_by_phase.get(phase, {})
     n = phase_epochs.get(phase, 0)
-    for name in set(joined) | set(curves):
-      joined.setdefault(name, [])
+    for name in names:
       values = list(curves.get(name, []))[:n]
       joined[name].extend(values + [float("nan")] * (n - len(values)))
-    joined.setdefault("phase", []).extend([index] * n)
-  final_density = summary["total"]["density"]
-  n_train = phase_epochs.get("train", 0)
-  n_fine = phase_epochs.get("finetune", 0)
-  joined["density"] = [1.0] * n_train + [final_density] * n_fine
+    joined["phase"].extend([index] * n)
+    joined["density"].extend([1.0 if phase == "train" else summary["total"]["density"]] * n)
   return joined
 
 
