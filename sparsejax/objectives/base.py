@@ -40,6 +40,11 @@ class Objective(NamedTuple):
       dual variables whose gradient the step ascends.
     project: ``state -> state``, the projection applied after each update
       (clamping probabilities to [0, 1], multipliers to >= 0).
+    loss_transform: ``(per_example_loss, state) -> per_example_loss``, applied
+      to the task's per-example loss before the mean, in training and in
+      evaluation (the Gaussian code length with a learnable noise scale of
+      :func:`sparsejax.objectives.gauss.with_gauss_loss`); the identity
+      otherwise.
   """
   init: Callable[[jax.Array, Params], ObjectiveState]
   forward: Callable[[Params, ObjectiveState, jax.Array, bool], tuple[Params, Gates]]
@@ -47,6 +52,7 @@ class Objective(NamedTuple):
   readout: Callable[[Params, ObjectiveState], tuple[Params, Any]]
   ascend: Callable[[ObjectiveState], Any] = lambda state: jax.tree.map(lambda _: False, state)
   project: Callable[[ObjectiveState], ObjectiveState] = lambda state: state
+  loss_transform: Callable[[jax.Array, ObjectiveState], jax.Array] = lambda loss, state: loss
 
 
 def no_state(key: jax.Array, params: Params) -> ObjectiveState:
@@ -83,3 +89,19 @@ def tree_sum(fn: Callable[[jax.Array], jax.Array], params: Params) -> jax.Array:
   if not leaves:
     return jnp.zeros(())
   return sum(jnp.sum(fn(p)) for p in leaves)
+
+
+def abs_sign(x: jax.Array) -> jax.Array:
+  """``|x|`` written as ``x * sign(x)``, so its derivative is ``sign(x)``: 0 at 0.
+
+  The reference's hand-coded L1 and DRR gradients use ``sign``, which is 0 at
+  0; ``jnp.abs`` has derivative 1 there and would push exact zeros (e.g.
+  zero-initialised biases) away from zero.
+  """
+  return x * jnp.sign(x)
+
+
+def check_nonnegative(name: str, value: float) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value >= 0``."""
+  if not value >= 0:
+    raise ValueError(f"{name} must be >= 0, got {value}")

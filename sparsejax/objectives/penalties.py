@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from sparsejax.objectives.base import Objective, tree_sum, weight_penalty
+from sparsejax.objectives.base import (Objective, abs_sign, check_nonnegative, tree_sum,
+                                       weight_penalty)
 
 
 def plain() -> Objective:
@@ -22,8 +23,8 @@ def l1(alpha: float) -> Objective:
   Tibshirani (1996); with finetuning afterwards this is the efficient-compression
   reference's RL1 ("relaxed L1").
   """
-  _check_nonnegative("alpha", alpha)
-  return weight_penalty(lambda params: alpha * tree_sum(jnp.abs, params))
+  check_nonnegative("alpha", alpha)
+  return weight_penalty(lambda params: alpha * tree_sum(abs_sign, params))
 
 
 def l2(rho: float) -> Objective:
@@ -31,18 +32,14 @@ def l2(rho: float) -> Objective:
 
   This matches the reference's ``rho`` whose gradient is :math:`2\rho\theta`.
   """
-  _check_nonnegative("rho", rho)
+  check_nonnegative("rho", rho)
   return weight_penalty(lambda params: rho * tree_sum(jnp.square, params))
 
 
 def elastic_net(alpha: float, rho: float) -> Objective:
   r""":math:`\alpha \|\theta\|_1 + \rho \|\theta\|_2^2` (Zou & Hastie, 2005)."""
-  _check_nonnegative("alpha", alpha)
-  _check_nonnegative("rho", rho)
+  check_nonnegative("alpha", alpha)
+  check_nonnegative("rho", rho)
   return weight_penalty(
-      lambda params: alpha * tree_sum(jnp.abs, params) + rho * tree_sum(jnp.square, params))
+      lambda params: alpha * tree_sum(abs_sign, params) + rho * tree_sum(jnp.square, params))
 
-
-def _check_nonnegative(name: str, value: float) -> None:
-  if not value >= 0:
-    raise ValueError(f"{name} must be >= 0, got {value}")

@@ -88,7 +88,7 @@ def make_train_step(model: nn.Module, task: Task, objective: Objective,
     effective, gates = objective.forward(params, objective_state, forward_key, True)
     outputs, model_state = apply_model(
         model, effective, state.model_state, x, train=True, gates=gates, key=dropout_key)
-    data_loss = jnp.mean(task.loss(outputs, y))
+    data_loss = jnp.mean(objective.loss_transform(task.loss(outputs, y), objective_state))
     penalty = objective.penalty(params, objective_state)
     metrics = {name: jnp.mean(fn(outputs, y)) for name, fn in task.metrics.items()}
     metrics.update(loss=data_loss, penalty=penalty, objective=data_loss + penalty)
@@ -147,7 +147,8 @@ def make_eval_fn(model: nn.Module, task: Task, objective: Objective,
     def body(totals, batch):
       xi, yi, wi = batch
       outputs, _ = apply_model(model, effective, state.model_state, xi, train=False, gates=gates)
-      sums = {"loss": jnp.sum(wi * task.loss(outputs, yi))}
+      losses = objective.loss_transform(task.loss(outputs, yi), state.objective_state)
+      sums = {"loss": jnp.sum(wi * losses)}
       sums.update({k: jnp.sum(wi * fn(outputs, yi)) for k, fn in task.metrics.items()})
       return jax.tree.map(jnp.add, totals, sums), None
 
