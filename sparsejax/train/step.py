@@ -120,13 +120,16 @@ def make_train_step(model: nn.Module, task: Task, objective: Objective,
 
 def make_eval_fn(model: nn.Module, task: Task, objective: Objective,
                  batch_size: int, *, jit: bool = True,
+                 batch_constraint: Callable[[Batch], Batch] | None = None,
                  ) -> Callable[[TrainState, jax.Array, jax.Array], dict]:
   """Builds ``evaluate(state, x, y) -> metrics`` over a whole data set.
 
   The model runs in eval mode (BatchNorm running averages, no dropout) with
   ``objective.forward(..., train=False)``. The data are padded to a multiple
   of ``batch_size`` and scanned batch by batch on the device; padding carries
-  zero weight, so every metric is the exact mean over the examples.
+  zero weight, so every metric is the exact mean over the examples. With
+  ``batch_constraint`` (see :func:`make_train_step`) each batch is split over
+  the devices of the data mesh.
 
   Returns:
     ``{"loss": mean data loss, <task metric>: mean, ...}``.
@@ -146,6 +149,8 @@ def make_eval_fn(model: nn.Module, task: Task, objective: Objective,
 
     def body(totals, batch):
       xi, yi, wi = batch
+      if batch_constraint is not None:
+        xi, yi = batch_constraint((xi, yi))
       outputs, _ = apply_model(model, effective, state.model_state, xi, train=False, gates=gates)
       losses = objective.loss_transform(task.loss(outputs, yi), state.objective_state)
       sums = {"loss": jnp.sum(wi * losses)}
