@@ -151,3 +151,27 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
   assert masks_a.keys() == masks_b.keys()
   for name in masks_a:
     np.testing.assert_array_equal(masks_a[name], masks_b[name])
+
+
+@pytest.mark.parametrize("method", ["drr", "pmmp", "layerwise"])
+def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method):
+  config = small_config(method=method, alpha=1e-3 if method != "layerwise" else 0.0,
+                        max_epochs=100, finetuning_max_epochs=50)
+  config.pruning.criterion = "tamade"
+  config.pruning.delete_neurons = method != "layerwise"
+  config.layerwise_pruning_max_epochs = 3000
+  config.layerwise_pruning_alpha = 1e-3
+  row = run(config, tmp_path)
+  # Each pruning step only removes parameters; TAMADE's search ran and
+  # respected its tolerance on the calibration (train) data.
+  steps = [row[f"pruning_kept_{s}"] for s in ("before", "after_rgp", "after_criterion")]
+  assert steps == sorted(steps, reverse=True) and row["pruning_kept"] <= steps[-1]
+  assert row["pruning_kept_before"] == 751 and row["kept_params"] == row["pruning_kept"] < 751
+  assert row["pruning_evaluations"] >= 10 and row["pruning_threshold"] > 0
+  loaded = load_run(tmp_path)
+  for p, m in zip(jax_leaves(loaded.state.params), jax_leaves(loaded.state.masks)):
+    assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+  if method == "pmmp":
+    gamma = loaded.state.objective_state["gamma"]
+    for g, m in zip(jax_leaves(gamma), jax_leaves(loaded.state.masks)):
+      assert np.all(np.asarray(g)[~np.asarray(m)] == 0)

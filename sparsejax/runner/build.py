@@ -27,6 +27,7 @@ class Parts(NamedTuple):
   task: Task
   objective: Objective      # the regularised phase
   finetune_objective: Objective
+  prune_objective: Objective  # the data loss that RGP and TAMADE evaluate (MSE with gauss_loss)
   optimizer: optax.GradientTransformation
   prunable: masks_lib.PrunablePredicate
   teacher_params: Any       # teacher-student only, else None
@@ -68,12 +69,29 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
-  """The regularised phase's objective, chosen by ``config.method``."""
-  if config.method == "none":
+  """The regularised phase's objective, chosen by ``config.method``, before the Gauss loss.
+
+  ``none`` and ``layerwise`` train without a penalty (the layerwise fit comes
+  after the phase); ``rl1`` is L1 (+ L2); ``drr`` the smooth l0 surrogate
+  (+ L2); ``pmmp`` probabilistic minimax pruning (+ L1, L2).
+  """
+  if config.method in ("none", "layerwise"):
     return objectives.plain()
   if config.method == "rl1":
-    return objectives.elastic_net(config.alpha, config.rho)
+    return objectives.rl1(config.alpha, config.rho)
+  if config.method == "drr":
+    return objectives.drr(config.alpha, config.beta, rho=config.rho, norm=config.norm,
+                          layer_norm=config.layer_norm)
+  if config.method == "pmmp":
+    return objectives.pmmp(config.alpha, initial_p_value=config.initial_p_value,
+                           initial_u_value=config.initial_u_value,
+                           u_value_multiply_factor=config.u_value_multiply_factor,
+                           l1_alpha=config.l1_alpha, rho=config.rho)
   raise ValueError(f"unknown method {config.method!r}")
+
+
+def _with_loss(config: ml_collections.ConfigDict, objective: Objective) -> Objective:
+  return objectives.with_gauss_loss(objective) if config.gauss_loss else objective
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -88,8 +106,9 @@ def build(config: ml_collections.ConfigDict) -> Parts:
       data=splits,
       model=build_model(config),
       task=REGRESSION if config.dataset == "teacher_student" else CLASSIFICATION,
-      objective=build_objective(config),
-      finetune_objective=objectives.plain(),
+      objective=_with_loss(config, build_objective(config)),
+      finetune_objective=_with_loss(config, objectives.plain()),
+      prune_objective=build_objective(config),
       optimizer=build_optimizer(config),
       prunable=masks_lib.every_leaf if config.prunable == "all" else masks_lib.kernels_only,
       teacher_params=teacher,

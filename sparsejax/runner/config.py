@@ -19,9 +19,10 @@ import ml_collections
 DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10")
 ARCHITECTURES = ("mlp", "lenet_300_100", "lenet5_caffe", "vgg16_bn")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
-METHODS = ("none", "rl1")
+METHODS = ("none", "rl1", "drr", "pmmp", "layerwise")
 OPTIMIZERS = ("adam", "sgd")
-PRUNING = ("none", "global_density", "global_threshold")
+PRUNING = ("none", "tamade", "global_density", "global_threshold")
+CALIBRATION = ("train", "val")
 PRUNABLE = ("all", "kernels")
 DTYPES = ("float32", "float64")
 
@@ -52,10 +53,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.architecture_student = [2, 25, 25, 1]
   c.activation = "tanh"
 
-  # Objective and optimiser.
+  # Objective and optimiser. ``method``: none (plain training), rl1, drr,
+  # pmmp, layerwise (unregularised training, then the layerwise fit).
   c.method = "none"
   c.alpha = 0.0
   c.rho = 0.0
+  c.beta = 10.0              # DRR sharpness (TrainArgs' 0 would disable DRR; the DRR struct's 10)
+  c.norm = False             # DRR: normalise the alpha term per layer
+  c.layer_norm = True        # DRR NORM: per top-level layer (True) or per parameter block
+  c.l1_alpha = 0.0           # PMMP: L1 on theta
+  c.initial_p_value = 1.0    # PMMP: initial gamma
+  c.initial_u_value = 0.0    # PMMP: initial u
+  c.u_value_multiply_factor = 1.0
+  c.gauss_loss = False       # teacher-student: Gaussian code length with learnable sigma
+  c.layerwise_pruning_alpha = 0.1
+  c.layerwise_pruning_lr = 1e-3
+  c.layerwise_pruning_mask_start_value = 0.3
+  c.layerwise_pruning_max_epochs = 20000  # the reference uses max_epochs (default 20000)
   c.optimizer = "adam"
   c.lr = 1e-3
   c.train_batch_size = 0     # 0 = full batch
@@ -68,12 +82,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.smoothing_window = 30
   c.finetuning_min_epochs = 33
   c.finetuning_max_epochs = 10000
+  c.converge_val_loss = True     # convergence on the validation loss (else the train loss)
+  c.return_best_state = True     # a phase returns its best validation check if the end is worse
+  c.shrinking = False            # prune during training once the loss saturates
+  c.shrinking_from_deviation_of = 1e-2
 
-  # Pruning after the regularised phase.
+  # Pruning after the regularised phase (and when shrinking): random gradient
+  # pruning -> criterion -> random gradient pruning (-> neuron deletion).
   c.pruning = ml_collections.ConfigDict()
-  c.pruning.criterion = "none"
-  c.pruning.density = 1.0
-  c.pruning.threshold = 0.0
+  c.pruning.criterion = "tamade"
+  c.pruning.tolerated_relative_loss_increase = 0.01
+  c.pruning.binary_search_resolution = 1e-7
+  c.pruning.calibration = "train"  # TAMADE's data: train (the paper) or val (the later code)
+  c.pruning.density = 1.0          # global_density
+  c.pruning.threshold = 0.0        # global_threshold
+  c.pruning.random_gradient_pruning = True
+  c.pruning.delete_neurons = False  # MLPs: fold neurons without inputs into the next bias
   c.prunable = "all"
 
   # Bookkeeping.
@@ -134,16 +158,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, accepted in [("dataset", DATASETS), ("architecture", ARCHITECTURES),
                          ("activation", ACTIVATIONS), ("method", METHODS),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
-                         ("prunable", PRUNABLE), ("dtype", DTYPES)]:
+                         ("prunable", PRUNABLE), ("dtype", DTYPES),
+                         ("pruning.calibration", CALIBRATION)]:
     _choice(config, name, accepted)
   _require(config.lr > 0, "lr", config.lr, "> 0")
-  for name in ("alpha", "rho", "noise", "pruning.threshold"):
+  for name in ("alpha", "rho", "noise", "pruning.threshold", "l1_alpha", "initial_u_value",
+               "u_value_multiply_factor", "layerwise_pruning_alpha", "shrinking_from_deviation_of",
+               "pruning.tolerated_relative_loss_increase"):
     _require(flat[name] >= 0, name, flat[name], ">= 0")
   _require(0 < config.pruning.density <= 1, "pruning.density", config.pruning.density, "in (0, 1]")
+  for name in ("beta", "pruning.binary_search_resolution", "layerwise_pruning_lr"):
+    _require(flat[name] > 0, name, flat[name], "> 0")
+  for name in ("initial_p_value", "layerwise_pruning_mask_start_value"):
+    _require(0 <= flat[name] <= 1, name, flat[name], "in [0, 1]")
   for name in ("train_set_size", "val_set_size", "test_set_size", "train_batch_size", "min_epochs",
                "finetuning_min_epochs"):
     _require(flat[name] >= 0, name, flat[name], ">= 0")
-  for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs", "smoothing_window"):
+  for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs", "smoothing_window",
+               "layerwise_pruning_max_epochs"):
     _require(flat[name] >= 1, name, flat[name], ">= 1")
   _require(config.max_epochs >= config.min_epochs, "max_epochs", config.max_epochs,
            f">= min_epochs ({config.min_epochs})")
@@ -156,3 +188,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.dataset == "teacher_student":
     _require(config.architecture == "mlp", "architecture", config.architecture,
              "'mlp' for the teacher_student data set")
+  mlp_only = config.architecture in ("mlp", "lenet_300_100")
+  if config.method == "layerwise":
+    _require(mlp_only, "architecture", config.architecture,
+             "'mlp' or 'lenet_300_100' for method 'layerwise' (Dense layers only)")
+  if config.pruning.delete_neurons:
+    _require(mlp_only, "pruning.delete_neurons", True,
+             "false unless the architecture is 'mlp' or 'lenet_300_100'")
+  if config.gauss_loss:
+    _require(config.dataset == "teacher_student", "gauss_loss", True,
+             "false unless the data set is 'teacher_student' (a regression loss)")

@@ -33,8 +33,10 @@ from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
 from sparsejax import results
 from sparsejax.runner import build as build_lib
+from sparsejax.runner import procedure
 from sparsejax.runner.config import validate
 from sparsejax.runner.progress import Progress
+from sparsejax.train import best_state
 from sparsejax.train.convergence import is_saturated
 from sparsejax.train.loop import make_epoch_fn
 from sparsejax.train.phases import run_phase
@@ -61,25 +63,19 @@ def initial_state(config, parts: build_lib.Parts) -> TrainState:
                             parts.optimizer, prunable=parts.prunable)
 
 
-def prune(config, state: TrainState) -> TrainState:
-  """Applies ``config.pruning`` to the state's masks and parameters."""
-  criterion = config.pruning.criterion
-  if criterion == "global_density":
-    new_masks = masks_lib.global_magnitude_density(state.params, state.masks, config.pruning.density)
-  elif criterion == "global_threshold":
-    new_masks = masks_lib.global_magnitude_threshold(state.params, state.masks,
-                                                     config.pruning.threshold)
-  else:
-    return state
-  return state._replace(masks=new_masks, params=masks_lib.apply(new_masks, state.params))
+def checkpoint_template(state: TrainState) -> dict[str, TrainState]:
+  """What a checkpoint holds: the current state and the phase's best-state snapshot."""
+  return {"state": state, "best": state}
 
 
-def convergence_rule(config, curve_name: str):
-  def converged(curves, epoch):
-    del epoch
-    return bool(is_saturated(np.asarray(curves.get(curve_name, [])), config.smoothing_window,
-                             CONVERGENCE_DEVIATION))
-  return converged
+def convergence_curve(config) -> str:
+  """The curve the checks watch: ``val_loss`` (``converge_val_loss``) or ``loss``."""
+  return "val_loss" if config.converge_val_loss else "loss"
+
+
+def is_check(config, epoch: int) -> bool:
+  """The reference checks only once ``epoch >= smoothing_window + 3``."""
+  return epoch >= config.smoothing_window + 3
 
 
 class _Run:
@@ -93,15 +89,18 @@ class _Run:
     self.checkpointer = checkpoint_lib.Checkpointer(workdir / "checkpoints" / self.run_id)
     self.eval_fn = make_eval_fn(parts.model, parts.task, parts.objective, config.eval_batch_size,
                                 jit=False)
+    self.prune = procedure.make_pruner(config, parts)
     self.key = jax.random.key(config.seed)
     self.meta: dict[str, Any] = {"phase": "train", "epoch": 0, "curves": {}, "wall_time_s": 0.0,
-                                 "saves": 0, "phase_epochs": {}}
+                                 "saves": 0, "phase_epochs": {}, "pruning": {}, "best": {}}
+    self.best_snapshot: TrainState | None = None
     self._last_saved_epoch = 0
 
   def save(self, state: TrainState) -> None:
     self.meta["saves"] += 1
     self.meta["wall_time_s"] = self._wall_time()
-    self.checkpointer.save(self.meta["saves"], state, dict(self.meta))
+    best = state if self.best_snapshot is None else self.best_snapshot
+    self.checkpointer.save(self.meta["saves"], {"state": state, "best": best}, dict(self.meta))
 
   def _wall_time(self) -> float:
     return self._wall_start_offset + (time.monotonic() - self._wall_start)
@@ -112,8 +111,11 @@ class _Run:
     template = initial_state(self.config, self.parts)
     if self.checkpointer.latest_step() is None:
       return template
-    state, meta = self.checkpointer.restore(like=template)
+    saved, meta = self.checkpointer.restore(like=checkpoint_template(template))
+    state = saved["state"]
     self.meta = meta
+    if meta["best"].get("snapshot_val_loss") is not None:
+      self.best_snapshot = saved["best"]
     self._wall_start_offset = float(meta["wall_time_s"])
     self.progress.log(f"resuming {self.run_id} from checkpoint {meta['saves']} "
                       f"(phase {meta['phase']}, epoch {meta['epoch']})")
@@ -121,38 +123,78 @@ class _Run:
 
   def run_phase(self, state: TrainState, phase: str, objective, min_epochs: int,
                 max_epochs: int) -> TrainState:
+    """Runs one phase from its start or its last checkpoint.
+
+    At every check (each chunk of ``prune_window`` epochs, once
+    :func:`is_check`): the convergence test (the saturation test at deviation
+    1e-10, and PMMP's gamma rule), the best-state tracker, and with
+    ``shrinking`` in the regularised phase the pruning of
+    :mod:`sparsejax.runner.procedure` once the curve saturates at
+    ``shrinking_from_deviation_of``.
+    """
     config, parts = self.config, self.parts
     mesh_free_step = make_train_step(parts.model, parts.task, objective, parts.optimizer, jit=False)
     epoch_fn = make_epoch_fn(mesh_free_step, config.train_batch_size or parts.data.train[0].shape[0],
                              jit=False)
-    start = self.meta["epoch"] if self.meta["phase"] == phase else 0
+    resumed = self.meta["phase"] == phase
+    start = self.meta["epoch"] if resumed else 0
     curves = self.meta["curves"].get(phase, {})
+    tracker = best_state.BestState.from_json(self.meta["best"] if resumed else None)
+    if not resumed:
+      self.best_snapshot = None
     self._last_saved_epoch = start
-    density = masks_lib.density(state.masks, state.params)
+    curve = convergence_curve(config)
     self.progress.start_phase(phase, start)
 
+    def saturated(curves, deviation):
+      return bool(is_saturated(np.asarray(curves.get(curve, [])), config.smoothing_window,
+                               deviation))
+
+    def converged(state, curves, epoch):
+      return (is_check(config, epoch) and saturated(curves, CONVERGENCE_DEVIATION)
+              and procedure.gamma_settled(config, state))
+
     def on_chunk(state, curves, epoch):
-      self.progress.update(phase, epoch, max_epochs, curves, density)
+      nonlocal tracker
+      if is_check(config, epoch):
+        if config.return_best_state:
+          tracker, snapshot = best_state.check(
+              tracker, curves["val_loss"][-1], may_turn=procedure.gamma_settled(config, state))
+          if snapshot:
+            self.best_snapshot = state
+        if (config.shrinking and phase == "train" and epoch < max_epochs
+            and saturated(curves, config.shrinking_from_deviation_of)):
+          key = jax.random.fold_in(jax.random.fold_in(self.key, len(PHASES)), epoch)
+          state, info = self.prune(state, key, final=False)
+          self.meta["pruning"].setdefault("shrinking", []).append({"epoch": epoch, **info})
+      self.progress.update(phase, epoch, max_epochs, curves,
+                           masks_lib.density(state.masks, state.params))
       if epoch - self._last_saved_epoch >= config.checkpoint_every_epochs:
-        self.meta.update(phase=phase, epoch=epoch)
+        self.meta.update(phase=phase, epoch=epoch, best=tracker.to_json())
         self.meta["curves"][phase] = curves
         self.save(state)
         self._last_saved_epoch = epoch
+      return state
 
     result = run_phase(
         state, epoch_fn, parts.data.train, phase_key=jax.random.fold_in(self.key, PHASES.index(phase)),
         max_epochs=max_epochs, min_epochs=min_epochs, chunk=config.prune_window,
-        eval_fn=self.eval_fn, val_data=parts.data.val,
-        converged=convergence_rule(config, "val_loss"), on_chunk=on_chunk,
+        eval_fn=self.eval_fn, val_data=parts.data.val, converged=converged, on_chunk=on_chunk,
         start_epoch=start, curves=curves)
-    self.progress.update(phase, result.epochs, max_epochs, result.curves, density, force=True)
+    state = result.state
+    if config.return_best_state and result.curves.get("val_loss"):
+      state = best_state.select(tracker, state, self.best_snapshot, result.curves["val_loss"][-1])
+      self.meta[f"{phase}_returned_best_state"] = state is self.best_snapshot
+    self.progress.update(phase, result.epochs, max_epochs, result.curves,
+                         masks_lib.density(state.masks, state.params), force=True)
     self.meta["curves"][phase] = result.curves
     self.meta["phase_epochs"][phase] = result.epochs
     self.meta[f"{phase}_converged"] = result.converged
-    return result.state
+    return state
 
   def advance(self, state: TrainState, next_phase: str) -> None:
-    self.meta.update(phase=next_phase, epoch=0)
+    self.meta.update(phase=next_phase, epoch=0, best={})
+    self.best_snapshot = None
     self.save(state)
 
 
@@ -188,7 +230,9 @@ def _run(config, workdir: pathlib.Path) -> dict[str, Any]:
   state = run.restore_or_init()
   if run.meta["phase"] == "train":
     state = run.run_phase(state, "train", parts.objective, config.min_epochs, config.max_epochs)
-    state = prune(config, state)
+    state, info = run.prune(state, jax.random.fold_in(run.key, len(PHASES) + 1), final=True)
+    run.meta["pruning"]["final"] = info
+    run.progress.log(f"pruned: {_pruning_line(info)}")
     run.advance(state, "finetune")
   if run.meta["phase"] == "finetune":
     state = run.run_phase(state, "finetune", parts.finetune_objective,
@@ -226,7 +270,12 @@ def record(config, workdir: pathlib.Path, run_id: str, state: TrainState, parts:
              train_epochs=meta["phase_epochs"].get("train", 0),
              finetune_epochs=meta["phase_epochs"].get("finetune", 0),
              train_converged=bool(meta.get("train_converged", False)),
-             finetune_converged=bool(meta.get("finetune_converged", False)))
+             finetune_converged=bool(meta.get("finetune_converged", False)),
+             train_returned_best_state=bool(meta.get("train_returned_best_state", False)))
+  final_pruning = meta["pruning"].get("final", {})
+  row.update({f"pruning_{k}": v for k, v in final_pruning.items()})
+  if config.gauss_loss:
+    row["final_sigma"] = float(state.objective_state["sigma"])
   artifacts = workdir / "artifacts" / run_id
   artifacts.mkdir(parents=True, exist_ok=True)
   results.write_curves(artifacts, _joined_curves(meta["curves"], meta["phase_epochs"], summary))
@@ -251,6 +300,14 @@ def _joined_curves(curves_by_phase: dict, phase_epochs: dict, summary: dict) -> 
     joined["phase"].extend([index] * n)
     joined["density"].extend([1.0 if phase == "train" else summary["total"]["density"]] * n)
   return joined
+
+
+def _pruning_line(info: dict) -> str:
+  steps = ", ".join(f"{k[len('kept_'):]} {v}" for k, v in info.items() if k.startswith("kept_"))
+  line = f"kept {info['kept']} ({steps})"
+  if "threshold" in info:
+    line += f"; TAMADE threshold {info['threshold']:.4g} after {info['evaluations']} evaluations"
+  return line
 
 
 def _print_summary(config, row: dict, progress: Progress) -> None:

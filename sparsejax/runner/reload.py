@@ -17,7 +17,7 @@ import ml_collections
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import results
 from sparsejax.runner import build as build_lib
-from sparsejax.runner.experiment import final_metrics, initial_state
+from sparsejax.runner.experiment import checkpoint_template, final_metrics, initial_state
 from sparsejax.train.state import TrainState
 
 
@@ -53,7 +53,8 @@ def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRu
   with jax.enable_x64(config.dtype == "float64"):
     parts = build_lib.build(config)
     with checkpoint_lib.Checkpointer(workdir / "checkpoints" / run_id) as checkpointer:
-      state, _ = checkpointer.restore(like=initial_state(config, parts))
+      saved, _ = checkpointer.restore(like=checkpoint_template(initial_state(config, parts)))
+  state = saved["state"]
   return LoadedRun(config, state, parts, rows.iloc[-1].to_dict())
 
 

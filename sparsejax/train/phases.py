@@ -23,8 +23,8 @@ import numpy as np
 from sparsejax.train.state import TrainState
 
 Curves = dict[str, list[float]]
-ConvergenceRule = Callable[[Mapping[str, Sequence[float]], int], bool]
-ChunkCallback = Callable[[TrainState, Curves, int], None]
+ConvergenceRule = Callable[[TrainState, Mapping[str, Sequence[float]], int], bool]
+ChunkCallback = Callable[[TrainState, Curves, int], TrainState]
 
 
 class PhaseResult(NamedTuple):
@@ -67,9 +67,13 @@ def run_phase(state: TrainState, epoch_fn, train_data, *, phase_key: jax.Array,
     max_epochs, min_epochs: bounds on the epochs of the phase.
     chunk: epochs per compiled call (the check interval, ``prune_window``).
     eval_fn, val_data: an *unjitted* evaluation and the validation data.
-    converged: ``(curves, epoch) -> bool``, asked at each chunk boundary once
-      ``epoch >= min_epochs``.
-    on_chunk: ``(state, curves, epoch)`` after each chunk (checkpoints, logs).
+    converged: ``(state, curves, epoch) -> bool``, asked at each chunk
+      boundary once ``epoch >= min_epochs``.
+    on_chunk: ``(state, curves, epoch) -> state`` after each chunk and the
+      convergence check: checkpoints, logs, and host-level changes of the
+      state between chunks (pruning during training, the reference's
+      ``shrinking``). Masks are part of the state, so a changed mask does not
+      recompile the chunk.
     start_epoch, curves: where a resumed phase picks up.
   """
   if chunk < 1:
@@ -86,7 +90,7 @@ def run_phase(state: TrainState, epoch_fn, train_data, *, phase_key: jax.Array,
     for name, values in jax.device_get(metrics).items():
       curves.setdefault(name, []).extend(np.asarray(values, dtype=float).tolist())
     epoch += n
-    done = converged is not None and epoch >= min_epochs and converged(curves, epoch)
+    done = converged is not None and epoch >= min_epochs and converged(state, curves, epoch)
     if on_chunk is not None:
-      on_chunk(state, curves, epoch)
+      state = on_chunk(state, curves, epoch)
   return PhaseResult(state, curves, epoch, done)

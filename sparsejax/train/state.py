@@ -64,3 +64,22 @@ def create_train_state(key: jax.Array, model: nn.Module, sample_input: jax.Array
       opt_state=optimizer.init(trainables(params, objective_state)),
       masks=masks_lib.ones_like(params, prunable),
   )
+
+
+def clear_objective_moments(opt_state: optax.OptState) -> optax.OptState:
+  """Zeroes the optimiser's per-entry state of the objective's variables.
+
+  Every leaf of ``opt_state`` under a ``"objective"`` key of
+  :func:`trainables` (Adam's ``mu`` and ``nu``, SGD's momentum) becomes 0;
+  the parameters' moments and the step counts are kept. Finetuning trains
+  without the method's penalty, so the method's variables (PMMP's ``w``,
+  ``gamma``, ``u``) get zero gradients; with their moments cleared too their
+  updates are exactly zero and they stay as the pruning left them, as if
+  discarded (the reference drops them when finetuning starts). Variables that
+  the finetuning loss still uses, such as the Gaussian loss's ``sigma``, keep
+  training from fresh moments.
+  """
+  def clear(path, leaf):
+    under_objective = any(getattr(k, "key", None) == "objective" for k in path)
+    return jnp.zeros_like(leaf) if under_objective else leaf
+  return jax.tree_util.tree_map_with_path(clear, opt_state)

@@ -1,0 +1,61 @@
+"""Markdown tables of a workdir's runs: per run, and medians per method.
+
+``python -m sparsejax.runner.report --workdir=DIR [--columns a,b,...]`` prints
+the rows of ``DIR/runs.csv`` as a Markdown table (the tables of
+``docs/results.md`` are made this way) followed by the median of every
+numeric column per ``method`` and ``alpha``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Sequence
+
+import pandas as pd
+from absl import app, flags
+
+from sparsejax import results
+
+DEFAULT_COLUMNS = ("method", "alpha", "seed", "kept_params", "total_params", "final_test_loss",
+                   "final_test_accuracy", "train_epochs", "finetune_epochs", "wall_time_s")
+GROUP = ("method", "alpha")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+  """``frame`` as a Markdown table (numbers with 4 significant digits)."""
+  def cell(value):
+    if isinstance(value, float):
+      return f"{value:.4g}"
+    return str(value)
+  lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+  return "\n".join(lines)
+
+
+def tables(runs: pd.DataFrame, columns: Sequence[str] = DEFAULT_COLUMNS) -> tuple[str, str]:
+  """``(per-run table, medians per method and alpha)`` of the columns present."""
+  present = [c for c in columns if c in runs.columns]
+  per_run = runs[present].sort_values([c for c in (*GROUP, "seed") if c in present])
+  keys = [c for c in GROUP if c in present]
+  numeric = [c for c in present if c not in keys and c != "seed"
+             and pd.api.types.is_numeric_dtype(runs[c])]
+  medians = runs.groupby(keys)[numeric].median().reset_index()
+  medians.insert(len(keys), "runs", runs.groupby(keys).size().to_numpy())
+  return markdown(per_run), markdown(medians)
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The workdir whose runs.csv to tabulate.",
+                               required=True)
+_COLUMNS = flags.DEFINE_list("columns", list(DEFAULT_COLUMNS), "Columns of the tables.")
+
+
+def main(argv):
+  del argv
+  per_run, medians = tables(results.read_runs(pathlib.Path(_WORKDIR.value)), _COLUMNS.value)
+  print(per_run)
+  print()
+  print(medians)
+
+
+if __name__ == "__main__":
+  app.run(main)
