@@ -1,11 +1,10 @@
-"""LeNet-5-Caffe on MNIST (the reference's standard set-up).
+"""LeNet-5-Caffe on MNIST: the reference's standard set-up, as for LeNet-300-100.
 
-Batch 500, Adam lr 1e-3, min/max epochs 300/5000, finetuning up to 1000
-epochs, prune_window 10, shrinking off, 45k/5k/10k split. The data come from
-the original MNIST files through tensorflow-datasets (see the README). The
-method is the argument (default drr)::
+Two 5x5 conv layers (20, 50 channels) with max-pooling, then Dense 800-500-10
+(431,080 parameters); the settings are those of ``lenet300_mnist.py``. Meant
+for a GPU; on 2 CPU cores an epoch takes minutes. Method as the argument::
 
-  python -m sparsejax.main --config=configs/lenet5_mnist.py:pmmp
+  python -m sparsejax.main --config=configs/lenet5_mnist.py:rl1
 """
 
 from sparsejax.runner.presets import standard_config

@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -13,16 +14,29 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
 
 
-def load(path):
+def load(path, *args):
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(*args)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_config_is_valid(path):
+def test_every_shipped_config_is_valid_for_every_method_it_accepts(path):
   validate(load(path))
+  for method in ("none", "rl1", "drr", "pmmp", "layerwise"):
+    if method == "layerwise" and path.stem in ("lenet5_mnist", "vgg_cifar"):
+      with pytest.raises(ConfigError, match="needs Dense layers only"):
+        load(path, method)
+      continue
+    config = load(path, method)
+    validate(config)
+    assert config.method == method and config.experiment_name == f"{path.stem}_{method}"
+
+
+def test_unknown_method_argument_lists_the_methods():
+  with pytest.raises(ConfigError, match="accepted values: none, rl1, drr, pmmp, layerwise"):
+    load(REPO / "configs/teacher_student.py", "l0")
 
 
 def test_expected_configs_exist():
@@ -38,11 +52,16 @@ def test_expected_configs_exist():
     ("max_epochs", 1, "must be >= min_epochs"),
     ("train_batch_size", -5, "'train_batch_size' is -5; it must be >= 0"),
     ("alpha", -1.0, "'alpha' is -1.0; it must be >= 0"),
+    ("beta", 0.0, "'beta' is 0.0; it must be > 0"),
+    ("initial_p_value", 1.5, "'initial_p_value' is 1.5; it must be in [0, 1]"),
+    ("pruning.calibration", "test", "accepted values: train, val"),
+    ("pruning.criterion", "snip", "accepted values: none, tamade, global_density"),
 ])
 def test_bad_values_name_the_field_and_accepted_values(field, value, message):
   c = base_config()
-  c[field] = value
-  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+  group, _, name = field.rpartition(".")
+  (c[group] if group else c)[name] = value
+  with pytest.raises(ConfigError, match=re.escape(message)):
     validate(c)
 
 

@@ -175,3 +175,16 @@ def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method
     gamma = loaded.state.objective_state["gamma"]
     for g, m in zip(jax_leaves(gamma), jax_leaves(loaded.state.masks)):
       assert np.all(np.asarray(g)[~np.asarray(m)] == 0)
+
+
+def test_shrinking_prunes_during_training_once_the_loss_saturates(tmp_path):
+  # A deviation of 1 (loss units) saturates at the first check; RGP -> TAMADE
+  # -> RGP then runs at every check of the regularised phase.
+  config = small_config(method="drr", alpha=1e-3, shrinking=True, shrinking_from_deviation_of=1.0,
+                        smoothing_window=20, max_epochs=150, finetuning_max_epochs=50)
+  config.pruning.criterion = "tamade"
+  row = run(config, tmp_path)
+  assert row["shrinking_prunings"] == 2  # checks at epochs 50 and 100 (not at the last, 150)
+  curves = pd.read_csv(tmp_path / "artifacts" / row["run_id"] / "curves.csv")
+  assert row["pruning_kept_before"] < 751  # the final pruning starts from a pruned network
+  assert len(curves) == 200

@@ -164,22 +164,10 @@ def teacher_student_data_from_key(
   return splits, variables
 
 
-def teacher_student_data(
-    seed: int | jax.Array,
-    *,
-    n_train: int = 300,
-    n_val: int = 1000,
-    n_test: int = 5000,
-    noise: float = 0.08,
-    teacher_widths: Sequence[int] = TEACHER_WIDTHS,
-    weight_scaling: float = 2.0,
-    dtype: Dtype = jnp.float32,
-) -> tuple[Splits, Variables]:
+def teacher_student_data(seed: int | jax.Array, **kwargs) -> tuple[Splits, Variables]:
   """:func:`teacher_student_data_from_key` with ``key = jax.random.key(seed)``.
 
   ``seed`` may be a traced integer (``jax.vmap`` over an array of seeds); the
-  other arguments are those of :func:`teacher_student_data_from_key`.
+  keyword arguments are those of :func:`teacher_student_data_from_key`.
   """
-  return teacher_student_data_from_key(
-      jax.random.key(seed), n_train=n_train, n_val=n_val, n_test=n_test, noise=noise,
-      teacher_widths=teacher_widths, weight_scaling=weight_scaling, dtype=dtype)
+  return teacher_student_data_from_key(jax.random.key(seed), **kwargs)

@@ -274,6 +274,7 @@ def record(config, workdir: pathlib.Path, run_id: str, state: TrainState, parts:
              train_returned_best_state=bool(meta.get("train_returned_best_state", False)))
   final_pruning = meta["pruning"].get("final", {})
   row.update({f"pruning_{k}": v for k, v in final_pruning.items()})
+  row["shrinking_prunings"] = len(meta["pruning"].get("shrinking", []))
   if config.gauss_loss:
     row["final_sigma"] = float(state.objective_state["sigma"])
   artifacts = workdir / "artifacts" / run_id
