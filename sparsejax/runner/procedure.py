@@ -39,7 +39,7 @@ phases, not a per-step cost.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
@@ -70,26 +70,39 @@ def _set(state: TrainState, params, masks) -> TrainState:
   return state._replace(params=masks_lib.apply(masks, params), masks=masks)
 
 
-def make_pruner(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> Pruner:
-  """Builds ``prune(state, key, *, final) -> (state, info)`` for the run.
+class PruneStages(NamedTuple):
+  """The pruning split into traceable stages and host steps.
 
-  ``info`` holds the kept parameter count after each step
-  (``kept_before``, ``kept_after_rgp``, ``kept_after_criterion``, ``kept``)
-  and, for TAMADE, ``threshold`` and ``evaluations``.
+  Attributes:
+    core: ``(state, key, final) -> (state, info)``: random gradient pruning
+      -> criterion -> random gradient pruning (steps 2-4), traceable and
+      vmappable (``final`` is static); ``info`` holds jnp scalars.
+    tidy: ``(state, final) -> state``: step 6, traceable.
+    layerwise: ``state -> state``: step 1 (host loop over layers).
+    delete: ``state -> state``: step 5 (host, NumPy).
   """
+  core: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  tidy: Callable[..., TrainState]
+  layerwise: Callable[[TrainState], TrainState]
+  delete: Callable[[TrainState], TrainState]
+
+
+def _kept(state: TrainState) -> jax.Array:
+  return masks_lib.kept_count(state.masks, state.params)
+
+
+def make_prune_stages(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> PruneStages:
+  """The stages of the module docstring for the run's model, data and config."""
   model, task, objective = parts.model, parts.task, parts.prune_objective
   x_train, y_train = parts.data.train
   batch_size = config.train_batch_size or x_train.shape[0]
   batch_like = (x_train[:batch_size], y_train[:batch_size])
   calibration = parts.data.train if config.pruning.calibration == "train" else parts.data.val
-  rgp = make_random_gradient_prune_fn(model, task, objective)
+  rgp = make_random_gradient_prune_fn(model, task, objective, jit=False)
   search = make_tamade_fn(model, task, objective, config.eval_batch_size,
                           delta=config.pruning.tolerated_relative_loss_increase,
-                          resolution=config.pruning.binary_search_resolution)
+                          resolution=config.pruning.binary_search_resolution, jit=False)
   is_pmmp = config.method == "pmmp"
-
-  def kept(state):
-    return int(masks_lib.kept_count(state.masks, state.params))
 
   def random_gradient(state, key):
     if not config.pruning.random_gradient_pruning:
@@ -101,7 +114,7 @@ def make_pruner(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> Pr
     name = config.pruning.criterion
     if name == "tamade":
       result = search(state, *calibration)
-      info.update(threshold=float(result.threshold), evaluations=int(result.evaluations))
+      info.update(threshold=result.threshold, evaluations=result.evaluations)
       masks = result.masks
     elif name == "global_density":
       masks = masks_lib.global_magnitude_density(state.params, state.masks, config.pruning.density)
@@ -118,25 +131,16 @@ def make_pruner(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> Pr
                                  state.masks, gamma)
     return _set(state, state.params, masks)
 
-  def prune(state: TrainState, key: jax.Array, *, final: bool) -> tuple[TrainState, dict]:
-    info: dict[str, Any] = {"kept_before": kept(state)}
-    if final and config.method == "layerwise":
-      params, masks = layerwise_prune(
-          model, state.params, state.masks, x_train, alpha=config.layerwise_pruning_alpha,
-          lr=config.layerwise_pruning_lr,
-          mask_start_value=config.layerwise_pruning_mask_start_value,
-          max_epochs=config.layerwise_pruning_max_epochs,
-          smoothing_window=config.smoothing_window)
-      state = _set(state, params, masks)
-      info["kept_after_layerwise"] = kept(state)
+  def core(state: TrainState, key: jax.Array, final: bool):
+    info = {}
     state = random_gradient(state, jax.random.fold_in(key, 0))
-    info["kept_after_rgp"] = kept(state)
+    info["kept_after_rgp"] = _kept(state)
     state = criterion(state, info) if final or not is_pmmp else gamma_zero(state)
-    info["kept_after_criterion"] = kept(state)
+    info["kept_after_criterion"] = _kept(state)
     state = random_gradient(state, jax.random.fold_in(key, 1))
-    if final and config.pruning.delete_neurons:
-      params, masks = fold_dead_neurons(state.params, state.masks, activation=model.activation)
-      state = _set(state, params, masks)
+    return state, info
+
+  def tidy(state: TrainState, final: bool) -> TrainState:
     state = _set(state, state.params, masks_lib.from_nonzero(state.params, state.masks))
     if is_pmmp:
       pruned = objectives.prune_state(pmmp_state(config, state.objective_state), state.masks)
@@ -144,8 +148,48 @@ def make_pruner(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> Pr
           objective_state=_replace_pmmp_state(config, state.objective_state, pruned))
     if final:
       state = state._replace(opt_state=clear_objective_moments(state.opt_state))
-    info["kept"] = kept(state)
-    return jax.block_until_ready(state), info
+    return state
+
+  def layerwise(state: TrainState) -> TrainState:
+    params, masks = layerwise_prune(
+        model, state.params, state.masks, x_train, alpha=config.layerwise_pruning_alpha,
+        lr=config.layerwise_pruning_lr,
+        mask_start_value=config.layerwise_pruning_mask_start_value,
+        max_epochs=config.layerwise_pruning_max_epochs,
+        smoothing_window=config.smoothing_window)
+    return _set(state, params, masks)
+
+  def delete(state: TrainState) -> TrainState:
+    params, masks = fold_dead_neurons(state.params, state.masks, activation=model.activation)
+    return _set(state, params, masks)
+
+  return PruneStages(core=core, tidy=tidy, layerwise=layerwise, delete=delete)
+
+
+def make_pruner(config: ml_collections.ConfigDict, parts: build_lib.Parts) -> Pruner:
+  """Builds ``prune(state, key, *, final) -> (state, info)`` for one run.
+
+  ``info`` holds the kept parameter count after each step (``kept_before``,
+  ``kept_after_layerwise``, ``kept_after_rgp``, ``kept_after_criterion``,
+  ``kept``) and, for TAMADE, ``threshold`` and ``evaluations``, as Python
+  numbers.
+  """
+  stages = make_prune_stages(config, parts)
+  core = jax.jit(stages.core, static_argnums=2)
+  tidy = jax.jit(stages.tidy, static_argnums=1)
+
+  def prune(state: TrainState, key: jax.Array, *, final: bool) -> tuple[TrainState, dict]:
+    info: dict[str, Any] = {"kept_before": _kept(state)}
+    if final and config.method == "layerwise":
+      state = stages.layerwise(state)
+      info["kept_after_layerwise"] = _kept(state)
+    state, core_info = core(state, key, final)
+    info.update(core_info)
+    if final and config.pruning.delete_neurons:
+      state = stages.delete(state)
+    state = tidy(state, final)
+    info["kept"] = _kept(state)
+    return jax.block_until_ready(state), jax.tree.map(lambda v: v.item(), info)
 
   return prune
 
