@@ -2,7 +2,9 @@
 
 Follows the flax examples: absl flags, an ml_collections config file with
 ``get_config()``, and a workdir (default ``./workdirs/<experiment_name>``).
-Unknown fields and bad values are reported before any compute.
+Unknown fields and bad values are reported before any compute. With
+``--config.seeds=N`` (N > 1) the seeds run as a vmapped sweep
+(:mod:`sparsejax.runner.sweep`).
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from sparsejax.runner.config import ConfigError
   from sparsejax.runner.experiment import run
+  from sparsejax.runner.sweep import run_sweep
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
   try:
-    run(config, workdir)
+    (run_sweep if config.seeds > 1 else run)(config, workdir)
   except ConfigError as error:
     sys.exit(f"error: {error}")
 

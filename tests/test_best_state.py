@@ -41,9 +41,9 @@ def test_pmmp_checks_that_may_not_turn_never_lower_the_minimum():
 
 def test_select_returns_the_snapshot_only_when_the_end_is_worse():
   tracker = best_state.BestState(snapshot_val_loss=1.0, previous_val_loss=2.0, turning_min=1.5)
-  assert best_state.select(tracker, "end", "snap", 1.2) == "snap"
-  assert best_state.select(tracker, "end", "snap", 1.0) == "end"
-  assert best_state.select(tracker, "end", None, 5.0) == "end"
+  assert best_state.select(tracker, "end", "snap", 1.2) == ("snap", True)
+  assert best_state.select(tracker, "end", "snap", 1.0) == ("end", False)
+  assert best_state.select(tracker, "end", None, 5.0) == ("end", False)
 
 
 def test_json_round_trip_keeps_infinities():

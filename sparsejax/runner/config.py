@@ -100,6 +100,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.pruning.delete_neurons = False  # MLPs: fold neurons without inputs into the next bias
   c.prunable = "all"
 
+  # Seed sweeps: seeds > 1 runs seeds seed, seed + 1, ..., seed + seeds - 1 as
+  # vmapped programs of chunk_size seeds; a SLURM array task runs its
+  # sub_batch (0-based) of num_sub_batches contiguous parts of them.
+  c.seeds = 1
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.chunk_size = 64
+  c.sweep.num_sub_batches = 1
+  c.sweep.sub_batch = 0
+
   # Bookkeeping.
   c.checkpoint_every_epochs = 100
   c.quiet = False
@@ -175,7 +184,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "finetuning_min_epochs"):
     _require(flat[name] >= 0, name, flat[name], ">= 0")
   for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs", "smoothing_window",
-               "layerwise_pruning_max_epochs"):
+               "layerwise_pruning_max_epochs", "seeds", "sweep.chunk_size",
+               "sweep.num_sub_batches"):
     _require(flat[name] >= 1, name, flat[name], ">= 1")
   _require(config.max_epochs >= config.min_epochs, "max_epochs", config.max_epochs,
            f">= min_epochs ({config.min_epochs})")
@@ -195,6 +205,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.pruning.delete_neurons:
     _require(mlp_only, "pruning.delete_neurons", True,
              "false unless the architecture is 'mlp' or 'lenet_300_100'")
+  _require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
+           config.sweep.sub_batch, f"in [0, sweep.num_sub_batches = {config.sweep.num_sub_batches})")
+  if config.seeds > 1:
+    _require(not config.shrinking, "shrinking", True, "false in a seed sweep (seeds > 1)")
+    _require(config.method != "layerwise", "method", "layerwise",
+             "one of none, rl1, drr, pmmp in a seed sweep (seeds > 1)")
   if config.gauss_loss:
     _require(config.dataset == "teacher_student", "gauss_loss", True,
              "false unless the data set is 'teacher_student' (a regression loss)")

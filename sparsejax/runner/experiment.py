@@ -44,7 +44,8 @@ from sparsejax.train.state import TrainState, create_train_state
 from sparsejax.train.step import make_eval_fn, make_train_step
 
 #: Fields that do not change what a run computes (left out of the run id).
-BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs")
+BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_size",
+                      "sweep.num_sub_batches", "sweep.sub_batch")
 #: Deviation of the convergence test (reference: ``is_saturated(...; d=1e-10)``).
 CONVERGENCE_DEVIATION = 1e-10
 PHASES = ("train", "finetune", "done")
@@ -183,8 +184,9 @@ class _Run:
         start_epoch=start, curves=curves)
     state = result.state
     if config.return_best_state and result.curves.get("val_loss"):
-      state = best_state.select(tracker, state, self.best_snapshot, result.curves["val_loss"][-1])
-      self.meta[f"{phase}_returned_best_state"] = state is self.best_snapshot
+      state, used = best_state.select(tracker, state, self.best_snapshot,
+                                      result.curves["val_loss"][-1])
+      self.meta[f"{phase}_returned_best_state"] = used
     self.progress.update(phase, result.epochs, max_epochs, result.curves,
                          masks_lib.density(state.masks, state.params), force=True)
     self.meta["curves"][phase] = result.curves
@@ -257,13 +259,17 @@ def final_metrics(config, state: TrainState, parts: build_lib.Parts) -> dict[str
 
 
 def record(config, workdir: pathlib.Path, run_id: str, state: TrainState, parts: build_lib.Parts,
-           meta: dict) -> dict[str, Any]:
-  """Writes the artifacts and appends the run's row to ``runs.csv``."""
+           meta: dict, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+  """Writes the artifacts and appends the run's row to ``runs.csv``.
+
+  ``metrics`` are the :func:`final_metrics` if already computed (a sweep
+  evaluates all its seeds at once).
+  """
   summary = masks_lib.summary(state.masks, state.params)
   row = dict(results.flatten_config(config))
   row.update(run_id=run_id, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
              wall_time_s=round(float(meta["wall_time_s"]), 3))
-  row.update(final_metrics(config, state, parts))
+  row.update(final_metrics(config, state, parts) if metrics is None else metrics)
   total = summary["total"]
   row.update(kept_params=total["kept"], total_params=total["total"], density=total["density"],
              compression=total["compression"],

@@ -30,7 +30,8 @@ class Progress:
     self.log(f"[{name}] starting at epoch {start_epoch}")
 
   def update(self, name: str, epoch: int, max_epochs: int,
-             curves: Mapping[str, Sequence[float]], density: float, force: bool = False) -> None:
+             curves: Mapping[str, Sequence[float]], density: float | None,
+             force: bool = False) -> None:
     now = time.monotonic()
     if self.quiet or (not force and now - self._last_print < self.every_s):
       return
@@ -42,7 +43,8 @@ class Progress:
     for key in ("loss", "val_loss", "val_accuracy"):
       if curves.get(key):
         parts.append(f"{key} {curves[key][-1]:.5g}")
-    parts.append(f"density {density:.4f}")
+    if density is not None:
+      parts.append(f"density {density:.4f}")
     parts.append(f"{elapsed:.1f}s elapsed, <= {left:.0f}s left")
     self.log("  ".join(parts))
 

@@ -74,9 +74,15 @@ def check(tracker: BestState, val_loss: float, *, may_turn: bool = True) -> tupl
   ), snapshot
 
 
-def select(tracker: BestState, state: State, snapshot: State, final_val_loss: float) -> State:
-  """The snapshot if the final validation loss is worse than its, else ``state``."""
-  if snapshot is not None and final_val_loss > tracker.snapshot_val_loss:
-    return snapshot
-  return state
+def should_restore(tracker: BestState, final_val_loss: float) -> bool:
+  """Whether the phase ends worse than its snapshot (then the snapshot is returned)."""
+  return final_val_loss > tracker.snapshot_val_loss
 
+
+def select(tracker: BestState, state: State, snapshot: State, final_val_loss: float
+           ) -> tuple[State, bool]:
+  """``(snapshot, True)`` if the final validation loss is worse than the snapshot's, else
+  ``(state, False)``."""
+  if snapshot is not None and should_restore(tracker, final_val_loss):
+    return snapshot, True
+  return state, False
