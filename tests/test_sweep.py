@@ -52,6 +52,7 @@ def test_each_seed_of_a_sweep_equals_its_single_run(tmp_path, method):
     assert len(epochs) > 1
 
 
+@pytest.mark.slow
 def test_slurm_array_tasks_as_separate_processes_merge_into_one_table(tmp_path):
   """launch/sweep_array.slurm as two array tasks at once, then launch/merge.slurm (twice)."""
   overrides = ["--config.max_epochs=100", "--config.min_epochs=0",

@@ -55,13 +55,13 @@ METHODS: dict[str, dict[str, dict]] = {
     "lenet300_mnist": {
         "none": {}, "layerwise": {},
         "rl1": dict(alpha=1e-5),
-        "drr": dict(alpha=1.5e-5, beta=10.0),
+        "drr": dict(alpha=1.2e-5, beta=10.0),
         "pmmp": dict(alpha=2e-4),
     },
     "lenet5_mnist": {  # not tuned: LeNet-300-100's values
         "none": {},
         "rl1": dict(alpha=1e-5),
-        "drr": dict(alpha=1.5e-5, beta=10.0),
+        "drr": dict(alpha=1.2e-5, beta=10.0),
         "pmmp": dict(alpha=2e-4),
     },
     "vgg_cifar": {  # not tuned (no GPU run yet)
