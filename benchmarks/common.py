@@ -159,3 +159,27 @@ def emit(**fields) -> None:
   """Prints one JSON line and flushes."""
   print(json.dumps(fields))
   sys.stdout.flush()
+
+
+def wait_for_processes(pattern: str, poll_s: float = 30.0, log: bool = True) -> float:
+  """Waits until no process matches ``pgrep -f pattern`` (other than this one).
+
+  Args:
+    pattern: the extended regular expression for ``pgrep -f``.
+    poll_s: seconds between checks.
+    log: print one line to stderr when waiting starts.
+
+  Returns:
+    The seconds waited.
+  """
+  start = time.perf_counter()
+  announced = False
+  while True:
+    done = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    others = [p for p in done.stdout.split() if int(p) != os.getpid()]
+    if not others:
+      return time.perf_counter() - start
+    if log and not announced:
+      print(f"waiting for processes matching {pattern!r}: {' '.join(others)}", file=sys.stderr)
+      announced = True
+    time.sleep(poll_s)
