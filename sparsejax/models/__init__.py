@@ -4,6 +4,14 @@ Every model takes ``(x, *, train=False, gates=None)``, exposes
 ``gate_sites()`` and ``unit_covers()`` and has ``dtype`` / ``param_dtype``
 fields; the contract is described in :mod:`sparsejax.models.mlp`.
 :func:`get_model` builds a model by name.
+
+The BMRS architectures (Wright, Igel & Selvan, NeurIPS 2024) are
+:func:`bmrs_mlp` and :class:`BMRSLeNet5` (:mod:`sparsejax.models.bmrs`),
+:func:`resnet18` and :func:`resnet50` (:mod:`sparsejax.models.resnet`) and
+:func:`vit_small_cifar` and :func:`vit_b16` (:mod:`sparsejax.models.vit`).
+No pretrained weights are available offline: where the paper fine-tunes an
+ImageNet-pretrained ResNet-50 or ViT-B/16, these models are randomly
+initialised.
 """
 
 from __future__ import annotations
@@ -12,9 +20,12 @@ from typing import Callable
 
 import flax.linen as nn
 
+from sparsejax.models.bmrs import BMRSLeNet5, bmrs_mlp
 from sparsejax.models.lenet import LeNet5Caffe
 from sparsejax.models.mlp import ACTIVATIONS, MLP, lenet_300_100
+from sparsejax.models.resnet import ResNet, resnet18, resnet50
 from sparsejax.models.vgg import VGG16_CONFIG, VGG16BN
+from sparsejax.models.vit import ViT, vit_b16, vit_small_cifar
 
 #: Model constructors by name.
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -22,6 +33,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_300_100": lenet_300_100,
     "lenet5_caffe": LeNet5Caffe,
     "vgg16_bn": VGG16BN,
+    "bmrs_mlp": bmrs_mlp,
+    "bmrs_lenet5": BMRSLeNet5,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "vit_small": vit_small_cifar,
+    "vit_b16": vit_b16,
 }
 
 
@@ -30,8 +47,11 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
   Args:
     name: one of ``"mlp"``, ``"lenet_300_100"``, ``"lenet5_caffe"``,
-      ``"vgg16_bn"``.
-    **kwargs: model fields, e.g. ``widths`` and ``activation`` for ``"mlp"``.
+      ``"vgg16_bn"``, ``"bmrs_mlp"``, ``"bmrs_lenet5"``, ``"resnet18"``,
+      ``"resnet50"``, ``"vit_small"``, ``"vit_b16"``.
+    **kwargs: model fields, e.g. ``widths`` and ``activation`` for ``"mlp"``,
+      ``in_channels`` for ``"bmrs_lenet5"``, ``num_classes`` for all but
+      ``"mlp"`` and ``"lenet_300_100"``.
 
   Raises:
     ValueError: if ``name`` is not registered.
@@ -43,11 +63,19 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "ACTIVATIONS",
+    "BMRSLeNet5",
     "LeNet5Caffe",
     "MLP",
     "MODELS",
+    "ResNet",
     "VGG16BN",
     "VGG16_CONFIG",
+    "ViT",
+    "bmrs_mlp",
     "get_model",
     "lenet_300_100",
+    "resnet18",
+    "resnet50",
+    "vit_b16",
+    "vit_small_cifar",
 ]

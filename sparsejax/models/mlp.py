@@ -12,8 +12,11 @@ module with
   gate multiplies the layer's activations after the nonlinearity. It is any
   array broadcastable to them: ``(units,)`` for one gate per unit, or
   ``(batch, units)`` for per-example gates (for conv sites a 2-D gate is read
-  as ``(batch, channels)``; ``(batch, 1, 1, channels)`` works too). A missing
-  site is ungated; an unknown site is a ``ValueError``.
+  as ``(batch, channels)``; ``(batch, 1, 1, channels)`` works too), or a
+  function ``activations -> gated activations``, for noise drawn per
+  activation element (the BMRS log-uniform gates,
+  :mod:`sparsejax.objectives.log_uniform`). A missing site is ungated; an
+  unknown site is a ``ValueError``.
 * ``gate_sites() -> {site: n_units}``, in network order, computed from the
   configuration (no parameters needed).
 * ``unit_covers() -> {site: [(leaf_path, axis), ...]}``: the ``params`` leaves
@@ -75,12 +78,15 @@ def check_gates(gates: Mapping[str, Any] | None, sites: Mapping[str, int]) -> No
 def apply_gate(x: jax.Array, gates: Mapping[str, Any] | None, site: str) -> jax.Array:
   """Multiplies the activations ``x`` by ``gates[site]`` (if present).
 
-  ``x`` is ``(batch, units)`` or, for conv layers, ``(batch, H, W, channels)``.
-  A 2-D gate on a 4-D activation is read as per-example, per-channel
-  ``(batch, channels)``. The gate is cast to ``x.dtype``.
+  ``x`` is ``(batch, units)``, ``(batch, tokens, units)`` or, for conv layers,
+  ``(batch, H, W, channels)``. A 2-D gate on a 4-D activation is read as
+  per-example, per-channel ``(batch, channels)``. The gate is cast to
+  ``x.dtype``. A callable gate is applied to ``x`` and its result returned.
   """
   if not gates or site not in gates:
     return x
+  if callable(gates[site]):
+    return gates[site](x)
   gate = jnp.asarray(gates[site], x.dtype)
   if x.ndim == 4 and gate.ndim == 2:
     gate = gate[:, None, None, :]
