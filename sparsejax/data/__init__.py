@@ -7,10 +7,11 @@ indexing on the device.
 
 from __future__ import annotations
 
-from sparsejax.data.images import (CIFAR10_PYTHON_ARCHIVE, IMAGE_DATASETS, DatasetNotFoundError,
-                                   ImageArrays, ImageDatasetSpec, default_data_dir,
-                                   default_manual_dir, image_dataset_spec, image_splits,
-                                   load_image_dataset, read_cifar10_python, read_image_dataset)
+from sparsejax.data.images import (CIFAR10_PYTHON_ARCHIVE, IMAGE_DATASETS, TINY_IMAGENET_ARCHIVE,
+                                   DatasetNotFoundError, ImageArrays, ImageDatasetSpec,
+                                   default_data_dir, default_manual_dir, image_dataset_spec,
+                                   image_splits, load_image_dataset, read_cifar10_python,
+                                   read_image_dataset)
 from sparsejax.data.splits import Split, Splits, train_val_indices
 from sparsejax.data.teacher_student import (STUDENT_KEY_OFFSET, STUDENT_WIDTHS, TEACHER_KEY_OFFSET,
                                             TEACHER_WIDTHS, TEST_KEY_OFFSET, TRAIN_KEY_OFFSET,
@@ -31,6 +32,7 @@ __all__ = [
     "TEACHER_KEY_OFFSET",
     "TEACHER_WIDTHS",
     "TEST_KEY_OFFSET",
+    "TINY_IMAGENET_ARCHIVE",
     "TRAIN_KEY_OFFSET",
     "VAL_KEY_OFFSET",
     "default_data_dir",

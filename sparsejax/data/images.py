@@ -1,17 +1,39 @@
-"""Image-classification data sets (MNIST, Fashion-MNIST, CIFAR-10), offline.
+"""Image-classification data sets (MNIST, Fashion-MNIST, CIFAR-10, Tiny ImageNet), offline.
 
 :func:`load_image_dataset` returns :class:`~sparsejax.data.Splits` of device
-arrays: images in ``[0, 1]`` (``pixel / 255``), NHWC (``(28, 28, 1)`` or
-``(32, 32, 3)``), and int32 labels in ``0..9``, with no further normalisation
-and no augmentation, as in the efficient-compression reference (arXiv
-2505.17469, section 7 of its notes). It is :func:`read_image_dataset` (the
-official training and test sets as host arrays) followed by
-:func:`image_splits`, which draws 5,000 validation and 45,000 training images
-from the official training set by a seeded permutation
-(:func:`train_val_indices`) and keeps the official 10,000 test images, the
-reference's split. For MNIST and Fashion-MNIST this leaves 10,000 of the
-60,000 training images unused, as in the reference (``n_train=None`` uses
-them).
+arrays: images in ``[0, 1]`` (``pixel / 255``), NHWC (``(28, 28, 1)``,
+``(32, 32, 3)`` or ``(64, 64, 3)``), and int32 labels in
+``0 .. num_classes - 1`` (10 classes, 200 for Tiny ImageNet; see
+:data:`IMAGE_DATASETS`), with no further normalisation and no augmentation, as
+in the efficient-compression reference (arXiv 2505.17469, section 7 of its
+notes). It is :func:`read_image_dataset` (the official training and test sets
+as host arrays) followed by :func:`image_splits`, which draws 5,000 validation
+and 45,000 training images from the official training set by a seeded
+permutation (:func:`train_val_indices`) and keeps the official test images
+(10,000 for MNIST, Fashion-MNIST and CIFAR-10), the reference's split. For
+MNIST and Fashion-MNIST this leaves 10,000 of the 60,000 training images
+unused, as in the reference (``n_train=None`` uses them).
+
+**BMRS set-up** (Wright et al., "BMRS: Bayesian Model Reduction for Structured
+Pruning", NeurIPS 2024): every image is resized to 32 x 32 and the official
+training set is split 80 / 20 into train / val, with the official test set
+kept; that is ``image_size=32, val_fraction=0.2, n_train=None``, which gives
+48,000 / 12,000 / 10,000 images for MNIST and Fashion-MNIST, 40,000 / 10,000 /
+10,000 for CIFAR-10 and 80,000 / 20,000 / 10,000 for Tiny ImageNet (whose
+official validation set serves as the test set, as in the paper)::
+
+  load_image_dataset("mnist", image_size=32, val_fraction=0.2, n_train=None)
+
+**Resizing** (``image_size``) is bilinear interpolation with antialiasing, as
+torchvision's ``Resize`` does on PIL images and tensors (``antialias=True``):
+``jax.image.resize(..., method="bilinear", antialias=True)`` of the ``[0, 1]``
+float images, computed in at least float32, clipped to ``[0, 1]`` (which only
+removes rounding error) and then cast to ``dtype``. It matches PIL's
+``Image.resize(..., BILINEAR)`` of float (``"F"``) images to float32 rounding.
+Upsampling (28 -> 32) is plain bilinear interpolation with half-pixel centres
+and the edge pixels repeated; downsampling (64 -> 32) widens the triangle
+kernel by the scale factor. The images go through the device in chunks of at
+most ``2**24`` values, so that the memory beyond the result stays bounded.
 
 **Folders.**
 
@@ -22,7 +44,9 @@ them).
     ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``,
     ``t10k-labels-idx1-ubyte.gz``;
   - ``cifar10``: ``cifar-10-binary.tar.gz`` (prepared by tensorflow-datasets)
-    or ``cifar-10-python.tar.gz`` (read directly, see below).
+    or ``cifar-10-python.tar.gz`` (read directly, see below);
+  - ``tiny_imagenet``: ``tiny-imagenet-200.zip``, which only a
+    tensorflow-datasets builder for Tiny ImageNet can prepare (see below).
 
   Default: ``$SPARSEJAX_DATA_DIR/<name>``, or ``~/sparsejax_data/<name>``
   when ``SPARSEJAX_DATA_DIR`` is unset.
@@ -44,6 +68,17 @@ them).
 5. otherwise :class:`DatasetNotFoundError` names the missing files and the
    folder to put them in.
 
+**Tiny ImageNet** (200 classes, 64 x 64 x 3; 100,000 training images and
+10,000 validation images, the latter used as the test set). The
+tensorflow-datasets catalogue of the installed version may have no builder for
+it (4.9 has none). Then step 1 still applies, through tensorflow-datasets'
+reading of a prepared folder without its builder code: a copy prepared
+elsewhere (by a newer tensorflow-datasets or one's own builder, with features
+``image`` and ``label`` and splits ``train`` and ``validation`` or ``valid``)
+and placed as ``<data_dir>/tiny_imagenet/<version>/`` is read. Steps 2 to 4
+need a builder, so without a prepared copy :class:`DatasetNotFoundError` says
+what is missing and what to do; nothing is downloaded.
+
 **Offline preparation.** For every address a builder asks for, the
 tensorflow-datasets download manager first looks for
 ``manual_dir/<file name>``, the file name registered with the address in its
@@ -56,11 +91,14 @@ folder deleted afterwards; only the prepared records stay in ``data_dir``.
 
 **Order.** tensorflow-datasets stores the examples of a split sorted by
 ``md5(split_name + str(key))``, a deterministic shuffle fixed per data set
-version (``tensorflow_datasets/core/hashing.py``); these builders key each
-example by its index in the original files. :func:`read_image_dataset` undoes
-that permutation, so arrays come back in the order of the original files
-(``test_images[0]`` is the first image of ``t10k-images-idx3-ubyte.gz``),
-whichever of the paths above produced them.
+version (``tensorflow_datasets/core/hashing.py``); the MNIST, Fashion-MNIST
+and CIFAR-10 builders key each example by its index in the original files.
+:func:`read_image_dataset` undoes that permutation, so arrays come back in the
+order of the original files (``test_images[0]`` is the first image of
+``t10k-images-idx3-ubyte.gz``), whichever of the paths above produced them.
+Tiny ImageNet's keys are not known to be indices, so it comes back in the
+stored order, which is as deterministic
+(:attr:`ImageDatasetSpec.keys_are_indices`).
 
 **Split seed.** The default ``split_seed=123`` follows the reference, which
 shuffles with seeds 123 and 1234; its Julia generator differs from NumPy's, so
@@ -70,7 +108,9 @@ the held-out examples are not the reference's.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
+import numbers
 import os
 import pathlib
 import pickle
@@ -78,6 +118,7 @@ import tarfile
 import tempfile
 from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
@@ -98,6 +139,11 @@ CIFAR10_PYTHON_ARCHIVE = "cifar-10-python.tar.gz"
 _CIFAR10_PYTHON_FOLDER = "cifar-10-batches-py"
 _CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR10_TEST_BATCH = "test_batch"
+#: The distributed Tiny ImageNet archive (Stanford CS231N).
+TINY_IMAGENET_ARCHIVE = "tiny-imagenet-200.zip"
+#: Upper bound on the values (images x height x width x channels) of one
+#: chunk of :func:`image_splits`' resizing, before or after it.
+_RESIZE_CHUNK_VALUES = 1 << 24
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -126,12 +172,20 @@ class ImageDatasetSpec(NamedTuple):
 
   Attributes:
     name: the sparsejax and tensorflow-datasets name.
-    input_shape: ``(H, W, C)`` of one image.
-    num_classes: number of labels.
+    input_shape: ``(H, W, C)`` of one image, as distributed (before any
+      ``image_size`` resizing).
+    num_classes: number of labels, ``0 .. num_classes - 1``.
     files: the original files tensorflow-datasets prepares from ``manual_dir``.
     homepage: where the original files are distributed.
     direct_file: an original file read without tensorflow-datasets, if any.
     direct_reader: reads ``direct_file``.
+    train_split: the tensorflow-datasets split read as the training set.
+    test_splits: the tensorflow-datasets split read as the test set: the first
+      of these names that the prepared copy has.
+    keys_are_indices: whether the tensorflow-datasets builder keys each
+      example by its index in the original files, so that
+      :func:`read_image_dataset` can restore the files' order; otherwise the
+      examples come in the stored order.
   """
   name: str
   input_shape: tuple[int, int, int]
@@ -140,6 +194,9 @@ class ImageDatasetSpec(NamedTuple):
   homepage: str
   direct_file: str | None = None
   direct_reader: Callable[[pathlib.Path], ImageArrays] | None = None
+  train_split: str = "train"
+  test_splits: tuple[str, ...] = ("test",)
+  keys_are_indices: bool = True
 
 
 # The globals a pickled NumPy array refers to (NumPy 1 and 2 module names), and
@@ -211,6 +268,12 @@ IMAGE_DATASETS: dict[str, ImageDatasetSpec] = {
         files=("cifar-10-binary.tar.gz",),
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
         direct_file=CIFAR10_PYTHON_ARCHIVE, direct_reader=read_cifar10_python),
+    # No builder in tensorflow-datasets 4.9: read only from a prepared copy.
+    "tiny_imagenet": ImageDatasetSpec(
+        name="tiny_imagenet", input_shape=(64, 64, 3), num_classes=200,
+        files=(TINY_IMAGENET_ARCHIVE,),
+        homepage="http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+        test_splits=("validation", "valid"), keys_are_indices=False),
 }
 
 
@@ -256,12 +319,17 @@ def _source_order(split: str, n: int) -> np.ndarray:
   return np.array(sorted(range(n), key=digests.__getitem__))
 
 
-def _read_prepared(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Reads a prepared split whole, in the order of the original files."""
+def _read_prepared(builder: tfds.core.DatasetBuilder, split: str,
+                   keys_are_indices: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a prepared split whole.
+
+  In the order of the original files if ``keys_are_indices``, else in the
+  stored order.
+  """
   data = tfds.as_numpy(builder.as_dataset(
       split=split, batch_size=-1, read_config=tfds.ReadConfig(interleave_cycle_length=1)))
   images, labels = data["image"], data["label"].astype(np.int32)
-  if builder.info.disable_shuffling:
+  if builder.info.disable_shuffling or not keys_are_indices:
     return images, labels
   order = _source_order(split, len(labels))
   source_images, source_labels = np.empty_like(images), np.empty_like(labels)
@@ -286,6 +354,47 @@ def _not_found_message(spec: ImageDatasetSpec, manual_dir: pathlib.Path,
       f"No prepared copy was found in {builder.data_path}.")
 
 
+def _no_builder_message(spec: ImageDatasetSpec, data_dir: pathlib.Path,
+                        manual_dir: pathlib.Path) -> str:
+  present = [f for f in spec.files if (manual_dir / f).is_file()]
+  found = (f" The original files in {manual_dir} ({', '.join(present)}) cannot be prepared "
+           f"without a builder." if present else "")
+  test = " or ".join(repr(s) for s in spec.test_splits)
+  return (
+      f"data set {spec.name!r} not found: tensorflow-datasets {tfds.__version__} has no "
+      f"builder for {spec.name!r}, so it cannot be prepared from the original files "
+      f"({', '.join(spec.files)}, from {spec.homepage}) nor downloaded, and no prepared copy "
+      f"was found in {data_dir}.{found} Prepare it with a tensorflow-datasets builder (a "
+      f"newer tensorflow-datasets or your own; features 'image' {spec.input_shape} uint8 and "
+      f"'label' in 0..{spec.num_classes - 1}, splits {spec.train_split!r} and {test}, the "
+      f"latter used as the test set), place the prepared folder as "
+      f"{data_dir / spec.name}/<version>/, and pass data_dir= its parent folder or set "
+      f"TFDS_DATA_DIR to it.")
+
+
+def _builder(spec: ImageDatasetSpec, data_dir: pathlib.Path) -> tfds.core.DatasetBuilder | None:
+  """The tensorflow-datasets builder of ``spec``, from code or from a prepared copy.
+
+  ``None`` if the installed tensorflow-datasets has no builder for it and
+  ``data_dir`` holds no prepared copy (``tfds.builder`` searches only the
+  given ``data_dir`` for one, without network).
+  """
+  try:
+    return tfds.builder(spec.name, data_dir=os.fspath(data_dir))
+  except tfds.core.registered.DatasetNotFoundError:
+    return None
+
+
+def _test_split(spec: ImageDatasetSpec, builder: tfds.core.DatasetBuilder) -> str:
+  """The first of ``spec.test_splits`` that the prepared copy has."""
+  for split in spec.test_splits:
+    if split in builder.info.splits:
+      return split
+  raise DatasetNotFoundError(
+      f"the prepared copy of data set {spec.name!r} in {builder.data_path} has the splits "
+      f"{sorted(builder.info.splits)}, but none of {list(spec.test_splits)} for the test set")
+
+
 def read_image_dataset(
     name: str,
     *,
@@ -299,7 +408,8 @@ def read_image_dataset(
   docstring.
 
   Args:
-    name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+    name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` or
+      ``"tiny_imagenet"``.
     data_dir: folder of prepared tensorflow-datasets data sets; default
       :func:`default_data_dir`.
     manual_dir: folder of the original files; default
@@ -308,18 +418,24 @@ def read_image_dataset(
 
   Returns:
     :class:`ImageArrays`, uint8 images and int32 labels in the order of the
-    original files.
+    original files (Tiny ImageNet: in the stored order).
 
   Raises:
     ValueError: ``name`` is not supported.
     DatasetNotFoundError: the data set is neither prepared nor in
-      ``manual_dir`` (and ``download`` is off).
+      ``manual_dir`` (and ``download`` is off), or, for a data set without a
+      tensorflow-datasets builder (Tiny ImageNet), not prepared in
+      ``data_dir``.
   """
   spec = image_dataset_spec(name)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
   manual_dir = (pathlib.Path(manual_dir).expanduser() if manual_dir is not None
                 else default_manual_dir(name))
-  builder = tfds.builder(spec.name, data_dir=os.fspath(data_dir))
+  builder = _builder(spec, data_dir)
+  if builder is None:
+    if spec.direct_file and (manual_dir / spec.direct_file).is_file():
+      return spec.direct_reader(manual_dir / spec.direct_file)
+    raise DatasetNotFoundError(_no_builder_message(spec, data_dir, manual_dir))
   if not (builder.data_path.exists() and builder.is_prepared()):
     if all((manual_dir / f).is_file() for f in spec.files):
       _prepare(builder, manual_dir, offline=True)
@@ -329,7 +445,8 @@ def read_image_dataset(
       _prepare(builder, manual_dir, offline=False)
     else:
       raise DatasetNotFoundError(_not_found_message(spec, manual_dir, builder))
-  return ImageArrays(*_read_prepared(builder, "train"), *_read_prepared(builder, "test"))
+  return ImageArrays(*_read_prepared(builder, spec.train_split, spec.keys_are_indices),
+                     *_read_prepared(builder, _test_split(spec, builder), spec.keys_are_indices))
 
 
 def _to_device(images: np.ndarray, labels: np.ndarray, dtype: Dtype) -> Split:
@@ -337,13 +454,68 @@ def _to_device(images: np.ndarray, labels: np.ndarray, dtype: Dtype) -> Split:
   return Split(jnp.asarray(images).astype(dtype) / 255, jnp.asarray(labels, jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames=("size", "dtype"))
+def _resize_chunk(images: jax.Array, size: int, dtype: Dtype) -> jax.Array:
+  """Uint8 NHWC images to ``[0, 1]``, resized to ``(size, size)``, as ``dtype``."""
+  x = images.astype(jnp.promote_types(dtype, jnp.float32)) / 255
+  n, _, _, channels = x.shape
+  x = jax.image.resize(x, (n, size, size, channels), method="bilinear", antialias=True)
+  return jnp.clip(x, 0, 1).astype(dtype)
+
+
+def _to_device_resized(images: np.ndarray, labels: np.ndarray, dtype: Dtype,
+                       size: int) -> Split:
+  """As :func:`_to_device`, with the images resized to ``(size, size)``.
+
+  The images go to the device and through the resize in chunks of at most
+  ``_RESIZE_CHUNK_VALUES`` values, in and out; the last chunk is padded to the
+  same number of images, so that the resize compiles once per chunk shape.
+  """
+  n, height, width, channels = images.shape
+  chunk = max(1, min(n, _RESIZE_CHUNK_VALUES // (max(height * width, size * size) * channels)))
+  parts = []
+  for start in range(0, n, chunk):
+    part = images[start:start + chunk]
+    padded = np.pad(part, ((0, chunk - len(part)), (0, 0), (0, 0), (0, 0)))
+    parts.append(_resize_chunk(jnp.asarray(padded), size, dtype)[:len(part)])
+  x = jnp.concatenate(parts) if parts else jnp.zeros((0, size, size, channels), dtype)
+  return Split(x, jnp.asarray(labels, jnp.int32))
+
+
+_DEFAULT_N_VAL = 5000
+_DEFAULT_N_TRAIN = 45000
+
+
+def _check_image_size(image_size: int | None) -> None:
+  if image_size is not None and not (
+      isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+      and image_size > 0):
+    raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+
+
+def _check_val_fraction(val_fraction: float | None, n_val: int, n_train: int | None) -> None:
+  if val_fraction is None:
+    return
+  if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
+      or not 0 < val_fraction < 1):
+    raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+  if n_val != _DEFAULT_N_VAL:
+    raise ValueError(f"give either n_val or val_fraction, not both (got n_val={n_val}, "
+                     f"val_fraction={val_fraction})")
+  if n_train not in (None, _DEFAULT_N_TRAIN):
+    raise ValueError(f"val_fraction takes all the rest of the training set for training; "
+                     f"leave n_train at its default or None, got n_train={n_train}")
+
+
 def image_splits(
     arrays: ImageArrays,
     *,
     split_seed: int = 123,
-    n_val: int = 5000,
-    n_train: int | None = 45000,
+    n_val: int = _DEFAULT_N_VAL,
+    n_train: int | None = _DEFAULT_N_TRAIN,
     dtype: Dtype = jnp.float32,
+    image_size: int | None = None,
+    val_fraction: float | None = None,
 ) -> Splits:
   """Splits the official training set into train / val and moves all to the device.
 
@@ -356,17 +528,44 @@ def image_splits(
       The default 45,000 follows the reference, which leaves 10,000 of the
       60,000 MNIST / Fashion-MNIST training images unused.
     dtype: dtype of the images.
+    image_size: resize every image to ``(image_size, image_size)`` (bilinear,
+      antialiased; see the module docstring); ``None``, or the native size,
+      keeps the images as they are.
+    val_fraction: the fraction of the official training set held out for
+      validation, in ``(0, 1)``, instead of ``n_val``: ``n_val =
+      round(val_fraction * n_official_train)`` and all the rest is training
+      data (``n_train=None``). ``n_val`` and ``n_train`` must then be left at
+      their defaults (``n_train=None`` is accepted too). The BMRS set-up
+      uses ``val_fraction=0.2, n_train=None``: 48,000 / 12,000 / 10,000 for
+      MNIST.
 
   Returns:
-    :class:`Splits` with images ``(n, H, W, C)`` of ``dtype`` in ``[0, 1]``
-    (``pixel / 255``) and int32 labels; ``train`` and ``val`` keep the order
-    of the original training files, ``test`` is the official test set.
+    :class:`Splits` with images ``(n, H, W, C)`` (``H = W = image_size`` if
+    given) of ``dtype`` in ``[0, 1]`` (``pixel / 255``, then resized) and int32
+    labels; ``train`` and ``val`` keep the order of the original training
+    files, ``test`` is the official test set.
+
+  Raises:
+    ValueError: ``image_size`` is not a positive int, ``val_fraction`` is not
+      in ``(0, 1)`` or is given with ``n_val`` or ``n_train``, or a split size
+      is out of range.
   """
-  train_idx, val_idx = train_val_indices(len(arrays.train_labels), n_val, split_seed, n_train)
+  _check_image_size(image_size)
+  _check_val_fraction(val_fraction, n_val, n_train)
+  n_official = len(arrays.train_labels)
+  if val_fraction is not None:
+    n_val, n_train = round(val_fraction * n_official), None
+  train_idx, val_idx = train_val_indices(n_official, n_val, split_seed, n_train)
+
+  def to_device(images: np.ndarray, labels: np.ndarray) -> Split:
+    if image_size is None or images.shape[1:3] == (image_size, image_size):
+      return _to_device(images, labels, dtype)
+    return _to_device_resized(images, labels, dtype, int(image_size))
+
   return Splits(
-      train=_to_device(arrays.train_images[train_idx], arrays.train_labels[train_idx], dtype),
-      val=_to_device(arrays.train_images[val_idx], arrays.train_labels[val_idx], dtype),
-      test=_to_device(arrays.test_images, arrays.test_labels, dtype),
+      train=to_device(arrays.train_images[train_idx], arrays.train_labels[train_idx]),
+      val=to_device(arrays.train_images[val_idx], arrays.train_labels[val_idx]),
+      test=to_device(arrays.test_images, arrays.test_labels),
   )
 
 
@@ -376,21 +575,29 @@ def load_image_dataset(
     data_dir: PathLike | None = None,
     manual_dir: PathLike | None = None,
     split_seed: int = 123,
-    n_val: int = 5000,
-    n_train: int | None = 45000,
+    n_val: int = _DEFAULT_N_VAL,
+    n_train: int | None = _DEFAULT_N_TRAIN,
     dtype: Dtype = jnp.float32,
     download: bool = False,
+    image_size: int | None = None,
+    val_fraction: float | None = None,
 ) -> Splits:
   """Loads an image data set as train / val / test arrays on the device.
 
   :func:`read_image_dataset` followed by :func:`image_splits`; the arguments
   are theirs. The defaults give the reference's 45,000 / 5,000 / 10,000
-  images.
+  images; ``image_size=32, val_fraction=0.2, n_train=None`` gives the BMRS
+  set-up (32 x 32 images, 80 / 20 train / val; 48,000 / 12,000 / 10,000 for
+  MNIST).
 
   Raises:
-    ValueError: ``name`` is not supported, or a split size is out of range.
+    ValueError: ``name`` is not supported, ``image_size`` or ``val_fraction``
+      is invalid (checked before reading), or a split size is out of range.
     DatasetNotFoundError: the data set is neither prepared nor in
       ``manual_dir`` (and ``download`` is off).
   """
+  _check_image_size(image_size)
+  _check_val_fraction(val_fraction, n_val, n_train)
   arrays = read_image_dataset(name, data_dir=data_dir, manual_dir=manual_dir, download=download)
-  return image_splits(arrays, split_seed=split_seed, n_val=n_val, n_train=n_train, dtype=dtype)
+  return image_splits(arrays, split_seed=split_seed, n_val=n_val, n_train=n_train, dtype=dtype,
+                      image_size=image_size, val_fraction=val_fraction)
