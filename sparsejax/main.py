@@ -4,7 +4,8 @@ Follows the flax examples: absl flags, an ml_collections config file with
 ``get_config()``, and a workdir (default ``./workdirs/<experiment_name>``).
 Unknown fields and bad values are reported before any compute. With
 ``--config.seeds=N`` (N > 1) the seeds run as a vmapped sweep
-(:mod:`sparsejax.runner.sweep`).
+(:mod:`sparsejax.runner.sweep`); ``method="bmrs"`` runs its seeds vmapped
+through :mod:`sparsejax.runner.bmrs`.
 """
 
 from __future__ import annotations
@@ -44,11 +45,16 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from sparsejax.runner.config import ConfigError
   from sparsejax.runner.experiment import run
+  from sparsejax.runner.bmrs import run_bmrs
   from sparsejax.runner.sweep import run_sweep
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
+  if config.method == "bmrs":
+    runner = run_bmrs  # seeds vmapped in one program
+  else:
+    runner = run_sweep if config.seeds > 1 else run
   try:
-    (run_sweep if config.seeds > 1 else run)(config, workdir)
+    runner(config, workdir)
   except ConfigError as error:
     sys.exit(f"error: {error}")
 

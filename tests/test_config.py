@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from sparsejax.runner.config import ConfigError, base_config, field_names, validate
+from sparsejax.runner.presets import BMRS_CRITERIA
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
@@ -24,6 +25,12 @@ def load(path, *args):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_is_valid_for_every_method_it_accepts(path):
   validate(load(path))
+  if path.stem.startswith("bmrs_"):
+    for criterion in BMRS_CRITERIA:
+      config = load(path, criterion)
+      validate(config)
+      assert config.method == "bmrs" and config.experiment_name == f"{path.stem}_{criterion}"
+    return
   for method in ("none", "rl1", "drr", "pmmp", "layerwise"):
     if method == "layerwise" and path.stem in ("lenet5_mnist", "vgg_cifar"):
       with pytest.raises(ConfigError, match="needs Dense layers only"):
@@ -35,8 +42,10 @@ def test_every_shipped_config_is_valid_for_every_method_it_accepts(path):
 
 
 def test_unknown_method_argument_lists_the_methods():
-  with pytest.raises(ConfigError, match="accepted values: none, rl1, drr, pmmp, layerwise"):
+  with pytest.raises(ConfigError, match="accepted values: none, rl1, drr, pmmp, layerwise$"):
     load(REPO / "configs/teacher_student.py", "l0")
+  with pytest.raises(ConfigError, match="configs/bmrs_"):
+    load(REPO / "configs/teacher_student.py", "bmrs")
 
 
 def test_expected_configs_exist():

@@ -16,10 +16,16 @@ from typing import Any
 
 import ml_collections
 
-DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10")
-ARCHITECTURES = ("mlp", "lenet_300_100", "lenet5_caffe", "vgg16_bn")
+DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
+ARCHITECTURES = ("mlp", "lenet_300_100", "lenet5_caffe", "vgg16_bn", "bmrs_mlp", "bmrs_lenet5",
+                 "resnet18", "resnet50", "vit_small", "vit_b16")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
-METHODS = ("none", "rl1", "drr", "pmmp", "layerwise")
+METHODS = ("none", "rl1", "drr", "pmmp", "layerwise", "bmrs")
+BMRS_CRITERIA = ("none", "snr", "expected_theta", "l2", "bmrs_n", "bmrs_u")
+BMRS_CONVENTIONS = ("paper", "code")
+KL_REDUCTIONS = ("mean", "sum")
+KL_WEIGHTS = ("one", "inverse_n_train")
+GATE_NOISE = ("per_element", "per_batch")
 OPTIMIZERS = ("adam", "sgd")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
@@ -47,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.test_set_size = 0
   c.noise = 0.08             # teacher-student: standard deviation of the target noise
   c.architecture_teacher = [2, 5, 8, 1]
+  c.image_size = 0           # resize images to image_size^2 (0 = native size; BMRS uses 32)
+  c.val_fraction = 0.0       # > 0: validation share of the official training set (BMRS: 0.2)
 
   # Model.
   c.architecture = "mlp"
@@ -99,6 +107,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.pruning.random_gradient_pruning = True
   c.pruning.delete_neurons = False  # MLPs: fold neurons without inputs into the next bias
   c.prunable = "all"
+
+  # BMRS (method "bmrs", Wright et al., 2024): log-uniform unit gates trained
+  # for exactly max_epochs epochs with the criterion applied every
+  # compress_epochs epochs (0: only at the end), then finetuned for exactly
+  # finetuning_max_epochs epochs with frozen masks (the best validation
+  # epoch is kept).
+  c.bmrs = ml_collections.ConfigDict()
+  c.bmrs.criterion = "bmrs_n"      # none, snr, expected_theta, l2, bmrs_n, bmrs_u
+  c.bmrs.p1 = 8.0                  # bmrs_u: reduced prior LogU[2^-23, 2^-p1]
+  c.bmrs.convention = "paper"      # bmrs_n: keep the 1/2 log 2 pi term (paper) or drop it (code)
+  c.bmrs.mu_p = -20.0              # bmrs_n: reduced-prior mean (log space)
+  c.bmrs.var_p = 1e-12             # bmrs_n: reduced-prior variance
+  c.bmrs.threshold = -1.0          # snr / expected_theta / l2 cut; < 0: the criterion's default
+  c.bmrs.match_compression = -1.0  # >= 0: final cut at this percentile of the scores (units %)
+  c.bmrs.compress_epochs = 1
+  c.bmrs.monotone = True           # a pruned unit stays pruned (False: the upstream behaviour)
+  c.bmrs.kl_reduction = "mean"     # mean (BMRS) or sum over units
+  c.bmrs.kl_weight = "one"         # one (BMRS) or inverse_n_train (the ELBO per example)
+  c.bmrs.noise = "per_element"     # per_element (BMRS) or per_batch (SBP)
+  c.bmrs.n_layers = 5              # bmrs_mlp: hidden Linear(h, h) layers after the first
+  c.bmrs.hidden_dim = 50           # bmrs_mlp: hidden width
+  c.bmrs.posthoc_points = 100      # post-training sweep: percentiles in linspace(0, 100, n)
+  c.bmrs.posthoc_finetune_epochs = 1
 
   # Seed sweeps: seeds > 1 runs seeds seed, seed + 1, ..., seed + seeds - 1 as
   # vmapped programs of chunk_size seeds; a SLURM array task runs its
@@ -168,7 +199,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          ("activation", ACTIVATIONS), ("method", METHODS),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
                          ("prunable", PRUNABLE), ("dtype", DTYPES),
-                         ("pruning.calibration", CALIBRATION)]:
+                         ("pruning.calibration", CALIBRATION),
+                         ("bmrs.criterion", BMRS_CRITERIA), ("bmrs.convention", BMRS_CONVENTIONS),
+                         ("bmrs.kl_reduction", KL_REDUCTIONS), ("bmrs.kl_weight", KL_WEIGHTS),
+                         ("bmrs.noise", GATE_NOISE)]:
     _choice(config, name, accepted)
   _require(config.lr > 0, "lr", config.lr, "> 0")
   for name in ("alpha", "rho", "noise", "pruning.threshold", "l1_alpha", "initial_u_value",
@@ -211,6 +245,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(not config.shrinking, "shrinking", True, "false in a seed sweep (seeds > 1)")
     _require(config.method != "layerwise", "method", "layerwise",
              "one of none, rl1, drr, pmmp in a seed sweep (seeds > 1)")
+  _require(config.image_size >= 0, "image_size", config.image_size, ">= 0 (0 = native size)")
+  _require(0 <= config.val_fraction < 1, "val_fraction", config.val_fraction,
+           "in [0, 1) (0 = the default 5,000 validation images)")
+  _validate_bmrs(config)
   if config.gauss_loss:
     _require(config.dataset == "teacher_student", "gauss_loss", True,
              "false unless the data set is 'teacher_student' (a regression loss)")
+
+
+#: Architectures built for BMRS's 32x32 (or 224x224) inputs, with gates everywhere.
+BMRS_ARCHITECTURES = ("bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
+
+
+def _validate_bmrs(config: ml_collections.ConfigDict) -> None:
+  b = config.bmrs
+  _require(0 < b.p1 < 23, "bmrs.p1", b.p1, "in (0, 23) (the reduced prior's 2^-23 lower end)")
+  _require(b.var_p > 0, "bmrs.var_p", b.var_p, "> 0")
+  _require(b.threshold == -1 or b.threshold >= 0, "bmrs.threshold", b.threshold,
+           ">= 0, or -1 for the criterion's default")
+  _require(b.match_compression == -1 or 0 <= b.match_compression <= 100, "bmrs.match_compression",
+           b.match_compression, "in [0, 100], or -1 (off)")
+  for name in ("compress_epochs", "n_layers"):
+    _require(b[name] >= 0, f"bmrs.{name}", b[name], ">= 0")
+  for name in ("hidden_dim", "posthoc_points", "posthoc_finetune_epochs"):
+    _require(b[name] >= 1, f"bmrs.{name}", b[name], ">= 1")
+  if config.method == "bmrs":
+    _require(config.dataset != "teacher_student", "dataset", config.dataset,
+             "an image data set for method 'bmrs'")
+  if config.architecture in BMRS_ARCHITECTURES:
+    _require(config.dataset != "teacher_student", "dataset", config.dataset,
+             f"an image data set for architecture {config.architecture!r}")

@@ -90,9 +90,12 @@ def standard_config(setup: str, method: str) -> ml_collections.ConfigDict:
   """
   if setup not in SETUPS:
     raise ConfigError(f"unknown set-up {setup!r}; accepted: {', '.join(SETUPS)}")
-  if method not in METHOD_NAMES:
+  accepted = [m for m in METHOD_NAMES if m != "bmrs"]
+  if method == "bmrs":
+    raise ConfigError("method 'bmrs' has its own set-ups: configs/bmrs_*.py (bmrs_config)")
+  if method not in accepted:
     raise ConfigError(f"config field 'method' is {method!r}; accepted values: "
-                      f"{', '.join(METHOD_NAMES)}")
+                      f"{', '.join(accepted)}")
   if method == "layerwise" and SETUPS[setup]["architecture"] not in ("mlp", "lenet_300_100"):
     raise ConfigError(f"method 'layerwise' needs Dense layers only; set-up {setup!r} has "
                       f"{SETUPS[setup]['architecture']!r}")
@@ -102,3 +105,66 @@ def standard_config(setup: str, method: str) -> ml_collections.ConfigDict:
   config.method = method
   _set(config, METHODS[setup][method])
   return config
+
+
+#: BMRS set-ups: the paper's Appendix C hyperparameters (Wright et al., 2024;
+#: reference notes section 4). Images resized to 32x32, an 80/20 train/val
+#: split of the official training set, Adam (no weight decay), 50 epochs with
+#: the criterion every epoch, then 10 finetuning epochs.
+_BMRS_COMMON = dict(method="bmrs", image_size=32, val_fraction=0.2, optimizer="adam",
+                    max_epochs=50, min_epochs=0, finetuning_max_epochs=10,
+                    finetuning_min_epochs=0, eval_batch_size=2000)
+BMRS_SETUPS: dict[str, dict] = {
+    "bmrs_mlp_mnist": dict(dataset="mnist", architecture="bmrs_mlp", train_batch_size=128,
+                           lr=8.5e-4, **{"bmrs.n_layers": 7, "bmrs.hidden_dim": 100}),
+    "bmrs_mlp_fashion_mnist": dict(dataset="fashion_mnist", architecture="bmrs_mlp",
+                                   train_batch_size=128, lr=1.5e-3,
+                                   **{"bmrs.n_layers": 1, "bmrs.hidden_dim": 150}),
+    "bmrs_mlp_cifar": dict(dataset="cifar10", architecture="bmrs_mlp", train_batch_size=32,
+                           lr=6.8e-4, **{"bmrs.n_layers": 5, "bmrs.hidden_dim": 150}),
+    "bmrs_lenet5_mnist": dict(dataset="mnist", architecture="bmrs_lenet5", train_batch_size=128,
+                              lr=1.4e-3),
+    "bmrs_lenet5_fashion_mnist": dict(dataset="fashion_mnist", architecture="bmrs_lenet5",
+                                      train_batch_size=32, lr=1.4e-3),
+    # The reference README's example: LeNet-5, CIFAR-10, lr 0.001026894323862342.
+    "bmrs_lenet5_cifar": dict(dataset="cifar10", architecture="bmrs_lenet5", train_batch_size=64,
+                              lr=0.001026894323862342),
+}
+#: Criterion argument -> the bmrs fields it sets ("none": no pruning, the baseline).
+BMRS_CRITERIA: dict[str, dict] = {
+    "none": {"bmrs.criterion": "none"},
+    "snr": {"bmrs.criterion": "snr"},
+    "expected_theta": {"bmrs.criterion": "expected_theta"},
+    "l2": {"bmrs.criterion": "l2"},
+    "bmrs_n": {"bmrs.criterion": "bmrs_n"},
+    "bmrs_u8": {"bmrs.criterion": "bmrs_u", "bmrs.p1": 8.0},
+    "bmrs_u4": {"bmrs.criterion": "bmrs_u", "bmrs.p1": 4.0},
+}
+
+
+def bmrs_config(setup: str, criterion: str = "bmrs_n") -> ml_collections.ConfigDict:
+  """The BMRS ``setup`` pruned by ``criterion`` (one of :data:`BMRS_CRITERIA`).
+
+  Raises:
+    ConfigError: for an unknown set-up or criterion, naming the accepted ones.
+  """
+  if setup not in BMRS_SETUPS:
+    raise ConfigError(f"unknown BMRS set-up {setup!r}; accepted: {', '.join(BMRS_SETUPS)}")
+  if criterion not in BMRS_CRITERIA:
+    raise ConfigError(f"unknown BMRS criterion {criterion!r}; accepted values: "
+                      f"{', '.join(BMRS_CRITERIA)}")
+  config = base_config()
+  config.experiment_name = f"{setup}_{criterion}"
+  _set_dotted(config, _BMRS_COMMON)
+  _set_dotted(config, BMRS_SETUPS[setup])
+  _set_dotted(config, BMRS_CRITERIA[criterion])
+  return config
+
+
+def _set_dotted(config: ml_collections.ConfigDict, fields: dict) -> None:
+  for name, value in fields.items():
+    *parents, leaf = name.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value

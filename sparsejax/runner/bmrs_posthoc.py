@@ -1,0 +1,217 @@
+"""Post-training pruning: compression against accuracy for each criterion (BMRS Fig. 2).
+
+``python -m sparsejax.runner.bmrs_posthoc --config=configs/bmrs_lenet5_mnist.py``
+
+1. Train the gated network with no pruning (``bmrs.criterion="none"``) for
+   ``max_epochs`` epochs, seeds vmapped.
+2. For each criterion (``snr``, ``l2``, ``expected_theta``, ``bmrs_n``,
+   ``bmrs_u8``, ``bmrs_u4``) and each percentile
+   :math:`\\lambda \\in \\mathrm{linspace}(0, 100, n)` (``bmrs.posthoc_points``):
+   prune from the trained state, finetune ``bmrs.posthoc_finetune_epochs``
+   epochs (one, unshuffled, as the reference) and test.
+
+   * ``snr``, ``l2``, ``expected_theta``: keep a unit iff its score is above the
+     :math:`\\lambda`-th percentile of all scores;
+   * BMR criteria: keep iff :math:`\\Delta F` is below its
+     :math:`(100 - \\lambda)`-th percentile **or** :math:`\\Delta F < 0`, so
+     BMRS never prunes past its own stopping point (:math:`\\Delta F \\ge 0`).
+
+   The distinct masks of one criterion and seed are finetuned as one vmapped
+   program (percentiles that give the same masks share a finetuning).
+3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
+   parameters removed %, test accuracy, and each BMR criterion's own stopping
+   point) and ``posthoc_<experiment>.png`` (test accuracy against units pruned,
+   the mean over seeds, stopping points marked) in the workdir.
+
+The released script crashes (``set_masks`` takes 3 arguments and is called
+with 4; ``bmr_approximate()[0]`` indexes the first unit); this is the
+procedure its text describes, see ``docs/differences.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+import pandas as pd
+
+from sparsejax import masks as masks_lib
+from sparsejax.pruning import bmr
+from sparsejax.runner import build as build_lib
+from sparsejax.runner import bmrs as bmrs_run
+from sparsejax.runner.config import validate
+from sparsejax.runner.progress import Progress
+from sparsejax.runner.sweep import sweep_seeds
+from sparsejax.train.loop import make_epoch_fn
+from sparsejax.train.state import TrainState
+from sparsejax.train.step import make_eval_fn, make_train_step
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: Criterion label -> Criterion (BMRS_U with p1 = 8 and 4, as the paper).
+POSTHOC_CRITERIA: dict[str, bmr.Criterion] = {
+    "snr": bmr.Criterion("snr"),
+    "l2": bmr.Criterion("l2"),
+    "expected_theta": bmr.Criterion("expected_theta"),
+    "bmrs_n": bmr.Criterion("bmrs_n"),
+    "bmrs_u8": bmr.Criterion("bmrs_u", p1=8.0),
+    "bmrs_u4": bmr.Criterion("bmrs_u", p1=4.0),
+}
+
+
+def posthoc_units(criterion: bmr.Criterion, scores: dict[str, np.ndarray], lam: float
+                  ) -> dict[str, np.ndarray]:
+  """One seed's unit masks at percentile ``lam`` (module docstring, step 2).
+
+  For BMR criteria the score is :math:`-\\Delta F`, so "ΔF below its
+  (100 - λ)-th percentile or ΔF < 0" is "score above its λ-th percentile or
+  score > 0". ``lam = 0`` keeps every unit (the reference's strict ">" would
+  prune the lowest-scoring one there).
+  """
+  if lam == 0:
+    return {site: np.ones(np.shape(s), bool) for site, s in scores.items()}
+  cut = bmr.percentile_cut(scores, lam)
+  if criterion.is_bmr:
+    cut = min(cut, 0.0)
+  return {site: np.asarray(s > cut) for site, s in scores.items()}
+
+
+def _distinct(unit_masks: list[dict[str, np.ndarray]]) -> tuple[list[dict], np.ndarray]:
+  """The distinct masks of a list, and each entry's index among them.
+
+  Percentiles past a BMR criterion's stopping point, or between two scores,
+  give the same masks; each distinct mask is finetuned once.
+  """
+  keys = [b"".join(np.packbits(m[s]).tobytes() for s in sorted(m)) for m in unit_masks]
+  first: dict[bytes, int] = {}
+  distinct = []
+  for key, masks in zip(keys, unit_masks):
+    if key not in first:
+      first[key] = len(distinct)
+      distinct.append(masks)
+  return distinct, np.array([first[k] for k in keys])
+
+
+def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds, program,
+                   progress: Progress) -> TrainState:
+  """Step 1: the unpruned training of the seeds (checkpointed, resumable)."""
+  train_config = copy.deepcopy(config)
+  train_config.bmrs.criterion = "none"
+  train_config.finetuning_max_epochs = 0
+  chunk = bmrs_run.SeedChunk(train_config, workdir, list(seeds), program, progress)
+  return chunk.run()["states"]
+
+
+def make_finetune(config, parts: build_lib.Parts, covers):
+  """``(state, units, keys) -> test metrics``, vmapped over a leading percentile axis."""
+  step = make_train_step(parts.model, parts.task, parts.objective, parts.optimizer, jit=False)
+  epoch = make_epoch_fn(step, config.train_batch_size, shuffle=False, jit=False)
+  evaluate = make_eval_fn(parts.model, parts.task, parts.objective, config.eval_batch_size,
+                          jit=False)
+  train, test = tuple(parts.data.train), parts.data.test
+
+  def one(state: TrainState, units, key):
+    masks = masks_lib.unit_masks(state.params, units, covers)
+    state = state._replace(masks=masks, params=masks_lib.apply(masks, state.params))
+    for e in range(config.bmrs.posthoc_finetune_epochs):
+      state, _ = epoch(state, train, jax.random.fold_in(key, e))
+    return evaluate(state, *test)
+
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
+def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                criteria: list[str] | None = None) -> pd.DataFrame:
+  """Runs the sweep of the module docstring; returns (and writes) the table."""
+  validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  criteria = list(POSTHOC_CRITERIA) if criteria is None else criteria
+  unknown = sorted(set(criteria) - set(POSTHOC_CRITERIA))
+  if unknown:
+    raise ValueError(f"unknown criteria {unknown}; accepted: {', '.join(POSTHOC_CRITERIA)}")
+  seeds = sweep_seeds(config)
+  progress = Progress(quiet=config.quiet)
+  lambdas = np.linspace(0, 100, config.bmrs.posthoc_points)
+  rows = []
+  with jax.enable_x64(config.dtype == "float64"):
+    parts = build_lib.build(config)
+    program = bmrs_run.make_program(config, parts)
+    states = trained_states(config, workdir, seeds, program, progress)
+    finetune = make_finetune(config, parts, program.covers)
+    for name in criteria:
+      criterion = POSTHOC_CRITERIA[name]
+      scores = bmrs_run.unit_scores(criterion, states, program.covers)
+      for i, seed in enumerate(seeds):
+        state = jax.tree.map(lambda x: x[i], states)
+        seed_scores = {s: v[i] for s, v in scores.items()}
+        per_lambda = [posthoc_units(criterion, seed_scores, lam) for lam in lambdas]
+        distinct, index = _distinct(per_lambda)
+        stacked = {s: jnp.asarray(np.stack([u[s] for u in distinct])) for s in seed_scores}
+        accuracy = np.asarray(finetune(state, stacked, jax.random.fold_in(
+            jax.random.key(seed), 7))["accuracy"])[index]
+        stop = (bmr.unit_compression(bmr.keep_masks(seed_scores, 0.0)) if criterion.is_bmr
+                else float("nan"))
+        for j, lam in enumerate(lambdas):
+          units = per_lambda[j]
+          weight_masks = masks_lib.unit_masks(state.params, units, program.covers)
+          rows.append(dict(
+              criterion=name, seed=seed, percentile=float(lam),
+              unit_compression=bmr.unit_compression(units),
+              parameter_compression=bmr.parameter_compression(state.params, weight_masks, units),
+              test_accuracy=float(accuracy[j]), stopping_point=stop))
+        progress.log(f"{name} seed {seed}: {len(lambdas)} percentiles done"
+                     + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
+  frame = pd.DataFrame(rows)
+  stem = workdir / f"posthoc_{config.experiment_name}"
+  frame.to_csv(stem.with_suffix(".csv"), index=False)
+  plot(frame, stem.with_suffix(".png"), title=config.experiment_name)
+  return frame
+
+
+def plot(frame: pd.DataFrame, path: pathlib.Path, title: str = "") -> None:
+  """Mean test accuracy against units pruned per criterion; BMR stopping points marked."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for name, group in frame.groupby("criterion", sort=False):
+    mean = group.groupby("percentile")[["unit_compression", "test_accuracy"]].mean()
+    line, = ax.plot(mean["unit_compression"], 100 * mean["test_accuracy"], label=name)
+    if group["stopping_point"].notna().any():
+      stop = group.groupby("seed")["stopping_point"].first().mean()
+      at = np.interp(stop, mean["unit_compression"], 100 * mean["test_accuracy"])
+      ax.plot([stop], [at], marker="*", markersize=14, color=line.get_color(),
+              markeredgecolor="black", linestyle="none")
+  ax.set_xlabel("units pruned (%)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(f"{title} (stars: where BMRS stops)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  from absl import flags, logging
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or f"workdirs/{config.experiment_name}_posthoc"
+  criteria = flags.FLAGS.criteria
+  run_posthoc(config, workdir, criteria.split(",") if criteria else None)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "BMRS config file (configs/bmrs_*.py).")
+  flags.DEFINE_string("workdir", None, "Output folder (default workdirs/<name>_posthoc).")
+  flags.DEFINE_string("criteria", "", f"Comma-separated subset of {','.join(POSTHOC_CRITERIA)}.")
+  flags.mark_flags_as_required(["config"])
+  sys.exit(app.run(main))

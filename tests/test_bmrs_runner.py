@@ -1,0 +1,151 @@
+"""The BMRS runner: vmapped seeds equal single runs, monotone pruning, resume, configs."""
+
+import copy
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparsejax import results
+from sparsejax.runner import bmrs as bmrs_run
+from sparsejax.runner import presets
+from sparsejax.runner.config import ConfigError, validate
+from tests.conftest import data_path
+
+
+def _small_config():
+  config = presets.bmrs_config("bmrs_mlp_mnist", "l2")
+  config.manual_dir = str(data_path("mnist"))
+  config.bmrs.n_layers = 1
+  config.bmrs.hidden_dim = 16
+  config.bmrs.threshold = 1.0  # ~half of the lecun-normal columns have norm < 1
+  config.train_set_size, config.val_set_size, config.test_set_size = 1024, 512, 512
+  config.max_epochs, config.finetuning_max_epochs = 3, 2
+  config.dtype = "float64"
+  config.quiet = True
+  return config
+
+
+@pytest.fixture
+def small_config():
+  return _small_config()
+
+
+def _rows(workdir):
+  return results.read_runs(workdir).sort_values("seed").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A 2-seed vmapped run; seed 43 alone; seed 42 alone, killed after epoch 2 and re-run."""
+  root = tmp_path_factory.mktemp("bmrs_runs")
+  config = _small_config()
+  sweep = copy.deepcopy(config)
+  sweep.seeds = 2
+  bmrs_run.run_bmrs(sweep, root / "sweep")
+  single = copy.deepcopy(config)
+  single.seed = 43
+  bmrs_run.run_bmrs(single, root / "single")
+  calls = {"n": 0}
+  save = bmrs_run.SeedChunk.save
+
+  def crashing_save(self, carry):
+    save(self, carry)
+    calls["n"] += 1
+    if calls["n"] == 2:
+      raise KeyboardInterrupt("killed after epoch 2")
+  bmrs_run.SeedChunk.save = crashing_save
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      bmrs_run.run_bmrs(config, root / "crash")
+  finally:
+    bmrs_run.SeedChunk.save = save
+  assert calls["n"] == 2
+  bmrs_run.run_bmrs(config, root / "crash")
+  return root
+
+
+def test_vmapped_seeds_equal_single_runs_and_pruning_is_monotone(runs):
+  vmapped, single = _rows(runs / "sweep"), _rows(runs / "single")
+  assert vmapped.run_id[1] == single.run_id[0]  # each seed's row is its single run's
+  for column in ("unit_compression", "parameter_compression", "kept_units_Dense_0",
+                 "kept_units_Dense_1", "final_test_accuracy"):
+    assert vmapped[column][1] == single[column][0], column
+  np.testing.assert_allclose(vmapped.final_test_loss[1], single.final_test_loss[0], rtol=1e-9)
+  assert (vmapped.unit_compression > 10).all() and (vmapped.unit_compression < 90).all()
+  assert (vmapped.parameter_compression > 0).all()
+  for run_id in vmapped.run_id:
+    curves = pd.read_csv(runs / "sweep" / "artifacts" / run_id / "curves.csv")
+    assert len(curves) == 5 and (np.diff(curves.unit_compression) >= 0).all()
+    masks = results.read_masks(runs / "sweep" / "artifacts" / run_id / "masks.npz")
+    assert masks  # unit and weight masks written
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(runs):
+  vmapped, resumed = _rows(runs / "sweep"), _rows(runs / "crash")
+  assert len(resumed) == 1 and resumed.run_id[0] == vmapped.run_id[0]
+  for column in ("unit_compression", "final_test_accuracy"):
+    assert vmapped[column][0] == resumed[column][0], column
+  np.testing.assert_allclose(vmapped.final_test_loss[0], resumed.final_test_loss[0], rtol=1e-9)
+
+
+def test_pruned_units_weights_are_exactly_zero(small_config):
+  from sparsejax.runner import build as build_lib
+  config = copy.deepcopy(small_config)
+  config.seeds = 2
+  with jax.enable_x64(True):
+    parts = build_lib.build(config)
+    program = bmrs_run.make_program(config, parts)
+    states = program.init(jax.vmap(build_lib.model_key_of_seed)(np.array([1, 2])))
+    units = bmrs_run.next_units(bmrs_run.criterion_of(config), states,
+                                {s: np.ones((2, n), bool) for s, n in program.sites.items()},
+                                program.covers, monotone=True)
+    states = program.set_units(states, {s: np.asarray(u) for s, u in units.items()})
+    kernel = np.asarray(states.params["Dense_0"]["kernel"])
+    next_kernel = np.asarray(states.params["Dense_1"]["kernel"])
+  pruned = ~units["Dense_0"]
+  assert pruned.any() and kernel.dtype == np.float64
+  for i in range(2):
+    assert np.all(kernel[i][:, pruned[i]] == 0)
+    assert np.all(next_kernel[i][pruned[i], :] == 0)
+    assert np.all(kernel[i][:, ~pruned[i]] != 0)
+
+
+def test_next_units_monotone_and_percentile():
+  from sparsejax.objectives import log_uniform as lu
+
+  class States:  # scores come from the gate state only for SNR
+    objective_state = {"mu": {"s": np.array([[0.0, -8.0, -1.0, -10.0]])},
+                       "log_sigma": {"s": np.array([[-5.0, 1.0, 0.0, 1.5]])}}
+    params = None
+  snr = bmrs_run.criterion_of(presets.bmrs_config("bmrs_mlp_mnist", "snr"))
+  previous = {"s": np.array([[False, True, True, True]])}
+  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=False)
+  np.testing.assert_array_equal(keep["s"], [[True, False, True, False]])
+  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=True)
+  np.testing.assert_array_equal(keep["s"], [[False, False, True, False]])
+  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=False, pruned_percent=25.0)
+  assert int(keep["s"].sum()) == 3 and lu.INIT_LOG_SIGMA == -5.0
+
+
+@pytest.mark.parametrize("setup", list(presets.BMRS_SETUPS))
+def test_bmrs_configs_validate_with_every_criterion(setup):
+  for criterion in presets.BMRS_CRITERIA:
+    config = presets.bmrs_config(setup, criterion)
+    validate(config)
+  assert presets.bmrs_config(setup, "bmrs_u4").bmrs.p1 == 4.0
+  assert presets.bmrs_config(setup, "bmrs_u8").bmrs.criterion == "bmrs_u"
+
+
+def test_bad_bmrs_fields_are_named():
+  config = presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_n")
+  config.bmrs.criterion = "hessian"
+  with pytest.raises(ConfigError, match="bmrs.criterion.*bmrs_u"):
+    validate(config)
+  config = presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_n")
+  config.bmrs.p1 = 30.0
+  with pytest.raises(ConfigError, match="bmrs.p1"):
+    validate(config)
+  with pytest.raises(ConfigError, match="criterion.*accepted"):
+    presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_u16")
