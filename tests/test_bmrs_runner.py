@@ -149,3 +149,15 @@ def test_bad_bmrs_fields_are_named():
     validate(config)
   with pytest.raises(ConfigError, match="criterion.*accepted"):
     presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_u16")
+
+
+def test_bmrs_inputs_are_resized_split_and_centred_as_the_reference():
+  from sparsejax.runner import build as build_lib
+  config = presets.bmrs_config("bmrs_mlp_mnist", "snr")
+  config.manual_dir = str(data_path("mnist"))
+  splits, _ = build_lib.build_data(config)
+  assert splits.train.x.shape == (48000, 32, 32, 1) and splits.val.x.shape[0] == 12000
+  # (pixel - 127) / 255: background -0.498, full ink +0.502.
+  np.testing.assert_allclose(float(splits.test.x.min()), -127 / 255, atol=1e-6)
+  assert 0.45 < float(splits.test.x.max()) <= 128 / 255 + 1e-6
+  assert build_lib.build_model(config).widths[0] == 32 * 32

@@ -11,6 +11,7 @@ from sparsejax.objectives.rl1 import rl1
 
 __all__ = [
     "Objective", "abs_sign", "check_nonnegative", "drr", "elastic_net", "expected_squared_gap",
-    "gamma_saturated", "gauss_code_length", "l1", "l2", "log_uniform_gates", "norm_factors", "plain", "pmmp",
+    "gamma_saturated", "gauss_code_length", "l1", "l2", "log_uniform_gates", "norm_factors",
+    "plain", "pmmp",
     "prune_state", "rl1", "tree_sum", "weight_penalty", "with_gauss_loss",
 ]

@@ -118,7 +118,7 @@ def _log_std_normal_pdf(x):
 
 
 def kl_divergence(mu, log_sigma, a=LOG_A, b=LOG_B) -> jax.Array:
-  """:math:`\\mathrm{KL}(\\mathrm{LogN}_{[a,b]}(\\mu,\\sigma^2) \\| \\mathrm{LogU}_{[a,b]})`, elementwise.
+  """Elementwise :math:`\\mathrm{KL}(\\mathrm{LogN}_{[a,b]}(\\mu,\\sigma^2) \\| \\mathrm{LogU}_{[a,b]})`.
 
   The exact closed form of the module docstring: the negative entropy of the
   truncated normal plus :math:`\\log(b - a)` (Neklyudov et al., 2017, Eq. 14;

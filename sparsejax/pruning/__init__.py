@@ -13,7 +13,8 @@ from sparsejax.pruning.random_gradient import make_random_gradient_prune_fn, ran
 from sparsejax.pruning.tamade import TamadeResult, make_tamade_fn, tamade
 
 __all__ = [
-    "TamadeResult", "bmr", "delete_neurons", "expected_layer_loss", "fit_layer", "fold_dead_neurons",
+    "TamadeResult", "bmr", "delete_neurons", "expected_layer_loss", "fit_layer",
+    "fold_dead_neurons",
     "layerwise_prune", "make_random_gradient_prune_fn", "make_tamade_fn", "random_gradient_prune",
     "resize_like", "tamade",
 ]

@@ -307,7 +307,8 @@ def record_seed(config, workdir: pathlib.Path, seeds: list[int], index: int, sta
   return row
 
 
-def run_bmrs(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+def run_bmrs(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+             ) -> list[dict[str, Any]]:
   """Runs a BMRS config for its seeds (this SLURM task's share); returns the rows."""
   validate(config)
   workdir = pathlib.Path(workdir)

@@ -51,7 +51,16 @@ def build_data(config: ml_collections.ConfigDict):
   splits = data_lib.load_image_dataset(
       config.dataset, data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
       image_size=config.image_size or None, dtype=dtype, **split)
-  return _subset(splits, config), None
+  return _normalise(_subset(splits, config), config), None
+
+
+def _normalise(splits, config):
+  """Images ``(x - input_offset) / input_scale`` (the identity by default)."""
+  if config.input_offset == 0 and config.input_scale == 1:
+    return splits
+  def scale(split):
+    return split._replace(x=(split.x - config.input_offset) / config.input_scale)
+  return splits._replace(train=scale(splits.train), val=scale(splits.val), test=scale(splits.test))
 
 
 def _subset(splits, config):

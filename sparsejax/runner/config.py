@@ -55,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.architecture_teacher = [2, 5, 8, 1]
   c.image_size = 0           # resize images to image_size^2 (0 = native size; BMRS uses 32)
   c.val_fraction = 0.0       # > 0: validation share of the official training set (BMRS: 0.2)
+  c.input_offset = 0.0       # images become (x - input_offset) / input_scale, x in [0, 1]
+  c.input_scale = 1.0
 
   # Model.
   c.architecture = "mlp"
@@ -246,6 +248,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config.method != "layerwise", "method", "layerwise",
              "one of none, rl1, drr, pmmp in a seed sweep (seeds > 1)")
   _require(config.image_size >= 0, "image_size", config.image_size, ">= 0 (0 = native size)")
+  _require(config.input_scale > 0, "input_scale", config.input_scale, "> 0")
   _require(0 <= config.val_fraction < 1, "val_fraction", config.val_fraction,
            "in [0, 1) (0 = the default 5,000 validation images)")
   _validate_bmrs(config)
