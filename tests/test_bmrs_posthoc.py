@@ -27,11 +27,11 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
   config.bmrs.n_layers, config.bmrs.hidden_dim = 1, 16
   config.train_set_size, config.val_set_size, config.test_set_size = 1024, 256, 512
   config.max_epochs = 2
-  config.bmrs.posthoc_points = 5
+  config.bmrs.posthoc_points = 4
   config.quiet = True
   frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"])
   assert (tmp_path / f"posthoc_{config.experiment_name}.png").stat().st_size > 0
-  assert len(frame) == 3 * 5
+  assert len(frame) == 3 * 4
   for name, group in frame.groupby("criterion"):
     group = group.sort_values("percentile")
     assert group.unit_compression.iloc[0] == 0.0, name

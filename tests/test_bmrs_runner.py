@@ -20,8 +20,8 @@ def _small_config():
   config.bmrs.n_layers = 1
   config.bmrs.hidden_dim = 16
   config.bmrs.threshold = 1.0  # ~half of the lecun-normal columns have norm < 1
-  config.train_set_size, config.val_set_size, config.test_set_size = 1024, 512, 512
-  config.max_epochs, config.finetuning_max_epochs = 3, 2
+  config.train_set_size, config.val_set_size, config.test_set_size = 768, 256, 256
+  config.max_epochs, config.finetuning_max_epochs = 2, 2
   config.dtype = "float64"
   config.quiet = True
   return config
@@ -44,6 +44,8 @@ def runs(tmp_path_factory):
   sweep = copy.deepcopy(config)
   sweep.seeds = 2
   bmrs_run.run_bmrs(sweep, root / "sweep")
+  again = bmrs_run.run_bmrs(sweep, root / "sweep")  # finished: skipped, rows returned
+  assert len(again) == 2
   single = copy.deepcopy(config)
   single.seed = 43
   bmrs_run.run_bmrs(single, root / "single")
@@ -68,6 +70,7 @@ def runs(tmp_path_factory):
 
 def test_vmapped_seeds_equal_single_runs_and_pruning_is_monotone(runs):
   vmapped, single = _rows(runs / "sweep"), _rows(runs / "single")
+  assert len(vmapped) == 2  # the second run of the same command added no rows
   assert vmapped.run_id[1] == single.run_id[0]  # each seed's row is its single run's
   for column in ("unit_compression", "parameter_compression", "kept_units_Dense_0",
                  "kept_units_Dense_1", "final_test_accuracy"):
@@ -77,7 +80,7 @@ def test_vmapped_seeds_equal_single_runs_and_pruning_is_monotone(runs):
   assert (vmapped.parameter_compression > 0).all()
   for run_id in vmapped.run_id:
     curves = pd.read_csv(runs / "sweep" / "artifacts" / run_id / "curves.csv")
-    assert len(curves) == 5 and (np.diff(curves.unit_compression) >= 0).all()
+    assert len(curves) == 4 and (np.diff(curves.unit_compression) >= 0).all()
     masks = results.read_masks(runs / "sweep" / "artifacts" / run_id / "masks.npz")
     assert masks  # unit and weight masks written
 

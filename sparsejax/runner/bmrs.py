@@ -16,7 +16,8 @@ All seeds of a chunk (``seeds``, ``sweep.chunk_size``) run as one vmapped
 program per epoch; the data (one split, ``config.seed``'s) are shared. The
 criteria run between epochs on the host in float64. A checkpoint after every
 epoch holds the states, the unit masks and the finetuning's best states, so
-a re-run of the same command resumes where it stopped.
+a re-run of the same command resumes where it stopped; seeds whose rows are
+already in ``runs.csv`` are not run again.
 
 Each seed writes a ``runs.csv`` row (the row of its single run, ``seeds=1``),
 with ``unit_compression`` (% of gated units pruned, the reference's
@@ -45,7 +46,7 @@ from sparsejax import results
 from sparsejax.pruning import bmr
 from sparsejax.runner import build as build_lib
 from sparsejax.runner.config import validate
-from sparsejax.runner.experiment import run_id_of
+from sparsejax.runner.experiment import finished_row, run_id_of
 from sparsejax.runner.progress import Progress
 from sparsejax.runner.sweep import seed_config, sweep_seeds
 from sparsejax.train.loop import make_epoch_fn
@@ -322,6 +323,12 @@ def run_bmrs(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
     size = config.sweep.chunk_size
     for start in range(0, len(seeds), size):
       chunk_seeds = seeds[start:start + size]
+      finished = [finished_row(workdir, run_id_of(seed_config(config, s))) for s in chunk_seeds]
+      if all(row is not None for row in finished):
+        progress.log(f"seeds {chunk_seeds} have been run before; their rows are in "
+                     f"{workdir}/runs.csv")
+        rows.extend(finished)
+        continue
       chunk = SeedChunk(config, workdir, chunk_seeds, program, progress)
       carry = chunk.run()
       metrics = final_metrics(program, carry["best"])

@@ -210,7 +210,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   run_id = run_id_of(config)
-  finished = _finished_row(workdir, run_id)
+  finished = finished_row(workdir, run_id)
   if finished is not None:
     Progress(quiet=config.quiet).log(f"{run_id} has been run before; its row is in {workdir}/runs.csv")
     return finished
@@ -218,7 +218,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     return _run(config, workdir)
 
 
-def _finished_row(workdir: pathlib.Path, run_id: str):
+def finished_row(workdir: pathlib.Path, run_id: str) -> dict[str, Any] | None:
+  """The ``runs.csv`` row of ``run_id`` in ``workdir``, or ``None`` if it has not finished."""
   if not (workdir / "runs.csv").exists():
     return None
   runs = results.read_runs(workdir)
