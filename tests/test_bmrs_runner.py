@@ -164,3 +164,26 @@ def test_bmrs_inputs_are_resized_split_and_centred_as_the_reference():
   np.testing.assert_allclose(float(splits.test.x.min()), -127 / 255, atol=1e-6)
   assert 0.45 < float(splits.test.x.max()) <= 128 / 255 + 1e-6
   assert build_lib.build_model(config).widths[0] == 32 * 32
+
+
+def test_table1_launcher_runs_every_criterion_then_the_report(tmp_path):
+  import os
+  import pathlib
+  import stat
+  import subprocess
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  log = tmp_path / "calls.txt"
+  fake = tmp_path / "python"
+  fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+  fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+  subprocess.run(["bash", "launch/bmrs_table1.sh", "bmrs_lenet5_mnist", "3", str(tmp_path / "w"),
+                  "--config.max_epochs=2"], cwd=repo, check=True,
+                 env=dict(os.environ, PYTHON=str(fake)))
+  calls = log.read_text().splitlines()
+  assert len(calls) == 8 and calls[-1].startswith("-m sparsejax.runner.bmrs_report")
+  criteria = [c.split("configs/bmrs_lenet5_mnist.py:")[1].split()[0] for c in calls[:-1]]
+  assert criteria == ["none", "snr", "expected_theta", "bmrs_n", "bmrs_u8", "bmrs_u4", "bmrs_n"]
+  assert "--config.bmrs.convention=code" in calls[-2]
+  assert all("--config.seeds=3" in c and "--config.max_epochs=2" in c for c in calls[:-1])
+  for criterion in set(criteria):
+    validate(presets.bmrs_config("bmrs_lenet5_mnist", criterion))
