@@ -42,5 +42,10 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
   assert snr.test_accuracy.iloc[-1] <= 0.3  # the output layer's bias alone
   bmrs_n = frame[frame.criterion == "bmrs_n"]
   assert (bmrs_n.unit_compression <= bmrs_n.stopping_point + 1e-9).all()
+  # A later call adds its criterion's rows and keeps the others.
+  frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["bmrs_n_code"])
+  assert sorted(frame.criterion.unique()) == ["bmrs_n", "bmrs_n_code", "l2", "snr"]
+  code = frame[frame.criterion == "bmrs_n_code"]
+  assert (code.stopping_point >= bmrs_n.stopping_point.iloc[0]).all()  # dF_code >= dF_paper
   with pytest.raises(ValueError, match="unknown criteria"):
     bmrs_posthoc.run_posthoc(config, tmp_path, ["hessian"])

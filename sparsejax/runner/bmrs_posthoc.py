@@ -5,7 +5,7 @@
 1. Train the gated network with no pruning (``bmrs.criterion="none"``) for
    ``max_epochs`` epochs, seeds vmapped.
 2. For each criterion (``snr``, ``l2``, ``expected_theta``, ``bmrs_n``,
-   ``bmrs_u8``, ``bmrs_u4``) and each percentile
+   ``bmrs_n_code`` (the released code's convention), ``bmrs_u8``, ``bmrs_u4``) and each percentile
    :math:`\\lambda \\in \\mathrm{linspace}(0, 100, n)` (``bmrs.posthoc_points``):
    prune from the trained state, finetune ``bmrs.posthoc_finetune_epochs``
    epochs (one, unshuffled, as the reference) and test.
@@ -20,7 +20,8 @@
    program (percentiles that give the same masks share a finetuning).
 3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
    parameters removed %, test accuracy, and each BMR criterion's own stopping
-   point) and ``posthoc_<experiment>.png`` (test accuracy against units pruned,
+   point; a later call with other criteria adds its rows and replaces those of
+   the criteria it ran) and ``posthoc_<experiment>.png`` (test accuracy against units pruned,
    the mean over seeds, stopping points marked) in the workdir.
 
 The released script crashes (``set_masks`` takes 3 arguments and is called
@@ -61,6 +62,7 @@ POSTHOC_CRITERIA: dict[str, bmr.Criterion] = {
     "l2": bmr.Criterion("l2"),
     "expected_theta": bmr.Criterion("expected_theta"),
     "bmrs_n": bmr.Criterion("bmrs_n"),
+    "bmrs_n_code": bmr.Criterion("bmrs_n", convention="code"),
     "bmrs_u8": bmr.Criterion("bmrs_u", p1=8.0),
     "bmrs_u4": bmr.Criterion("bmrs_u", p1=4.0),
 }
@@ -171,6 +173,9 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
   frame = pd.DataFrame(rows)
   stem = workdir / f"posthoc_{config.experiment_name}"
+  if stem.with_suffix(".csv").exists():  # keep the other criteria of an earlier call
+    earlier = pd.read_csv(stem.with_suffix(".csv"))
+    frame = pd.concat([earlier[~earlier["criterion"].isin(criteria)], frame], ignore_index=True)
   frame.to_csv(stem.with_suffix(".csv"), index=False)
   plot(frame, stem.with_suffix(".png"), title=config.experiment_name)
   return frame
