@@ -48,7 +48,7 @@ from sparsejax.runner import build as build_lib
 from sparsejax.runner.config import validate
 from sparsejax.runner.experiment import finished_row, run_id_of
 from sparsejax.runner.progress import Progress
-from sparsejax.runner.sweep import seed_config, sweep_seeds
+from sparsejax.runner.sweep import per_seed, seed_config, sweep_seeds, where_seeds
 from sparsejax.train.loop import make_epoch_fn
 from sparsejax.train.state import TrainState, create_train_state
 from sparsejax.train.step import make_eval_fn, make_train_step
@@ -141,12 +141,6 @@ def _epoch_keys(seed_keys: jax.Array, phase: int, epoch: int) -> jax.Array:
   return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, phase), epoch))(seed_keys)
 
 
-def _where(flags, new, old):
-  def pick(a, b):
-    return jnp.where(flags.reshape(flags.shape + (1,) * (a.ndim - 1)), a, b)
-  return jax.tree.map(pick, new, old)
-
-
 def _append(curves: dict, name: str, values) -> None:
   curves.setdefault(name, []).append([float(v) for v in np.asarray(values)])
 
@@ -212,7 +206,7 @@ class SeedChunk:
         {s: np.asarray(u[i]) for s, u in carry["units"].items()}) for i in range(len(self.seeds))])
     if phase == 1:
       better = val["accuracy"] > carry["best_acc"]
-      carry = dict(carry, best=_where(better, carry["states"], carry["best"]),
+      carry = dict(carry, best=where_seeds(better, carry["states"], carry["best"]),
                    best_acc=jnp.where(better, val["accuracy"], carry["best_acc"]))
     self.progress.log(f"seeds {self.seeds[0]}..{self.seeds[-1]} {name} epoch {epoch + 1}: "
                       f"val accuracy {_fmt(val['accuracy'])}, units pruned "
@@ -261,10 +255,6 @@ def final_metrics(program: Program, states: TrainState) -> list[dict[str, float]
   return out
 
 
-def _per_seed(tree, i: int):
-  return jax.tree.map(lambda x: np.asarray(x[i]), tree)
-
-
 def record_seed(config, workdir: pathlib.Path, seeds: list[int], index: int, states: TrainState,
                 units, metrics: dict, meta: dict) -> dict[str, Any]:
   """Writes ``seeds[index]``'s artifacts and ``runs.csv`` row; returns the row.
@@ -275,7 +265,7 @@ def record_seed(config, workdir: pathlib.Path, seeds: list[int], index: int, sta
   seed = seeds[index]
   single = seed_config(config, seed)
   run_id = run_id_of(single)
-  state = _per_seed(states, index)
+  state = jax.tree.map(np.asarray, per_seed(states, index))
   seed_units = {s: u[index] for s, u in units.items()}
   row = dict(results.flatten_config(single))
   row.update(run_id=run_id, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),

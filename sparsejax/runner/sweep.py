@@ -110,11 +110,12 @@ def _chunk_parts(config, seeds: Sequence[int]) -> _Chunk:
   return _Chunk(seeds_array, parts._replace(data=splits, teacher_params=teacher), 0)
 
 
-def _per_seed(tree, index: int):
+def per_seed(tree, index: int):
+  """Seed ``index``'s slice of a tree with a leading seed axis."""
   return jax.tree.map(lambda x: x[index], tree)
 
 
-def _where(active: jax.Array, new, old):
+def where_seeds(active: jax.Array, new, old):
   """Per seed: ``new`` where ``active`` else ``old`` (leading seed axis)."""
   def pick(a, b):
     return jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
@@ -186,7 +187,7 @@ class _Phase:
           trackers[i], snap[i] = best_state.check(trackers[i], curves[i]["val_loss"][-1],
                                                   may_turn=bool(gamma_ok[i]))
       if snap.any():
-        snapshots = _where(jnp.asarray(snap), states, snapshots)
+        snapshots = where_seeds(jnp.asarray(snap), states, snapshots)
         has_snapshot |= snap
       active &= ~converged
       medians = {name: [float(np.median([c[name][-1] for c in curves]))]
@@ -196,7 +197,7 @@ class _Phase:
     use = np.array([config.return_best_state and has_snapshot[i]
                     and best_state.should_restore(trackers[i], curves[i]["val_loss"][-1])
                     for i in range(n_seeds)], bool)
-    states = _where(jnp.asarray(use), snapshots, states)
+    states = where_seeds(jnp.asarray(use), snapshots, states)
     return states, curves, epochs, converged, use
 
   def _gamma_settled(self, states: TrainState) -> np.ndarray:
@@ -233,8 +234,8 @@ def _prune(config, chunk: _Chunk, states: TrainState) -> tuple[TrainState, list[
   states, info = jax.jit(jax.vmap(core, in_axes=(0, 0, axis)))(states, keys, chunk.parts.data)
   if config.pruning.delete_neurons:
     stages = procedure.make_prune_stages(config, chunk.parts if axis is None else
-                                         chunk.parts._replace(data=_per_seed(chunk.parts.data, 0)))
-    singles = [stages.delete(_per_seed(states, i)) for i in range(len(chunk.seeds))]
+                                         chunk.parts._replace(data=per_seed(chunk.parts.data, 0)))
+    singles = [stages.delete(per_seed(states, i)) for i in range(len(chunk.seeds))]
     states = jax.tree.map(lambda *xs: jnp.stack(xs), *singles)
   states = jax.jit(jax.vmap(tidy, in_axes=(0, axis)))(states, chunk.parts.data)
   info.update(kept_before=kept_before, kept=jax.vmap(procedure._kept)(states))
@@ -276,9 +277,9 @@ def _run_chunk(config, workdir: pathlib.Path, seeds: Sequence[int], progress: Pr
   for i, seed in enumerate(seeds):
     single = seed_config(config, seed)
     run_id = experiment.run_id_of(single)
-    state = _per_seed(states, i)
+    state = per_seed(states, i)
     seed_parts = parts if chunk.data_axis is None else parts._replace(
-        data=_per_seed(parts.data, i), teacher_params=_per_seed(parts.teacher_params, i))
+        data=per_seed(parts.data, i), teacher_params=per_seed(parts.teacher_params, i))
     meta = {"phase": "done", "epoch": 0, "wall_time_s": wall_per_seed, "saves": 1, "best": {},
             "curves": {"train": train_curves[i], "finetune": ft_curves[i]},
             "phase_epochs": {"train": int(train_epochs[i]), "finetune": int(ft_epochs[i])},
