@@ -1,12 +1,39 @@
-"""BMRS set-up `bmrs_lenet5_mnist` (Wright et al., 2024, Appendix C); the argument picks the criterion.
+"""The BMRS LeNet-5 on MNIST: BMRS structured pruning, one of the paper's set-ups.
+
+LeNet-5 as in the BMRS paper, with a log-uniform multiplicative-noise gate on
+every conv channel and hidden unit (its widths scale with the input channels),
+trained on MNIST with the data loss plus the gates' KL; the criterion (the
+argument) prunes units during training, then the network is finetuned with
+frozen masks and the best validation epoch is tested. Inputs are centred as
+the released ``train.py`` does.
+
+Source: Wright, Igel and Selvan, "BMRS: Bayesian Model Reduction for
+Structured Pruning", NeurIPS 2024, Appendix C, and the released code
+(``saintslab/bmrs-structured-pruning``). What the six BMRS set-ups share is
+``configs/common.py``'s ``bmrs_appendix_c``.
+
+The argument is the criterion, one of ``common.BMRS_CRITERIA`` (default
+``bmrs_n``)::
 
   python -m sparsejax.main --config=configs/bmrs_lenet5_mnist.py:bmrs_u4 --config.seeds=3
-
-Criteria: none, snr, expected_theta, l2, bmrs_n (default), bmrs_u8, bmrs_u4.
 """
 
-from sparsejax.runner.presets import bmrs_config
+import ml_collections
+
+from configs import common
 
 
-def get_config(criterion: str = "bmrs_n"):
-  return bmrs_config("bmrs_lenet5_mnist", criterion)
+def get_config(criterion: str = "bmrs_n") -> ml_collections.ConfigDict:
+  """The BMRS LeNet-5 on MNIST pruned by ``criterion`` (one of ``common.BMRS_CRITERIA``)."""
+  config = common.base("bmrs", f"bmrs_lenet5_mnist_{criterion}")
+  common.bmrs_appendix_c(config, criterion)
+
+  config.dataset = "mnist"
+  config.input_offset = 127 / 255  # (pixel - 127) / 255
+  config.input_scale = 1.0
+
+  config.architecture = "bmrs_lenet5"
+
+  config.train_batch_size = 128
+  config.lr = 1.4e-3
+  return config

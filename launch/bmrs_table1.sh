@@ -24,4 +24,4 @@ done
 "$PYTHON" -m sparsejax.main --config="configs/$SETUP.py:bmrs_n" --workdir="$WORKDIR" \
   --config.seeds="$SEEDS" --config.seed=1000 --config.quiet=True \
   --config.bmrs.convention=code --config.experiment_name="${SETUP}_bmrs_n_code" "$@"
-"$PYTHON" -m sparsejax.runner.bmrs_report "$WORKDIR"
+"$PYTHON" -m sparsejax.studies.bmrs_report "$WORKDIR"

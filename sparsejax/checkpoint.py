@@ -54,6 +54,7 @@ PyTree = Any
 
 _STATE = "state"
 _META = "meta"
+_ARRAYS = "arrays"
 
 
 class Checkpointer:
@@ -92,7 +93,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state: PyTree, metadata: Mapping[str, Any] | None = None,
-           *, force: bool = False) -> bool:
+           *, arrays: PyTree | None = None, force: bool = False) -> bool:
     """Saves ``state`` and the JSON ``metadata`` as ``step``.
 
     Args:
@@ -100,16 +101,21 @@ class Checkpointer:
       state: any pytree of arrays, scalars, typed keys and ``None`` leaves.
       metadata: a JSON-serialisable mapping; NumPy/JAX scalars and arrays in
         it are converted to numbers and lists.
+      arrays: optional nested dicts of NumPy arrays whose shapes vary from
+        save to save (curves so far), restored without a template by
+        :meth:`restore_arrays`.
       force: save even if ``step`` is off the save interval.
 
     Returns:
       Whether a checkpoint was written.
     """
-    args = ocp.args.Composite(**{
+    items = {
         _STATE: ocp.args.StandardSave(state),
         _META: ocp.args.JsonSave(_json_ready(dict(metadata or {}))),
-    })
-    return self._manager.save(step, args=args, force=force)
+    }
+    if arrays is not None:
+      items[_ARRAYS] = ocp.args.StandardSave(arrays)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def latest_step(self) -> int | None:
     """The newest completely written step, or ``None`` if there is none."""
@@ -133,16 +139,24 @@ class Checkpointer:
     Raises:
       FileNotFoundError: if there is no checkpoint (at ``step``).
     """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self._restore(step, **{_STATE: ocp.args.StandardRestore(abstract),
+                                      _META: ocp.args.JsonRestore()})
+    return restored[_STATE], restored[_META]
+
+  def restore_meta(self, step: int | None = None) -> dict:
+    """The metadata saved with ``step`` (default the latest)."""
+    return self._restore(step, **{_META: ocp.args.JsonRestore()})[_META]
+
+  def restore_arrays(self, step: int | None = None) -> PyTree:
+    """The ``arrays`` saved with ``step`` (default the latest), as NumPy arrays."""
+    return self._restore(step, **{_ARRAYS: ocp.args.StandardRestore()})[_ARRAYS]
+
+  def _restore(self, step: int | None, **items) -> dict:
     step = self.latest_step() if step is None else step
     if step is None or step not in self._manager.all_steps():
       raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    args = ocp.args.Composite(**{
-        _STATE: ocp.args.StandardRestore(abstract),
-        _META: ocp.args.JsonRestore(),
-    })
-    restored = self._manager.restore(step, args=args)
-    return restored[_STATE], restored[_META]
+    return self._manager.restore(step, args=ocp.args.Composite(**items))
 
   def wait(self) -> None:
     """Blocks until a pending asynchronous save is on disk."""

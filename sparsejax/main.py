@@ -2,19 +2,32 @@
 
 Follows the flax examples: absl flags, an ml_collections config file with
 ``get_config()``, and a workdir (default ``./workdirs/<experiment_name>``).
-Unknown fields and bad values are reported before any compute. With
-``--config.seeds=N`` (N > 1) the seeds run as a vmapped sweep
-(:mod:`sparsejax.runner.sweep`); ``method="bmrs"`` runs its seeds vmapped
-through :mod:`sparsejax.runner.bmrs`.
+Unknown fields and bad values are reported before any compute.
+
+An expected failure (:data:`EXPECTED_ERRORS`: an unknown field, a bad value, a
+config file that cannot be loaded, a missing data set) prints ``error:
+<message>`` on stderr, without a traceback, and exits with status 2; anything
+else is a bug and keeps its traceback. TensorFlow's and tensorflow-datasets'
+own output stays off the terminal (:mod:`sparsejax.data.quiet`;
+``SPARSEJAX_VERBOSE=1`` lets it through). Log lines are shown from
+``WARNING`` up, from ``ERROR`` up with ``--config.quiet=True`` (where Python
+warnings are logged, so hidden too), unless ``--verbosity`` is given.
 """
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import re
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from sparsejax.data import DatasetNotFoundError
+from sparsejax.data.quiet import silence_tensorflow
+from sparsejax.runner.config import ConfigError, check_field_name
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -23,42 +36,97 @@ _WORKDIR = flags.DEFINE_string(
     "(default: workdirs/<experiment_name> under the current directory).")
 flags.mark_flags_as_required(["config"])
 
+#: Failures that are the user's to fix: reported as ``error: <message>``, exit 2.
+EXPECTED_ERRORS = (ConfigError, DatasetNotFoundError)
+
 _OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
 
 
+def _fail(message: str) -> NoReturn:
+  """Reports an expected failure: ``error: <message>`` on stderr, exit status 2."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _expected_cause(error: BaseException) -> BaseException | None:
+  """The innermost of :data:`EXPECTED_ERRORS` that ``error`` was raised from, if any.
+
+  absl wraps an error of the config file's ``get_config()`` in a flags error
+  whose message holds the traceback; the original error has the message.
+  """
+  found, seen = None, set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, EXPECTED_ERRORS):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
+
+
 def check_overrides(argv: list[str]) -> None:
-  """Rejects ``--config.<name>`` overrides that name no field, listing the valid ones."""
-  from sparsejax.runner.config import ConfigError, check_field_name
+  """Rejects ``--config.<name>`` overrides that name no field, listing the valid ones.
+
+  Raises:
+    ConfigError: an override names no field.
+  """
   for arg in argv[1:]:
     match = _OVERRIDE.match(arg)
     if match:
-      try:
-        check_field_name(match.group(1))
-      except ConfigError as error:
-        sys.exit(f"error: {error}")
+      check_field_name(match.group(1))
 
 
-def main(argv):
-  del argv
-  import os
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  from sparsejax.runner.config import ConfigError
-  from sparsejax.runner.experiment import run
-  from sparsejax.runner.bmrs import run_bmrs
-  from sparsejax.runner.sweep import run_sweep
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
-  if config.method == "bmrs":
-    runner = run_bmrs  # seeds vmapped in one program
-  else:
-    runner = run_sweep if config.seeds > 1 else run
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses the command line; a bad flag or config file is an expected failure.
+
+  Returns:
+    The arguments left after the flags.
+  """
   try:
-    runner(config, workdir)
-  except ConfigError as error:
-    sys.exit(f"error: {error}")
+    check_overrides(argv)
+    rest = flags.FLAGS(argv)
+  except EXPECTED_ERRORS as error:
+    _fail(str(error))
+  except flags.Error as error:
+    _fail(str(_expected_cause(error) or error))
+  try:
+    getattr(_CONFIG.value, "experiment_name", None)  # A file that failed to load raises here.
+  except OSError as error:
+    _fail(f"cannot load the config file: {error.__cause__ or error}")
+  return rest
+
+
+def _repository_root_on_path(argv: list[str]) -> None:
+  """Puts the folder above the config file's folder on ``sys.path``.
+
+  Config files import their shared set-ups as ``from configs import common``;
+  this makes that work wherever the command runs from.
+  """
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].split(":", 1)[0]
+      root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+      if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {' '.join(argv[1:])!r}; fields are set as --config.<field>=<value>")
+  silence_tensorflow()
+  config = _CONFIG.value
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save at INFO; quiet shows errors only.
+    logging.set_verbosity(logging.ERROR if config.quiet else logging.WARNING)
+  if config.quiet:
+    std_logging.captureWarnings(True)  # Python warnings become WARNING log lines.
+  workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
+  from sparsejax.runner import run
+  try:
+    run(config, workdir)
+  except EXPECTED_ERRORS as error:
+    _fail(str(error))
 
 
 if __name__ == "__main__":
-  check_overrides(sys.argv)
-  app.run(main)
+  _repository_root_on_path(sys.argv)
+  app.run(main, flags_parser=_parse_flags)

@@ -94,8 +94,8 @@ def test_float32_matches_float64_for_the_stable_forms():
 
 
 def _state(rows):
-  return {"mu": {"s": jnp.array([r[0] for r in rows])},
-          "log_sigma": {"s": jnp.array([r[1] for r in rows])}}
+  return lu.GateState(mu={"s": jnp.array([r[0] for r in rows])},
+                      log_sigma={"s": jnp.array([r[1] for r in rows])})
 
 
 def test_decisions_prune_iff_delta_f_nonnegative_and_the_u_n_disagreement():
@@ -118,7 +118,7 @@ def test_decisions_prune_iff_delta_f_nonnegative_and_the_u_n_disagreement():
 
 def test_code_convention_prunes_more_than_the_paper():
   mu = jnp.linspace(-19.9, -1.0, 400)
-  state = {"mu": {"s": mu}, "log_sigma": {"s": jnp.full_like(mu, 1.0)}}
+  state = lu.GateState(mu={"s": mu}, log_sigma={"s": jnp.full_like(mu, 1.0)})
   kept = {}
   for convention in ("paper", "code"):
     c = bmr.Criterion("bmrs_n", convention=convention)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sparsejax.pruning import bmr
-from sparsejax.runner import bmrs_posthoc, presets
+from configs import bmrs_mlp_mnist
+from sparsejax.studies import bmrs_posthoc
 from tests.conftest import data_path
 
 
@@ -22,9 +23,9 @@ def test_posthoc_units_bmr_never_pass_the_stopping_point():
 
 
 def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
-  config = presets.bmrs_config("bmrs_mlp_mnist", "none")
+  config = bmrs_mlp_mnist.get_config("none")
   config.manual_dir = str(data_path("mnist"))
-  config.bmrs.n_layers, config.bmrs.hidden_dim = 1, 16
+  config.hidden_layers, config.hidden_dim = 1, 16
   config.train_set_size, config.val_set_size, config.test_set_size = 1024, 256, 512
   config.max_epochs = 2
   config.bmrs.posthoc_points = 4

@@ -7,18 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from configs import bmrs_lenet5_mnist, bmrs_mlp_mnist, common
 from sparsejax import results
-from sparsejax.runner import bmrs as bmrs_run
-from sparsejax.runner import presets
+from sparsejax.objectives import log_uniform as lu
+from sparsejax.recipes import bmrs as bmrs_recipe
+from sparsejax.runner import program as program_lib
+from sparsejax.runner import run
 from sparsejax.runner.config import ConfigError, validate
 from tests.conftest import data_path
 
 
 def _small_config():
-  config = presets.bmrs_config("bmrs_mlp_mnist", "l2")
+  config = bmrs_mlp_mnist.get_config("l2")
   config.manual_dir = str(data_path("mnist"))
-  config.bmrs.n_layers = 1
-  config.bmrs.hidden_dim = 16
+  config.hidden_layers = 1
+  config.hidden_dim = 16
   config.bmrs.threshold = 1.0  # ~half of the lecun-normal columns have norm < 1
   config.train_set_size, config.val_set_size, config.test_set_size = 768, 256, 256
   config.max_epochs, config.finetuning_max_epochs = 2, 2
@@ -43,28 +46,28 @@ def runs(tmp_path_factory):
   config = _small_config()
   sweep = copy.deepcopy(config)
   sweep.seeds = 2
-  bmrs_run.run_bmrs(sweep, root / "sweep")
-  again = bmrs_run.run_bmrs(sweep, root / "sweep")  # finished: skipped, rows returned
+  run(sweep, root / "sweep")
+  again = run(sweep, root / "sweep")  # finished: skipped, rows returned
   assert len(again) == 2
   single = copy.deepcopy(config)
   single.seed = 43
-  bmrs_run.run_bmrs(single, root / "single")
+  run(single, root / "single")
   calls = {"n": 0}
-  save = bmrs_run.SeedChunk.save
+  save = program_lib.Program.save
 
-  def crashing_save(self, carry):
-    save(self, carry)
+  def crashing_save(self, content):
+    save(self, content)
     calls["n"] += 1
     if calls["n"] == 2:
       raise KeyboardInterrupt("killed after epoch 2")
-  bmrs_run.SeedChunk.save = crashing_save
+  program_lib.Program.save = crashing_save
   try:
     with pytest.raises(KeyboardInterrupt):
-      bmrs_run.run_bmrs(config, root / "crash")
+      run(config, root / "crash")
   finally:
-    bmrs_run.SeedChunk.save = save
+    program_lib.Program.save = save
   assert calls["n"] == 2
-  bmrs_run.run_bmrs(config, root / "crash")
+  run(config, root / "crash")
   return root
 
 
@@ -94,17 +97,13 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(runs):
 
 
 def test_pruned_units_weights_are_exactly_zero(small_config):
-  from sparsejax.runner import build as build_lib
   config = copy.deepcopy(small_config)
-  config.seeds = 2
   with jax.enable_x64(True):
-    parts = build_lib.build(config)
-    program = bmrs_run.make_program(config, parts)
-    states = program.init(jax.vmap(build_lib.model_key_of_seed)(np.array([1, 2])))
-    units = bmrs_run.next_units(bmrs_run.criterion_of(config), states,
-                                {s: np.ones((2, n), bool) for s, n in program.sites.items()},
-                                program.covers, monotone=True)
-    states = program.set_units(states, {s: np.asarray(u) for s, u in units.items()})
+    program = program_lib.Program(config, [1, 2])
+    states = program.initial_states()
+    compress = bmrs_recipe.Compressor(config, program.parts.model)
+    states, aux = compress(states, program.plan.init_aux(states))
+    units = {s: np.asarray(u) for s, u in aux["units"].items()}
     kernel = np.asarray(states.params["Dense_0"]["kernel"])
     next_kernel = np.asarray(states.params["Dense_1"]["kernel"])
   pruned = ~units["Dense_0"]
@@ -116,49 +115,38 @@ def test_pruned_units_weights_are_exactly_zero(small_config):
 
 
 def test_next_units_monotone_and_percentile():
-  from sparsejax.objectives import log_uniform as lu
-
   class States:  # scores come from the gate state only for SNR
-    objective_state = {"mu": {"s": np.array([[0.0, -8.0, -1.0, -10.0]])},
-                       "log_sigma": {"s": np.array([[-5.0, 1.0, 0.0, 1.5]])}}
+    objective_state = lu.GateState(mu={"s": np.array([[0.0, -8.0, -1.0, -10.0]])},
+                                   log_sigma={"s": np.array([[-5.0, 1.0, 0.0, 1.5]])})
     params = None
-  snr = bmrs_run.criterion_of(presets.bmrs_config("bmrs_mlp_mnist", "snr"))
+  snr = bmrs_recipe.criterion_of(bmrs_mlp_mnist.get_config("snr"))
   previous = {"s": np.array([[False, True, True, True]])}
-  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=False)
+  keep = bmrs_recipe.next_units(snr, States, previous, {}, monotone=False)
   np.testing.assert_array_equal(keep["s"], [[True, False, True, False]])
-  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=True)
+  keep = bmrs_recipe.next_units(snr, States, previous, {}, monotone=True)
   np.testing.assert_array_equal(keep["s"], [[False, False, True, False]])
-  keep = bmrs_run.next_units(snr, States, previous, {}, monotone=False, pruned_percent=25.0)
-  assert int(keep["s"].sum()) == 3 and lu.INIT_LOG_SIGMA == -5.0
-
-
-@pytest.mark.parametrize("setup", list(presets.BMRS_SETUPS))
-def test_bmrs_configs_validate_with_every_criterion(setup):
-  for criterion in presets.BMRS_CRITERIA:
-    config = presets.bmrs_config(setup, criterion)
-    validate(config)
-  assert presets.bmrs_config(setup, "bmrs_u4").bmrs.p1 == 4.0
-  assert presets.bmrs_config(setup, "bmrs_u8").bmrs.criterion == "bmrs_u"
+  keep = bmrs_recipe.next_units(snr, States, previous, {}, monotone=False, pruned_percent=25.0)
+  assert int(keep["s"].sum()) == 3
 
 
 def test_bad_bmrs_fields_are_named():
-  config = presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_n")
+  config = bmrs_lenet5_mnist.get_config("bmrs_n")
   config.bmrs.criterion = "hessian"
   with pytest.raises(ConfigError, match="bmrs.criterion.*bmrs_u"):
     validate(config)
-  config = presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_n")
+  config = bmrs_lenet5_mnist.get_config("bmrs_n")
   config.bmrs.p1 = 30.0
   with pytest.raises(ConfigError, match="bmrs.p1"):
     validate(config)
   with pytest.raises(ConfigError, match="criterion.*accepted"):
-    presets.bmrs_config("bmrs_lenet5_mnist", "bmrs_u16")
+    bmrs_lenet5_mnist.get_config("bmrs_u16")
 
 
 def test_bmrs_inputs_are_resized_split_and_centred_as_the_reference():
   from sparsejax.runner import build as build_lib
-  config = presets.bmrs_config("bmrs_mlp_mnist", "snr")
+  config = bmrs_mlp_mnist.get_config("snr")
   config.manual_dir = str(data_path("mnist"))
-  splits, _ = build_lib.build_data(config)
+  splits, _, _ = build_lib.build_data(config, [config.seed])
   assert splits.train.x.shape == (48000, 32, 32, 1) and splits.val.x.shape[0] == 12000
   # (pixel - 127) / 255: background -0.498, full ink +0.502.
   np.testing.assert_allclose(float(splits.test.x.min()), -127 / 255, atol=1e-6)
@@ -180,10 +168,11 @@ def test_table1_launcher_runs_every_criterion_then_the_report(tmp_path):
                   "--config.max_epochs=2"], cwd=repo, check=True,
                  env=dict(os.environ, PYTHON=str(fake)))
   calls = log.read_text().splitlines()
-  assert len(calls) == 8 and calls[-1].startswith("-m sparsejax.runner.bmrs_report")
+  assert len(calls) == 8 and calls[-1].startswith("-m sparsejax.studies.bmrs_report")
   criteria = [c.split("configs/bmrs_lenet5_mnist.py:")[1].split()[0] for c in calls[:-1]]
   assert criteria == ["none", "snr", "expected_theta", "bmrs_n", "bmrs_u8", "bmrs_u4", "bmrs_n"]
   assert "--config.bmrs.convention=code" in calls[-2]
   assert all("--config.seeds=3" in c and "--config.max_epochs=2" in c for c in calls[:-1])
   for criterion in set(criteria):
-    validate(presets.bmrs_config("bmrs_lenet5_mnist", criterion))
+    validate(bmrs_lenet5_mnist.get_config(criterion))
+  assert set(criteria) <= set(common.BMRS_CRITERIA)

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from sparsejax import objectives
 from sparsejax.checkpoint import Checkpointer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -79,6 +80,30 @@ def test_round_trip_exact(tmp_path):
   assert restored_meta == {"epoch": 12, "phase": "finetune",
                            "curves": {"val_loss": [0.5, 0.25]}, "best": 0.125,
                            "worst": float("inf")}
+
+
+@pytest.mark.parametrize("gauss", [False, True])
+def test_named_tuple_objective_states_round_trip(tmp_path, gauss):
+  def state(seed):
+    base = make_state(seed)
+    obj = objectives.pmmp(0.1, initial_p_value=0.5 + 0.1 * seed, initial_u_value=seed)
+    if gauss:
+      obj = objectives.with_gauss_loss(obj, initial_sigma=0.1 + seed)
+    return base._replace(objective_state=obj.init(jax.random.key(seed), base.params))
+
+  saved = state(0)
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(0, saved)
+    restored, _ = ckpt.restore(like=jax.eval_shape(lambda: state(1)))
+  assert_same(restored, saved)
+  pmmp_state = restored.objective_state
+  if gauss:
+    assert type(pmmp_state) is objectives.GaussState
+    assert float(pmmp_state.sigma) == pytest.approx(0.1)
+    pmmp_state = pmmp_state.inner
+  assert type(pmmp_state) is objectives.PMMPState
+  np.testing.assert_allclose(pmmp_state.gamma["Dense_0"]["kernel"], 0.5)
+  jax.tree.map(np.testing.assert_array_equal, pmmp_state.w, saved.params)
 
 
 def test_restore_into_abstract_template_and_other_key_impl(tmp_path):

@@ -1,4 +1,5 @@
-"""Config schema: unknown fields and bad values are clear errors before any compute."""
+"""The config schema and the shipped config files: bad fields and values are clear errors
+before any compute, and every configs/*.py loads, validates and sets the expected values."""
 
 import importlib.util
 import pathlib
@@ -8,48 +9,142 @@ import sys
 
 import pytest
 
-from sparsejax.runner.config import ConfigError, base_config, field_names, validate
-from sparsejax.runner.presets import BMRS_CRITERIA
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.py"))
+if str(REPO) not in sys.path:  # config files import ``configs.common``, as under sparsejax.main
+  sys.path.insert(0, str(REPO))
+
+from configs import common  # noqa: E402
+from sparsejax.recipes import recipe_names  # noqa: E402
+from sparsejax.runner.config import ConfigError, base_config, field_names, validate  # noqa: E402
+
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
+BMRS_SETUPS = ("bmrs_mlp_mnist", "bmrs_mlp_fashion_mnist", "bmrs_mlp_cifar", "bmrs_lenet5_mnist",
+               "bmrs_lenet5_fashion_mnist", "bmrs_lenet5_cifar")
+#: The methods each efficient-compression set-up accepts (layerwise: Dense set-ups only).
+STANDARD_METHODS = {
+    "teacher_student": ("none", "rl1", "drr", "pmmp", "layerwise", "magnitude"),
+    "lenet300_mnist": ("none", "rl1", "drr", "pmmp", "layerwise", "magnitude"),
+    "lenet5_mnist": ("none", "rl1", "drr", "pmmp"),
+    "vgg_cifar": ("none", "rl1", "drr", "pmmp"),
+}
+BMRS_CRITERIA = ("none", "snr", "expected_theta", "l2", "bmrs_n", "bmrs_u8", "bmrs_u4")
+MAGNITUDE_MISSING = "method 'magnitude' is not registered in sparsejax.recipes yet"
 
 
-def load(path, *args):
+def module(path):
+  """The config file at ``path``, loaded by path as ml_collections' config_flags does."""
   spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def load(name, *args):
+  return module(REPO / "configs" / f"{name}.py").get_config(*args)
+
+
+def accepted(name):
+  return BMRS_CRITERIA if name in BMRS_SETUPS else STANDARD_METHODS[name]
+
+
+def test_the_config_files_are_the_expected_ones():
+  assert [p.stem for p in CONFIGS] == sorted([*STANDARD_METHODS, *BMRS_SETUPS])
+  assert (REPO / "configs" / "__init__.py").exists()
+
+
+def test_each_config_accepts_its_arguments():
+  for name in STANDARD_METHODS:
+    assert tuple(module(REPO / "configs" / f"{name}.py").METHODS) == STANDARD_METHODS[name]
+  assert tuple(common.BMRS_CRITERIA) == BMRS_CRITERIA
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n in sorted([*STANDARD_METHODS, *BMRS_SETUPS])
+                                      for a in accepted(n)])
+def test_every_config_loads_and_validates_for_every_argument(name, arg):
+  if arg == "magnitude" and "magnitude" not in recipe_names():
+    pytest.skip(MAGNITUDE_MISSING)
+  config = load(name, arg)
+  validate(config)
+  assert config.experiment_name == f"{name}_{arg}"
+  if name in BMRS_SETUPS:
+    assert config.method == "bmrs"
+    assert config.checkpoint_every_epochs == 1
+  else:
+    assert config.method == arg
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_every_shipped_config_is_valid_for_every_method_it_accepts(path):
-  validate(load(path))
-  if path.stem.startswith("bmrs_"):
-    for criterion in BMRS_CRITERIA:
-      config = load(path, criterion)
-      validate(config)
-      assert config.method == "bmrs" and config.experiment_name == f"{path.stem}_{criterion}"
-    return
-  for method in ("none", "rl1", "drr", "pmmp", "layerwise"):
-    if method == "layerwise" and path.stem in ("lenet5_mnist", "vgg_cifar"):
-      with pytest.raises(ConfigError, match="needs Dense layers only"):
-        load(path, method)
-      continue
-    config = load(path, method)
-    validate(config)
-    assert config.method == method and config.experiment_name == f"{path.stem}_{method}"
+def test_default_argument_and_docstring(path):
+  default = "bmrs_n" if path.stem in BMRS_SETUPS else "drr"
+  assert load(path.stem).to_dict() == load(path.stem, default).to_dict()
+  doc = module(path).__doc__
+  assert f"python -m sparsejax.main --config=configs/{path.stem}.py:" in doc
 
 
-def test_unknown_method_argument_lists_the_methods():
-  with pytest.raises(ConfigError, match="accepted values: none, rl1, drr, pmmp, layerwise$"):
-    load(REPO / "configs/teacher_student.py", "l0")
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_unknown_argument_names_the_accepted_ones(path):
+  names = accepted(path.stem)
+  with pytest.raises(ConfigError, match=re.escape(f"accepted values: {', '.join(names)}") + "$"):
+    load(path.stem, "l0")
+
+
+def test_methods_a_set_up_does_not_offer():
   with pytest.raises(ConfigError, match="configs/bmrs_"):
-    load(REPO / "configs/teacher_student.py", "bmrs")
+    load("teacher_student", "bmrs")
+  for name in ("lenet5_mnist", "vgg_cifar"):  # layerwise fits Dense layers only
+    for method in ("layerwise", "magnitude"):
+      with pytest.raises(ConfigError, match="accepted values: none, rl1, drr, pmmp$"):
+        load(name, method)
 
 
-def test_expected_configs_exist():
-  assert {p.stem for p in CONFIGS} >= {"teacher_student", "lenet300_mnist", "lenet5_mnist", "vgg_cifar"}
+def test_magnitude_is_a_clear_error_until_registered():
+  if "magnitude" in recipe_names():
+    pytest.skip("method 'magnitude' is registered")
+  with pytest.raises(ConfigError, match="'magnitude' is not registered"):
+    load("lenet300_mnist", "magnitude")
+
+
+@pytest.mark.parametrize("name,arg,expected", [
+    ("teacher_student", "drr", {"alpha": 2e-4, "beta": 10.0, "lr": 5e-4, "train_batch_size": 0,
+                                "architecture_student": [2, 25, 25, 1], "max_epochs": 20000,
+                                "prune_window": 50, "smoothing_window": 500}),
+    ("teacher_student", "pmmp", {"alpha": 1e-2, "initial_p_value": 1.0}),
+    ("teacher_student", "magnitude", {"pruning.density": 0.1}),
+    ("lenet300_mnist", "drr", {"alpha": 1.2e-5, "architecture": "lenet_300_100", "lr": 1e-3,
+                               "train_batch_size": 500, "min_epochs": 300, "max_epochs": 5000}),
+    ("lenet300_mnist", "magnitude", {"pruning.density": 0.1, "architecture": "lenet_300_100"}),
+    ("lenet5_mnist", "rl1", {"alpha": 1e-5, "architecture": "lenet5_caffe"}),
+    ("vgg_cifar", "pmmp", {"alpha": 1e-6, "architecture": "vgg16_bn", "eval_batch_size": 500,
+                           "finetuning_min_epochs": 10, "finetuning_max_epochs": 50}),
+    ("bmrs_mlp_mnist", "bmrs_n", {"hidden_layers": 7, "hidden_dim": 100, "lr": 8.5e-4,
+                                  "train_batch_size": 128, "bmrs.criterion": "bmrs_n",
+                                  "image_size": 32, "val_fraction": 0.2, "max_epochs": 50,
+                                  "finetuning_max_epochs": 10, "input_offset": 127 / 255}),
+    ("bmrs_mlp_fashion_mnist", "l2", {"hidden_layers": 1, "hidden_dim": 150, "lr": 1.5e-3,
+                                      "bmrs.criterion": "l2"}),
+    ("bmrs_mlp_cifar", "bmrs_u4", {"hidden_layers": 5, "hidden_dim": 150, "train_batch_size": 32,
+                                   "bmrs.criterion": "bmrs_u", "bmrs.p1": 4.0,
+                                   "input_offset": 0.5, "input_scale": 0.5}),
+    ("bmrs_lenet5_cifar", "bmrs_u8", {"lr": 0.001026894323862342, "train_batch_size": 64,
+                                      "bmrs.criterion": "bmrs_u", "bmrs.p1": 8.0}),
+])
+def test_hand_written_values(name, arg, expected):
+  if arg == "magnitude" and "magnitude" not in recipe_names():
+    pytest.skip(MAGNITUDE_MISSING)
+  config = load(name, arg)
+  for field, value in expected.items():
+    group, _, leaf = field.rpartition(".")
+    assert (config[group] if group else config)[leaf] == value, field
+
+
+def test_common_set_fields_rejects_unknown_fields():
+  config = common.base("drr", "x")
+  common.set_fields(config, {"pruning.density": 0.5, "alpha": 1e-3})
+  assert config.pruning.density == 0.5 and config.alpha == 1e-3
+  with pytest.raises(ConfigError, match="'pruning.densty'"):
+    common.set_fields(config, {"pruning.densty": 0.5})
+  with pytest.raises(ConfigError, match="'nosuch'"):
+    common.set_fields(config, {"nosuch.field": 1})
 
 
 @pytest.mark.parametrize("field,value,message", [

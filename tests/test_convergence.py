@@ -42,3 +42,21 @@ def test_vmaps_over_curves():
   curves = jnp.stack([0.5 + 0.01 * rng.standard_normal(100), 1.0 - jnp.arange(100.0) / 100])
   out = jax.vmap(lambda c: is_saturated(c, 30, 1e-10))(curves)
   np.testing.assert_array_equal(out, [True, False])
+
+
+def test_tail_buffer_gives_the_whole_curve_test_for_every_length():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from sparsejax.train.convergence import is_saturated, push_tail, tail_length, tail_saturated
+  rng = np.random.default_rng(0)
+  curve = np.exp(-np.arange(120) / 30.0) + 0.01 * rng.standard_normal(120)
+  window = 31
+  tail = jnp.zeros(tail_length(window))
+  count = jnp.zeros((), jnp.int32)
+  check = jax.jit(lambda t, c, d: tail_saturated(t, c, window, d))
+  for start in range(0, 120, 7):  # chunks of 7 values
+    tail, count = push_tail(tail, count, jnp.asarray(curve[start:start + 7]))
+    seen = curve[:start + 7]
+    for deviation in (1e-10, 1e-3, 1e-1):
+      assert bool(check(tail, count, deviation)) == bool(is_saturated(seen, window, deviation))

@@ -11,7 +11,7 @@ import pytest
 from sparsejax import objectives
 from sparsejax.models.mlp import MLP
 from sparsejax.objectives.base import Objective
-from sparsejax.objectives.gauss import gauss_code_length, with_gauss_loss
+from sparsejax.objectives.gauss import GaussState, gauss_code_length, with_gauss_loss
 from sparsejax.train import REGRESSION, create_train_state, make_eval_fn, make_train_step
 
 needs_loss_transform = pytest.mark.skipif(
@@ -60,9 +60,10 @@ def test_wrapper_delegates_and_owns_sigma():
   params = {"w": jnp.array([1.0, -2.0])}
   obj = with_gauss_loss(objectives.l1(0.5))
   state = obj.init(jax.random.key(0), params)
-  assert float(state["sigma"]) == pytest.approx(0.1) and state["sigma"].dtype == jnp.float32
+  assert isinstance(state, GaussState)
+  assert float(state.sigma) == pytest.approx(0.1) and state.sigma.dtype == jnp.float32
   assert float(obj.penalty(params, state)) == pytest.approx(1.5)
-  assert obj.ascend(state) == {"inner": (), "sigma": False}
+  assert obj.ascend(state) == GaussState(inner=(), sigma=False)
   se = jnp.array([0.01, 0.03])
   np.testing.assert_allclose(obj.loss_transform(se, state), gauss_code_length(se, 0.1), rtol=1e-6)
 
@@ -80,6 +81,6 @@ def test_train_step_descends_on_sigma_and_evaluation_reports_bits():
   mse = float(jnp.mean((model.apply({"params": state.params}, x) - y) ** 2))
   assert float(metrics["loss"]) == pytest.approx(float(gauss_code_length(mse, 0.1)), rel=1e-5)
   g = (1 / 0.1 - mse / 0.1**3) / math.log(2)
-  assert float(new_state.objective_state["sigma"]) == pytest.approx(0.1 - lr * g, rel=1e-5)
+  assert float(new_state.objective_state.sigma) == pytest.approx(0.1 - lr * g, rel=1e-5)
   evaluation = make_eval_fn(model, REGRESSION, obj, batch_size=3)(state, x, y)
   assert float(evaluation["loss"]) == pytest.approx(float(gauss_code_length(mse, 0.1)), rel=1e-5)

@@ -102,8 +102,9 @@ def test_far_outside_posterior_stays_finite():
 def test_kl_reductions_and_weight():
   sites = {"Dense_0": 3, "Dense_1": 5}
   state = lu.init_gate_state(sites)
-  state["mu"]["Dense_1"] = jnp.full((5,), -3.0)
-  state["log_sigma"]["Dense_1"] = jnp.full((5,), 1.0)
+  assert isinstance(state, lu.GateState)
+  state.mu["Dense_1"] = jnp.full((5,), -3.0)
+  state.log_sigma["Dense_1"] = jnp.full((5,), 1.0)
   kl0, kl1 = CHECK[0][2], CHECK[2][2]
   np.testing.assert_allclose(lu.kl_penalty(state, "sum"), 3 * kl0 + 5 * kl1, rtol=1e-5)
   np.testing.assert_allclose(lu.kl_penalty(state, "mean"), (kl0 + kl1) / 2, rtol=1e-5)
@@ -116,8 +117,8 @@ def _run_gated(noise):
   params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
   objective = lu.log_uniform_gates(model.gate_sites(), noise=noise)
   state = objective.init(jax.random.key(1), params)
-  state["log_sigma"]["Dense_0"] = jnp.zeros(6)  # wide posterior: visible noise
-  state["mu"]["Dense_0"] = jnp.full((6,), -1.0)
+  state.log_sigma["Dense_0"] = jnp.zeros(6)  # wide posterior: visible noise
+  state.mu["Dense_0"] = jnp.full((6,), -1.0)
   x = jnp.ones((8, 4))  # identical examples
   captured = {}
   _, gates = objective.forward(params, state, jax.random.key(2), True)

@@ -11,7 +11,8 @@ from jax.flatten_util import ravel_pytree
 
 from sparsejax import masks
 from sparsejax.models.mlp import MLP
-from sparsejax.objectives.pmmp import expected_squared_gap, gamma_saturated, pmmp, prune_state
+from sparsejax.objectives.pmmp import (PMMPState, expected_squared_gap, gamma_saturated, pmmp,
+                                       prune_state)
 from sparsejax.train import REGRESSION, create_train_state, make_train_step
 
 
@@ -19,11 +20,11 @@ def random_point(seed=0, shape=(4, 3)):
   """theta, w, gamma in (0, 1), u > 0 as a one-leaf tree each."""
   k = jax.random.split(jax.random.key(seed), 4)
   theta = {"Dense_0": {"kernel": jax.random.normal(k[0], shape)}}
-  state = {
-      "w": {"Dense_0": {"kernel": jax.random.normal(k[1], shape)}},
-      "gamma": {"Dense_0": {"kernel": jax.random.uniform(k[2], shape, minval=0.05, maxval=0.95)}},
-      "u": {"Dense_0": {"kernel": jax.random.uniform(k[3], shape, minval=0.1, maxval=2.0)}},
-  }
+  state = PMMPState(
+      w={"Dense_0": {"kernel": jax.random.normal(k[1], shape)}},
+      gamma={"Dense_0": {"kernel": jax.random.uniform(k[2], shape, minval=0.05, maxval=0.95)}},
+      u={"Dense_0": {"kernel": jax.random.uniform(k[3], shape, minval=0.1, maxval=2.0)}},
+  )
   return theta, state
 
 
@@ -64,7 +65,7 @@ def test_gradients_equal_the_reference_hand_coded_ones():
   g_theta, g_state = jax.jit(jax.grad(obj.penalty, argnums=(0, 1)))(theta, state)
   g_state = as_applied(obj, g_state)
   t = theta["Dense_0"]["kernel"]
-  w, gm, u = (state[k]["Dense_0"]["kernel"] for k in ("w", "gamma", "u"))
+  w, gm, u = (leaf["Dense_0"]["kernel"] for leaf in state)
   d = t - w * gm
   expected = {
       "theta": 2 * mf * u * d + 2 * rho * t + l1_alpha * jnp.sign(t),
@@ -73,7 +74,7 @@ def test_gradients_equal_the_reference_hand_coded_ones():
       "u": -mf * (d**2 + w**2 * gm * (1 - gm)),
   }
   got = {"theta": g_theta["Dense_0"]["kernel"],
-         **{k: g_state[k]["Dense_0"]["kernel"] for k in ("w", "gamma", "u")}}
+         **{k: getattr(g_state, k)["Dense_0"]["kernel"] for k in PMMPState._fields}}
   for name in expected:
     np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
   # The applied u-gradient is never positive, so u only grows.
@@ -99,12 +100,18 @@ def test_initial_state_is_feasible():
   params = {"Dense_0": {"kernel": jnp.arange(6.0).reshape(2, 3) - 2.5, "bias": jnp.zeros(3)}}
   obj = pmmp(0.25)
   state = obj.init(jax.random.key(0), params)
-  jax.tree.map(np.testing.assert_array_equal, state["w"], params)
+  assert isinstance(state, PMMPState)
+  jax.tree.map(np.testing.assert_array_equal, state.w, params)
   assert float(obj.penalty(params, state)) == pytest.approx(0.25 * 9)
   # Feasible: the coupling gives u no gradient, and gamma only alpha.
   g = jax.jit(jax.grad(obj.penalty, argnums=1))(params, state)
-  jax.tree.map(lambda x: np.testing.assert_array_equal(x, 0.0), g["u"])
-  jax.tree.map(lambda x: np.testing.assert_allclose(x, 0.25), g["gamma"])
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x, 0.0), g.u)
+  jax.tree.map(lambda x: np.testing.assert_allclose(x, 0.25), g.gamma)
+  # Only u is ascended.
+  dual = obj.ascend(state)
+  assert isinstance(dual, PMMPState)
+  assert jax.tree.structure(dual) == jax.tree.structure(state)
+  assert jax.tree.leaves(dual) == [False] * 4 + [True] * 2
 
 
 def test_alpha_zero_is_plain_training_with_the_optional_terms():
@@ -135,12 +142,12 @@ def test_train_step_ascends_u_and_clamps_gamma_below():
   s0, s1 = before.objective_state, after.objective_state
   # u rises by lr * mf * bracket at the old point (w = theta, gamma = 0.5).
   expected_u = jax.tree.map(lambda t, w, g: lr * mf * expected_squared_gap(t, w, g),
-                            before.params, s0["w"], s0["gamma"])
+                            before.params, s0.w, s0.gamma)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
-               s1["u"], expected_u)
+               s1.u, expected_u)
   # With u = 0 gamma's gradient is alpha: 0.5 - lr * alpha = -0.5, clamped to 0.
-  jax.tree.map(lambda g: np.testing.assert_array_equal(g, 0.0), s1["gamma"])
-  jax.tree.map(np.testing.assert_array_equal, s1["w"], s0["w"])
+  jax.tree.map(lambda g: np.testing.assert_array_equal(g, 0.0), s1.gamma)
+  jax.tree.map(np.testing.assert_array_equal, s1.w, s0.w)
 
 
 def test_train_step_clamps_gamma_above():
@@ -150,10 +157,10 @@ def test_train_step_clamps_gamma_above():
   s0, s1 = before.objective_state, after.objective_state
   # At gamma = 1, theta = w: g_gamma = alpha - u w^2, so the raw update is
   # 1 + lr (u w^2 - alpha), above 1 wherever u w^2 > alpha (not at zero biases).
-  raw = jax.tree.map(lambda w: 1 + lr * (u0 * w**2 - alpha), s0["w"])
+  raw = jax.tree.map(lambda w: 1 + lr * (u0 * w**2 - alpha), s0.w)
   assert any(np.any(r > 1) for r in jax.tree.leaves(raw))
   jax.tree.map(lambda g, r: np.testing.assert_allclose(g, np.minimum(r, 1.0), rtol=1e-6),
-               s1["gamma"], raw)
+               s1.gamma, raw)
 
 
 def test_readout_masks_the_nonzero_entries():
@@ -170,20 +177,23 @@ def test_prune_state_zeroes_gamma_and_w_where_pruned():
   state = obj.init(jax.random.key(0), params)
   m = masks.from_nonzero(params, {"a": jnp.ones(3, bool), "b": None})
   pruned = prune_state(state, m)
-  np.testing.assert_allclose(pruned["gamma"]["a"], [0.0, 0.7, 0.7], rtol=1e-6)
-  np.testing.assert_array_equal(pruned["w"]["a"], [0.0, 1.0, -2.0])
-  np.testing.assert_allclose(pruned["gamma"]["b"], [0.7, 0.7], rtol=1e-6)  # dense leaf untouched
-  jax.tree.map(np.testing.assert_array_equal, pruned["u"], state["u"])
+  assert isinstance(pruned, PMMPState)
+  np.testing.assert_allclose(pruned.gamma["a"], [0.0, 0.7, 0.7], rtol=1e-6)
+  np.testing.assert_array_equal(pruned.w["a"], [0.0, 1.0, -2.0])
+  np.testing.assert_allclose(pruned.gamma["b"], [0.7, 0.7], rtol=1e-6)  # dense leaf untouched
+  jax.tree.map(np.testing.assert_array_equal, pruned.u, state.u)
   # A pruned entry's coupling vanishes: only alpha acts on its gamma.
   g = jax.jit(jax.grad(obj.penalty, argnums=1))(params, pruned)
-  assert float(g["gamma"]["a"][0]) == pytest.approx(0.1)
-  assert float(g["w"]["a"][0]) == 0.0 and float(g["u"]["a"][0]) == 0.0
+  assert float(g.gamma["a"][0]) == pytest.approx(0.1)
+  assert float(g.w["a"][0]) == 0.0 and float(g.u["a"][0]) == 0.0
 
 
 def test_gamma_saturated_counts_entries_strictly_inside():
   def state(n_inside, n=1000):
     g = np.concatenate([np.full(n_inside, 0.5), np.zeros(n - n_inside - 2), [0.1, 0.9]])
-    return {"gamma": {"x": jnp.asarray(g[:600]), "y": jnp.asarray(g[600:])}}
+    gamma = {"x": jnp.asarray(g[:600]), "y": jnp.asarray(g[600:])}
+    return PMMPState(w=jax.tree.map(jnp.ones_like, gamma), gamma=gamma,
+                     u=jax.tree.map(jnp.zeros_like, gamma))
   assert bool(gamma_saturated(state(10)))  # 10 / 1000 = 1 %; 0.1 and 0.9 are not inside
   assert not bool(gamma_saturated(state(11)))
   assert bool(gamma_saturated(state(11), max_fraction=0.02))

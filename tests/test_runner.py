@@ -43,7 +43,7 @@ def small_config(**overrides):
 
 def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
   config = small_config()
-  row = run(config, tmp_path)
+  [row] = run(config, tmp_path)
   runs = results.read_runs(tmp_path)
   assert len(runs) == 1
   recorded = runs.iloc[0]
@@ -72,7 +72,7 @@ def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
     assert (artifacts / name).stat().st_size > 0
 
   # Running the same config again does nothing but report the row.
-  again = run(config, tmp_path)
+  [again] = run(config, tmp_path)
   assert again["run_id"] == row["run_id"]
   assert len(results.read_runs(tmp_path)) == 1
 
@@ -137,7 +137,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
   resumed = subprocess.run(main_command(killed, *overrides, "quiet=False"), cwd=REPO,
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resuming cli-" in resumed.stdout
+  assert "resuming seeds 42..42 from checkpoint" in resumed.stdout
   uninterrupted = subprocess.run(main_command(clean, *overrides), cwd=REPO,
                                  capture_output=True, text=True, timeout=300)
   assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
@@ -161,7 +161,7 @@ def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method
   config.pruning.delete_neurons = method != "layerwise"
   config.layerwise_pruning_max_epochs = 3000
   config.layerwise_pruning_alpha = 1e-3
-  row = run(config, tmp_path)
+  [row] = run(config, tmp_path)
   # Each pruning step only removes parameters; TAMADE's search ran and
   # respected its tolerance on the calibration (train) data.
   steps = [row[f"pruning_kept_{s}"] for s in ("before", "after_rgp", "after_criterion")]
@@ -172,7 +172,7 @@ def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method
   for p, m in zip(jax_leaves(loaded.state.params), jax_leaves(loaded.state.masks)):
     assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
   if method == "pmmp":
-    gamma = loaded.state.objective_state["gamma"]
+    gamma = loaded.state.objective_state.gamma
     for g, m in zip(jax_leaves(gamma), jax_leaves(loaded.state.masks)):
       assert np.all(np.asarray(g)[~np.asarray(m)] == 0)
 
@@ -183,7 +183,7 @@ def test_shrinking_prunes_during_training_once_the_loss_saturates(tmp_path):
   config = small_config(method="drr", alpha=1e-3, shrinking=True, shrinking_from_deviation_of=1.0,
                         smoothing_window=20, max_epochs=150, finetuning_max_epochs=50)
   config.pruning.criterion = "tamade"
-  row = run(config, tmp_path)
+  [row] = run(config, tmp_path)
   assert row["shrinking_prunings"] == 2  # checks at epochs 50 and 100 (not at the last, 150)
   curves = pd.read_csv(tmp_path / "artifacts" / row["run_id"] / "curves.csv")
   assert row["pruning_kept_before"] < 751  # the final pruning starts from a pruned network

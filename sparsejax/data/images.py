@@ -62,9 +62,10 @@ most ``2**24`` values, so that the memory beyond the result stays bounded.
 3. CIFAR-10 only: ``cifar-10-python.tar.gz`` in ``manual_dir`` is read
    directly by :func:`read_cifar10_python`, as tensorflow-datasets' CIFAR-10
    builder reads the binary version only;
-4. with ``download=True``, tensorflow-datasets downloads the missing originals
-   from their official addresses (network) and prepares them into
-   ``data_dir``, keeping the downloads in ``<data_dir>/downloads``;
+4. with ``download=True`` (``--config.download=True`` on the command line),
+   tensorflow-datasets downloads the missing originals from their official
+   addresses (network) and prepares them into ``data_dir``, keeping the
+   downloads in ``<data_dir>/downloads``;
 5. otherwise :class:`DatasetNotFoundError` names the missing files and the
    folder to put them in.
 
@@ -123,6 +124,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sparsejax.data.quiet import silence_tensorflow, tfds_prints_swallowed
 from sparsejax.data.splits import Split, Splits, train_val_indices
 
 Dtype = Any
@@ -296,14 +298,26 @@ def default_manual_dir(name: str) -> pathlib.Path:
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path, offline: bool) -> None:
-  """Prepares ``builder`` from ``manual_dir``; downloads only if not ``offline``."""
+  """Prepares ``builder`` from ``manual_dir``; downloads only if not ``offline``.
+
+  Raises:
+    DatasetNotFoundError: the download (not ``offline``) failed, e.g. without
+      network.
+  """
   config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir),
                                         try_download_gcs=False)
   if not offline:
-    builder.download_and_prepare(download_config=config)
+    try:
+      with tfds_prints_swallowed():
+        builder.download_and_prepare(download_config=config)
+    except (OSError, tfds.download.DownloadError) as error:  # requests' errors are OSErrors.
+      raise DatasetNotFoundError(
+          f"data set {builder.name!r} not found in {manual_dir}, and tensorflow-datasets "
+          f"could not download it: {error}") from error
     return
   with tempfile.TemporaryDirectory(prefix=f"sparsejax_{builder.name}_") as scratch:
-    builder.download_and_prepare(download_dir=scratch, download_config=config)
+    with tfds_prints_swallowed():
+      builder.download_and_prepare(download_dir=scratch, download_config=config)
 
 
 def _source_order(split: str, n: int) -> np.ndarray:
@@ -349,8 +363,9 @@ def _not_found_message(spec: ImageDatasetSpec, manual_dir: pathlib.Path,
   return (
       f"data set {spec.name!r} not found: missing {missing_text} in folder {manual_dir}. "
       f"Put the original files there ({expected}; from {spec.homepage}), or pass "
-      f"manual_dir= the folder that holds them, or set SPARSEJAX_DATA_DIR to its parent "
-      f"folder; or pass download=True to let tensorflow-datasets download them. "
+      f"manual_dir= (--config.manual_dir=) the folder that holds them, or set "
+      f"SPARSEJAX_DATA_DIR to its parent folder; or pass download=True "
+      f"(--config.download=True) to let tensorflow-datasets download them. "
       f"No prepared copy was found in {builder.data_path}.")
 
 
@@ -368,8 +383,8 @@ def _no_builder_message(spec: ImageDatasetSpec, data_dir: pathlib.Path,
       f"newer tensorflow-datasets or your own; features 'image' {spec.input_shape} uint8 and "
       f"'label' in 0..{spec.num_classes - 1}, splits {spec.train_split!r} and {test}, the "
       f"latter used as the test set), place the prepared folder as "
-      f"{data_dir / spec.name}/<version>/, and pass data_dir= its parent folder or set "
-      f"TFDS_DATA_DIR to it.")
+      f"{data_dir / spec.name}/<version>/, and pass data_dir= (--config.data_dir=) its "
+      f"parent folder or set TFDS_DATA_DIR to it.")
 
 
 def _builder(spec: ImageDatasetSpec, data_dir: pathlib.Path) -> tfds.core.DatasetBuilder | None:
@@ -405,7 +420,10 @@ def read_image_dataset(
   """Reads the official training and test sets of a data set, on the host.
 
   Finds, prepares (offline) and reads the data set by the rules of the module
-  docstring.
+  docstring. TensorFlow's and tensorflow-datasets' own log lines, prints and
+  progress bars are kept off the terminal
+  (:func:`sparsejax.data.quiet.silence_tensorflow`; ``SPARSEJAX_VERBOSE=1``
+  lets them through).
 
   Args:
     name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` or
@@ -423,11 +441,12 @@ def read_image_dataset(
   Raises:
     ValueError: ``name`` is not supported.
     DatasetNotFoundError: the data set is neither prepared nor in
-      ``manual_dir`` (and ``download`` is off), or, for a data set without a
-      tensorflow-datasets builder (Tiny ImageNet), not prepared in
-      ``data_dir``.
+      ``manual_dir`` (and ``download`` is off, or the download failed), or,
+      for a data set without a tensorflow-datasets builder (Tiny ImageNet),
+      not prepared in ``data_dir``.
   """
   spec = image_dataset_spec(name)
+  silence_tensorflow()
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
   manual_dir = (pathlib.Path(manual_dir).expanduser() if manual_dir is not None
                 else default_manual_dir(name))
@@ -594,7 +613,7 @@ def load_image_dataset(
     ValueError: ``name`` is not supported, ``image_size`` or ``val_fraction``
       is invalid (checked before reading), or a split size is out of range.
     DatasetNotFoundError: the data set is neither prepared nor in
-      ``manual_dir`` (and ``download`` is off).
+      ``manual_dir`` (and ``download`` is off, or the download failed).
   """
   _check_image_size(image_size)
   _check_val_fraction(val_fraction, n_val, n_train)

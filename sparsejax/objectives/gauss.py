@@ -30,11 +30,24 @@ apply to ``task.loss`` before averaging. (That field and its two call sites in
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from sparsejax.objectives.base import Objective
+
+
+class GaussState(NamedTuple):
+  r"""The state of :func:`with_gauss_loss`.
+
+  Attributes:
+    inner: the wrapped objective's state.
+    sigma: the noise scale :math:`\sigma`, a scalar array (the reference's
+      ``final_sigma`` at the end of a run).
+  """
+  inner: Any
+  sigma: jax.Array
 
 
 def gauss_code_length(squared_error: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -70,42 +83,42 @@ def with_gauss_loss(objective: Objective, *, initial_sigma: float = 0.1) -> Obje
   :math:`\sigma` is trained by the same optimiser as the parameters (the
   reference keeps it in the Lux parameters, outside the regularised ``p``),
   is not ascended and not projected, and is read from
-  ``state["sigma"]`` (the reference's ``final_sigma``).
+  ``state.sigma`` (the reference's ``final_sigma``).
 
   Args:
     objective: the regularised objective to wrap; everything but the data
-      loss is delegated to it, with its state under ``"inner"``.
+      loss is delegated to it, with its state as ``GaussState.inner``.
     initial_sigma: initial :math:`\sigma > 0` (the reference's 0.1).
 
   Returns:
-    The Objective; its state is ``{"inner": inner_state, "sigma": scalar}``.
+    The Objective; its state is a :class:`GaussState` ``(inner, sigma)``.
   """
   if not initial_sigma > 0:
     raise ValueError(f"initial_sigma must be > 0, got {initial_sigma}")
 
-  def init(key, params):
+  def init(key, params) -> GaussState:
     dtype = jnp.result_type(*jax.tree.leaves(params))
-    return {"inner": objective.init(key, params),
-            "sigma": jnp.asarray(initial_sigma, dtype)}
+    return GaussState(inner=objective.init(key, params),
+                      sigma=jnp.asarray(initial_sigma, dtype))
 
-  def forward(params, state, key, train):
-    return objective.forward(params, state["inner"], key, train)
+  def forward(params, state: GaussState, key, train):
+    return objective.forward(params, state.inner, key, train)
 
-  def penalty(params, state):
-    return objective.penalty(params, state["inner"])
+  def penalty(params, state: GaussState):
+    return objective.penalty(params, state.inner)
 
-  def readout(params, state):
-    return objective.readout(params, state["inner"])
+  def readout(params, state: GaussState):
+    return objective.readout(params, state.inner)
 
-  def ascend(state):
-    return {"inner": objective.ascend(state["inner"]), "sigma": False}
+  def ascend(state: GaussState) -> GaussState:
+    return GaussState(inner=objective.ascend(state.inner), sigma=False)
 
-  def project(state):
-    return {"inner": objective.project(state["inner"]), "sigma": state["sigma"]}
+  def project(state: GaussState) -> GaussState:
+    return state._replace(inner=objective.project(state.inner))
 
-  def loss_transform(per_example_loss, state):
-    inner_loss = objective.loss_transform(per_example_loss, state["inner"])
-    return gauss_code_length(inner_loss, state["sigma"])
+  def loss_transform(per_example_loss, state: GaussState):
+    inner_loss = objective.loss_transform(per_example_loss, state.inner)
+    return gauss_code_length(inner_loss, state.sigma)
 
   return Objective(init=init, forward=forward, penalty=penalty, readout=readout,
                    ascend=ascend, project=project, loss_transform=loss_transform)

@@ -56,7 +56,7 @@ training examples :math:`N`, is ``kl_reduction="sum"`` with ``kl_weight =
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +77,19 @@ GAMMA_EPS = 1e-5
 
 NOISE = ("per_element", "per_batch")
 KL_REDUCTIONS = ("mean", "sum")
+
+
+class GateState(NamedTuple):
+  """The variational parameters of the gates, per gated layer (site).
+
+  Attributes:
+    mu: ``{site: (n,)}``, the location :math:`\\mu_i` of each unit's
+      :math:`\\log\\theta_i`.
+    log_sigma: ``{site: (n,)}``, the unclipped :math:`\\log\\sigma_i`
+      (see :func:`sigma_of`).
+  """
+  mu: dict[str, jax.Array]
+  log_sigma: dict[str, jax.Array]
 
 
 def sigma_of(log_sigma: jax.Array) -> jax.Array:
@@ -181,17 +194,17 @@ def sample_theta(key: jax.Array, mu, log_sigma, shape, a=LOG_A, b=LOG_B) -> jax.
   return jnp.exp(jnp.clip(mu + sigma * ndtri(gamma), a, b))
 
 
-def init_gate_state(sites: Mapping[str, int], dtype=jnp.float32) -> dict:
-  """``{"mu": {site: 0}, "log_sigma": {site: -5}}``, one entry per unit."""
-  return {
-      "mu": {s: jnp.full((n,), INIT_MU, dtype) for s, n in sites.items()},
-      "log_sigma": {s: jnp.full((n,), INIT_LOG_SIGMA, dtype) for s, n in sites.items()},
-  }
+def init_gate_state(sites: Mapping[str, int], dtype=jnp.float32) -> GateState:
+  """``GateState(mu={site: 0}, log_sigma={site: -5})``, one entry per unit."""
+  return GateState(
+      mu={s: jnp.full((n,), INIT_MU, dtype) for s, n in sites.items()},
+      log_sigma={s: jnp.full((n,), INIT_LOG_SIGMA, dtype) for s, n in sites.items()},
+  )
 
 
-def kl_penalty(state, reduction: str = "mean") -> jax.Array:
+def kl_penalty(state: GateState, reduction: str = "mean") -> jax.Array:
   """The KL term over all gated layers, reduced as ``reduction`` (module docstring)."""
-  kls = [kl_divergence(state["mu"][s], state["log_sigma"][s]) for s in state["mu"]]
+  kls = [kl_divergence(state.mu[s], state.log_sigma[s]) for s in state.mu]
   if reduction == "sum":
     return sum(jnp.sum(k) for k in kls)
   return sum(jnp.mean(k) for k in kls) / len(kls)
@@ -216,11 +229,11 @@ def log_uniform_gates(sites: Mapping[str, int], *, kl_reduction: str = "mean",
     noise: ``"per_element"`` (BMRS) or ``"per_batch"`` (SBP).
 
   Returns:
-    An :class:`~sparsejax.objectives.base.Objective` whose state is
-    ``{"mu": {site: (n,)}, "log_sigma": {site: (n,)}}``; ``forward`` returns
-    callable gates in training (fresh noise per call, from its key) and
-    :math:`E[\\theta]` in evaluation; ``readout`` prunes nothing itself (the
-    criteria are in :mod:`sparsejax.pruning.bmr`).
+    An :class:`~sparsejax.objectives.base.Objective` whose state is a
+    :class:`GateState` ``(mu={site: (n,)}, log_sigma={site: (n,)})``;
+    ``forward`` returns callable gates in training (fresh noise per call,
+    from its key) and :math:`E[\\theta]` in evaluation; ``readout`` prunes
+    nothing itself (the criteria are in :mod:`sparsejax.pruning.bmr`).
 
   Raises:
     ValueError: for an unknown ``kl_reduction`` or ``noise``, or no sites.
@@ -233,19 +246,19 @@ def log_uniform_gates(sites: Mapping[str, int], *, kl_reduction: str = "mean",
     raise ValueError("log_uniform_gates needs at least one gate site; the model has none")
   sites = dict(sites)
 
-  def init(key, params):
+  def init(key, params) -> GateState:
     del key
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     return init_gate_state(sites, dtype)
 
-  def forward(params, state, key, train):
+  def forward(params, state: GateState, key, train):
     if not train:
-      return params, {s: expected_theta(state["mu"][s], state["log_sigma"][s]) for s in sites}
+      return params, {s: expected_theta(state.mu[s], state.log_sigma[s]) for s in sites}
     keys = jax.random.split(key, len(sites))
-    return params, {s: _noisy_gate(k, state["mu"][s], state["log_sigma"][s], noise)
+    return params, {s: _noisy_gate(k, state.mu[s], state.log_sigma[s], noise)
                     for s, k in zip(sites, keys)}
 
-  def penalty(params, state):
+  def penalty(params, state: GateState):
     del params
     return kl_weight * kl_penalty(state, kl_reduction)
 

@@ -26,6 +26,8 @@ probabilistic l0 objective without Monte-Carlo sampling.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -33,7 +35,21 @@ from sparsejax import masks as masks_lib
 from sparsejax.objectives.base import Objective, check_nonnegative, identity_forward, tree_sum
 from sparsejax.objectives.penalties import elastic_net
 
-PMMPState = dict
+
+class PMMPState(NamedTuple):
+  r"""The state of :func:`pmmp`: three trees shaped like the parameters.
+
+  Attributes:
+    w: the weights :math:`w_i` that :math:`\theta_i` is coupled to
+      (initially :math:`\theta`).
+    gamma: the keep-probabilities :math:`\gamma_i \in [0, 1]`.
+    u: the Lagrange multipliers :math:`u_i \ge 0` of the coupling
+      :math:`\mathbb{E}_z[(\theta_i - w_i z_i)^2] = 0`; the only ascended
+      variables.
+  """
+  w: Any
+  gamma: Any
+  u: Any
 
 
 def expected_squared_gap(theta: jax.Array, w: jax.Array, gamma: jax.Array) -> jax.Array:
@@ -114,8 +130,8 @@ def pmmp(alpha: float, *, initial_p_value: float = 1.0, initial_u_value: float =
       :math:`2\rho\theta`).
 
   Returns:
-    The Objective; its state is ``{"w", "gamma", "u"}``, three trees shaped
-    like the parameters.
+    The Objective; its state is a :class:`PMMPState` ``(w, gamma, u)``, three
+    trees shaped like the parameters.
   """
   check_nonnegative("alpha", alpha)
   check_nonnegative("initial_u_value", initial_u_value)
@@ -126,11 +142,11 @@ def pmmp(alpha: float, *, initial_p_value: float = 1.0, initial_u_value: float =
 
   def init(key, params) -> PMMPState:
     del key
-    return {
-        "w": jax.tree.map(jnp.copy, params),
-        "gamma": jax.tree.map(lambda p: jnp.full_like(p, initial_p_value), params),
-        "u": jax.tree.map(lambda p: jnp.full_like(p, initial_u_value), params),
-    }
+    return PMMPState(
+        w=jax.tree.map(jnp.copy, params),
+        gamma=jax.tree.map(lambda p: jnp.full_like(p, initial_p_value), params),
+        u=jax.tree.map(lambda p: jnp.full_like(p, initial_u_value), params),
+    )
 
   def penalty(params, state: PMMPState) -> jax.Array:
     value = theta_penalty(params, ())
@@ -138,27 +154,26 @@ def pmmp(alpha: float, *, initial_p_value: float = 1.0, initial_u_value: float =
       return value
     coupling = jax.tree.map(
         lambda theta, w, gamma, u: u * expected_squared_gap(theta, w, gamma),
-        params, state["w"], state["gamma"], state["u"])
-    return (value + alpha * tree_sum(lambda g: g, state["gamma"])
+        params, state.w, state.gamma, state.u)
+    return (value + alpha * tree_sum(lambda g: g, state.gamma)
             + u_value_multiply_factor * tree_sum(lambda c: c, coupling))
 
   def readout(params, state: PMMPState):
     del state
     return params, masks_lib.from_nonzero(params)
 
-  def ascend(state: PMMPState):
-    return {
-        "w": jax.tree.map(lambda _: False, state["w"]),
-        "gamma": jax.tree.map(lambda _: False, state["gamma"]),
-        "u": jax.tree.map(lambda _: True, state["u"]),
-    }
+  def ascend(state: PMMPState) -> PMMPState:
+    return PMMPState(
+        w=jax.tree.map(lambda _: False, state.w),
+        gamma=jax.tree.map(lambda _: False, state.gamma),
+        u=jax.tree.map(lambda _: True, state.u),
+    )
 
   def project(state: PMMPState) -> PMMPState:
-    return {
-        "w": state["w"],
-        "gamma": jax.tree.map(lambda g: jnp.clip(g, 0, 1), state["gamma"]),
-        "u": jax.tree.map(lambda u: jnp.maximum(u, 0), state["u"]),
-    }
+    return state._replace(
+        gamma=jax.tree.map(lambda g: jnp.clip(g, 0, 1), state.gamma),
+        u=jax.tree.map(lambda u: jnp.maximum(u, 0), state.u),
+    )
 
   return Objective(init=init, forward=identity_forward, penalty=penalty,
                    readout=readout, ascend=ascend, project=project)
@@ -177,7 +192,7 @@ def gamma_saturated(state: PMMPState, low: float = 0.1, high: float = 0.9,
   Returns:
     A boolean scalar array (traceable).
   """
-  gammas = jax.tree.leaves(state["gamma"])
+  gammas = jax.tree.leaves(state.gamma)
   inside = sum(jnp.sum((g > low) & (g < high)) for g in gammas)
   total = sum(g.size for g in gammas)
   return inside <= max_fraction * total
@@ -194,8 +209,5 @@ def prune_state(state: PMMPState, masks) -> PMMPState:
   constant :math:`\alpha`, which the projection holds at 0. ``None`` mask
   leaves (never pruned) are left alone; :math:`u` is kept.
   """
-  return {
-      "w": masks_lib.apply(masks, state["w"]),
-      "gamma": masks_lib.apply(masks, state["gamma"]),
-      "u": state["u"],
-  }
+  return state._replace(w=masks_lib.apply(masks, state.w),
+                        gamma=masks_lib.apply(masks, state.gamma))

@@ -185,16 +185,18 @@ def unit_input_norms(params, covers: Mapping[str, list[tuple[str, int]]]) -> dic
   return norms
 
 
-def scores(criterion: Criterion, gate_state, params=None, covers=None) -> dict[str, jax.Array]:
+def scores(criterion: Criterion, gate_state: lu.GateState, params=None,
+           covers=None) -> dict[str, jax.Array]:
   """Per-site unit scores: keep a unit iff its score is greater than the cut.
 
   The score of ``snr``, ``expected_theta`` and ``l2`` is the quantity itself
   (cut: the threshold); for ``bmrs_n`` and ``bmrs_u`` it is
   :math:`-\\Delta F` (cut: 0, so a unit is pruned iff :math:`\\Delta F \\ge 0`).
-  ``params`` and ``covers`` are needed for ``l2`` only.
+  ``gate_state`` is the :class:`~sparsejax.objectives.log_uniform.GateState`
+  of the gates; ``params`` and ``covers`` are needed for ``l2`` only.
   """
   check_criterion(criterion)
-  mu, log_sigma = gate_state["mu"], gate_state["log_sigma"]
+  mu, log_sigma = gate_state.mu, gate_state.log_sigma
   if criterion.name == "l2":
     if params is None or covers is None:
       raise ValueError("criterion 'l2' needs the parameters and the model's unit_covers()")

@@ -1,8 +1,29 @@
-"""The experiment runner: config schema, building a run, running it, reloading it."""
+"""The experiment runner: config schema, the one ``run``, records, reloading.
 
-from sparsejax.runner.config import ConfigError, base_config, field_names, validate
-from sparsejax.runner.experiment import run, run_id_of
-from sparsejax.runner.reload import LoadedRun, evaluate_run, load_run
+Attributes are imported on first use, so that the recipes (which use the
+config helpers and keys of this package) and the runner (which plays the
+recipes) can import each other's modules in any order.
+"""
 
-__all__ = ["ConfigError", "LoadedRun", "base_config", "evaluate_run", "field_names", "load_run",
-           "run", "run_id_of", "validate"]
+import importlib
+
+_EXPORTS = {
+    "ConfigError": "sparsejax.runner.config",
+    "base_config": "sparsejax.runner.config",
+    "field_names": "sparsejax.runner.config",
+    "validate": "sparsejax.runner.config",
+    "run": "sparsejax.runner.program",
+    "seed_config": "sparsejax.runner.program",
+    "run_id_of": "sparsejax.runner.records",
+    "LoadedRun": "sparsejax.runner.reload",
+    "evaluate_run": "sparsejax.runner.reload",
+    "load_run": "sparsejax.runner.reload",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'sparsejax.runner' has no attribute {name!r}")

@@ -1,8 +1,12 @@
-"""Turns a validated config into the parts of a run: data, model, objective, optimiser."""
+"""Turns a validated config into the parts every run has: data, model, task, optimiser.
+
+The method's own parts (objectives, phases) come from its recipe
+(:mod:`sparsejax.recipes`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -12,46 +16,55 @@ import optax
 
 from sparsejax import data as data_lib
 from sparsejax import masks as masks_lib
-from sparsejax import models, objectives
-from sparsejax.objectives.base import Objective
+from sparsejax import models
 from sparsejax.train.losses import CLASSIFICATION, REGRESSION, Task
-
-#: Offset of the student's initialisation key (the reference uses seed + 43).
-MODEL_KEY_OFFSET = 43
 
 
 class Parts(NamedTuple):
-  """Everything a run needs besides its state."""
-  data: Any                 # sparsejax.data.Splits, arrays on the device
+  """Everything a run needs besides its method: data, model, task.
+
+  Attributes:
+    data: the :class:`~sparsejax.data.Splits` on the device; with
+      ``data_axis = 0`` every array has a leading seed axis (teacher-student
+      data are drawn per seed), with ``None`` they are shared by the seeds.
+    data_axis: ``0`` or ``None`` (above).
+    model: the Flax model.
+    task: the per-example loss and metrics.
+    prunable: which parameter leaves get a mask.
+    teacher_params: the teachers' parameters (teacher-student; per seed), else ``None``.
+  """
+  data: Any
+  data_axis: int | None
   model: nn.Module
   task: Task
-  objective: Objective      # the regularised phase
-  finetune_objective: Objective
-  prune_objective: Objective  # the data loss that RGP and TAMADE evaluate (MSE with gauss_loss)
-  optimizer: optax.GradientTransformation
   prunable: masks_lib.PrunablePredicate
-  teacher_params: Any       # teacher-student only, else None
+  teacher_params: Any
 
 
 def dtype_of(config) -> jnp.dtype:
   return jnp.float64 if config.dtype == "float64" else jnp.float32
 
 
-def build_data(config: ml_collections.ConfigDict):
-  """The data splits of the run (and the teacher's parameters for teacher-student)."""
+def build_data(config: ml_collections.ConfigDict, seeds: Sequence[int]):
+  """``(splits, data_axis, teacher)`` for the seeds of one program.
+
+  Teacher-student data are drawn per seed (leading seed axis, ``data_axis =
+  0``): each seed has its own teacher and points, as its single run. Image
+  data sets are loaded once and shared (``data_axis = None``).
+  """
   dtype = dtype_of(config)
   if config.dataset == "teacher_student":
-    splits, teacher = data_lib.teacher_student_data(
-        config.seed, n_train=config.train_set_size or 300, n_val=config.val_set_size or 1000,
+    splits, teacher = jax.vmap(lambda seed: data_lib.teacher_student_data(
+        seed, n_train=config.train_set_size or 300, n_val=config.val_set_size or 1000,
         n_test=config.test_set_size or 5000, noise=config.noise,
-        teacher_widths=tuple(config.architecture_teacher), dtype=dtype)
-    return splits, teacher
+        teacher_widths=tuple(config.architecture_teacher), dtype=dtype))(jnp.asarray(seeds))
+    return splits, 0, teacher
   split = (dict(val_fraction=config.val_fraction, n_train=None) if config.val_fraction
            else {})
   splits = data_lib.load_image_dataset(
       config.dataset, data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
-      image_size=config.image_size or None, dtype=dtype, **split)
-  return _normalise(_subset(splits, config), config), None
+      image_size=config.image_size or None, dtype=dtype, download=config.download, **split)
+  return _normalise(_subset(splits, config), config), None, None
 
 
 def _normalise(splits, config):
@@ -97,73 +110,31 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   height, width, channels = input_shape(config)
   kwargs["num_classes"] = NUM_CLASSES[config.dataset]
   if config.architecture == "bmrs_mlp":
-    kwargs.update(n_layers=config.bmrs.n_layers, hidden_dim=config.bmrs.hidden_dim,
+    kwargs.update(n_layers=config.hidden_layers, hidden_dim=config.hidden_dim,
                   in_dim=height * width * channels)
   elif config.architecture == "bmrs_lenet5":
     kwargs["in_channels"] = channels
   return models.get_model(config.architecture, **kwargs)
 
 
-def build_objective(config: ml_collections.ConfigDict, model: nn.Module | None = None,
-                    n_train: int | None = None) -> Objective:
-  """The regularised phase's objective, chosen by ``config.method``, before the Gauss loss.
-
-  ``none`` and ``layerwise`` train without a penalty (the layerwise fit comes
-  after the phase); ``rl1`` is L1 (+ L2); ``drr`` the smooth l0 surrogate
-  (+ L2); ``pmmp`` probabilistic minimax pruning (+ L1, L2); ``bmrs``
-  log-uniform gates on ``model``'s gate sites (the KL weighted by
-  ``1 / n_train`` with ``bmrs.kl_weight="inverse_n_train"``).
-  """
-  if config.method == "bmrs":
-    weight = 1.0 if config.bmrs.kl_weight == "one" else 1.0 / n_train
-    return objectives.log_uniform_gates(model.gate_sites(), kl_reduction=config.bmrs.kl_reduction,
-                                        kl_weight=weight, noise=config.bmrs.noise)
-  if config.method in ("none", "layerwise"):
-    return objectives.plain()
-  if config.method == "rl1":
-    return objectives.rl1(config.alpha, config.rho)
-  if config.method == "drr":
-    return objectives.drr(config.alpha, config.beta, rho=config.rho, norm=config.norm,
-                          layer_norm=config.layer_norm)
-  if config.method == "pmmp":
-    return objectives.pmmp(config.alpha, initial_p_value=config.initial_p_value,
-                           initial_u_value=config.initial_u_value,
-                           u_value_multiply_factor=config.u_value_multiply_factor,
-                           l1_alpha=config.l1_alpha, rho=config.rho)
-  raise ValueError(f"unknown method {config.method!r}")
-
-
-def _with_loss(config: ml_collections.ConfigDict, objective: Objective) -> Objective:
-  return objectives.with_gauss_loss(objective) if config.gauss_loss else objective
-
-
-def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def build_optimizer(config: ml_collections.ConfigDict, lr: float | None = None
+                    ) -> optax.GradientTransformation:
+  """``config.optimizer`` (Adam or SGD) at ``lr`` (default ``config.lr``)."""
+  lr = config.lr if lr is None else lr
   if config.optimizer == "adam":
-    return optax.adam(config.lr)
-  return optax.sgd(config.lr)
+    return optax.adam(lr)
+  return optax.sgd(lr)
 
 
-def build(config: ml_collections.ConfigDict) -> Parts:
-  splits, teacher = build_data(config)
-  model = build_model(config)
-  objective = build_objective(config, model, splits.train.x.shape[0])
+def build(config: ml_collections.ConfigDict, seeds: Sequence[int] | None = None) -> Parts:
+  """The data (for ``seeds``, default ``[config.seed]``), model and task of a run."""
+  seeds = [config.seed] if seeds is None else list(seeds)
+  splits, data_axis, teacher = build_data(config, seeds)
   return Parts(
       data=splits,
-      model=model,
+      data_axis=data_axis,
+      model=build_model(config),
       task=REGRESSION if config.dataset == "teacher_student" else CLASSIFICATION,
-      objective=_with_loss(config, objective),
-      finetune_objective=_with_loss(config, objectives.plain()),
-      prune_objective=objective,
-      optimizer=build_optimizer(config),
       prunable=masks_lib.every_leaf if config.prunable == "all" else masks_lib.kernels_only,
       teacher_params=teacher,
   )
-
-
-def model_key_of_seed(seed) -> jax.Array:
-  """The model's initialisation key for ``seed`` (traceable, so it vmaps over seeds)."""
-  return jax.random.fold_in(jax.random.key(seed), MODEL_KEY_OFFSET)
-
-
-def model_key(config) -> jax.Array:
-  return model_key_of_seed(config.seed)

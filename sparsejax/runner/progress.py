@@ -29,6 +29,10 @@ class Progress:
     self._start_epoch = start_epoch
     self.log(f"[{name}] starting at epoch {start_epoch}")
 
+  def due(self) -> bool:
+    """Whether a progress line would print now (not quiet, ``every_s`` since the last)."""
+    return not self.quiet and time.monotonic() - self._last_print >= self.every_s
+
   def update(self, name: str, epoch: int, max_epochs: int,
              curves: Mapping[str, Sequence[float]], density: float | None,
              force: bool = False) -> None:

@@ -13,11 +13,14 @@ from typing import Any, NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import results
 from sparsejax.runner import build as build_lib
-from sparsejax.runner.experiment import checkpoint_template, final_metrics, initial_state
+from sparsejax.runner import records
+from sparsejax.runner.program import Program
+from sparsejax.train.driver import stack_seeds
 from sparsejax.train.state import TrainState
 
 
@@ -26,6 +29,7 @@ class LoadedRun(NamedTuple):
   state: TrainState
   parts: build_lib.Parts
   row: dict[str, Any]
+  program: Program
 
 
 def load_config(workdir: str | pathlib.Path, run_id: str) -> ml_collections.ConfigDict:
@@ -34,9 +38,9 @@ def load_config(workdir: str | pathlib.Path, run_id: str) -> ml_collections.Conf
 
 
 def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRun:
-  """Restores the final checkpoint of ``run_id`` (default: the last row of runs.csv).
+  """Restores the final state of ``run_id`` (default: the last row of runs.csv).
 
-  The data, model and objective are rebuilt from the run's saved config, so the
+  The data, model and method are rebuilt from the run's saved config, so the
   returned parts evaluate the restored state exactly as the run did.
   """
   workdir = pathlib.Path(workdir)
@@ -51,14 +55,18 @@ def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRu
                    f"{', '.join(runs['run_id'])}")
   config = load_config(workdir, run_id)
   with jax.enable_x64(config.dtype == "float64"):
-    parts = build_lib.build(config)
-    with checkpoint_lib.Checkpointer(workdir / "checkpoints" / run_id) as checkpointer:
-      saved, _ = checkpointer.restore(like=checkpoint_template(initial_state(config, parts)))
-  state = saved["state"]
-  return LoadedRun(config, state, parts, rows.iloc[-1].to_dict())
+    program = Program(config, [config.seed])
+    with checkpoint_lib.Checkpointer(records.final_state_dir(workdir, run_id)) as checkpointer:
+      saved, _ = checkpointer.restore(like={"state": program.final_template()})
+  return LoadedRun(config, saved["state"], program.parts, rows.iloc[-1].to_dict(), program)
 
 
 def evaluate_run(run: LoadedRun) -> dict[str, float]:
   """The final train/val/test metrics of a loaded run, recomputed."""
   with jax.enable_x64(run.config.dtype == "float64"):
-    return final_metrics(run.config, run.state, run.parts)
+    states = stack_seeds([run.state])
+    out = {}
+    for split in ("train", "val", "test"):
+      metrics = run.program.program.evaluate(run.program.last_phase().objective, states, split)
+      out.update({f"final_{split}_{k}": float(np.asarray(v)[0]) for k, v in metrics.items()})
+    return out

@@ -45,6 +45,16 @@ def local_linear_smooth(values: jnp.ndarray) -> jnp.ndarray:
   return (s2 * y0 - s1 * y1) / (s0 * s2 - s1 * s1)
 
 
+def _saturated_halves(tail: jnp.ndarray, deviation: float) -> jnp.ndarray:
+  """The test on the last ``2 * half`` values (two halves of equal length)."""
+  half = tail.shape[-1] // 2
+  first, second = tail[..., :half], tail[..., half:]
+  s_first, s_second = local_linear_smooth(first), local_linear_smooth(second)
+  m1, m2 = jnp.mean(s_first, -1), jnp.mean(s_second, -1)
+  r1, r2 = jnp.std(first - s_first, -1), jnp.std(second - s_second, -1)
+  return m1 - m2 <= jnp.minimum(r1, r2) + deviation
+
+
 def is_saturated(curve: jnp.ndarray, window: int, deviation: float) -> jnp.ndarray:
   """Whether the last ``2 * ceil(window / 2)`` values of ``curve`` have levelled off.
 
@@ -55,9 +65,32 @@ def is_saturated(curve: jnp.ndarray, window: int, deviation: float) -> jnp.ndarr
   half = -(-window // 2)
   if curve.shape[-1] < window + 2:
     return jnp.asarray(False)
-  tail = curve[..., -2 * half:]
-  first, second = tail[..., :half], tail[..., half:]
-  s_first, s_second = local_linear_smooth(first), local_linear_smooth(second)
-  m1, m2 = jnp.mean(s_first, -1), jnp.mean(s_second, -1)
-  r1, r2 = jnp.std(first - s_first, -1), jnp.std(second - s_second, -1)
-  return m1 - m2 <= jnp.minimum(r1, r2) + deviation
+  return _saturated_halves(curve[..., -2 * half:], deviation)
+
+
+def tail_length(window: int) -> int:
+  """Values a :func:`push_tail` buffer keeps: the ``window + 2`` the test needs."""
+  return window + 2
+
+
+def push_tail(tail: jnp.ndarray, count: jnp.ndarray, values: jnp.ndarray):
+  """Appends ``values`` (last axis) to a fixed-length buffer of a curve's latest values.
+
+  Returns ``(tail, count)``: the buffer's last ``tail.shape[-1]`` values of
+  the curve and how many values the curve has had. Traceable, so the phase
+  driver keeps the buffer on the device.
+  """
+  length = tail.shape[-1]
+  joined = jnp.concatenate([tail, values.astype(tail.dtype)], axis=-1)
+  return joined[..., -length:], count + values.shape[-1]
+
+
+def tail_saturated(tail: jnp.ndarray, count: jnp.ndarray, window: int,
+                   deviation: float) -> jnp.ndarray:
+  """:func:`is_saturated` of a curve kept as a :func:`push_tail` buffer.
+
+  Equal to ``is_saturated(curve, window, deviation)`` of the whole curve,
+  traceable (the count is an array), so it runs vmapped over seeds.
+  """
+  half = -(-window // 2)
+  return (count >= window + 2) & _saturated_halves(tail[..., -2 * half:], deviation)

@@ -1,4 +1,4 @@
-"""BMRS results beside the paper's Table 1: ``python -m sparsejax.runner.bmrs_report``.
+"""BMRS results beside the paper's Table 1: ``python -m sparsejax.studies.bmrs_report``.
 
 Reads ``runs.csv`` of a workdir, groups the BMRS rows by network, data set
 and criterion, and prints a Markdown table of mean ± standard deviation over

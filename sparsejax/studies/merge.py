@@ -1,6 +1,6 @@
 """Joins the workdirs of several tasks (SLURM sub-batches) into one.
 
-``python -m sparsejax.runner.merge --workdir=DEST SRC [SRC ...]`` upserts the
+``python -m sparsejax.studies.merge --workdir=DEST SRC [SRC ...]`` upserts the
 rows of each ``SRC/runs.csv`` into ``DEST/runs.csv`` by ``run_id``
 (:func:`sparsejax.results.merge_runs`: under the file lock, atomically, so
 several merges may run at once), and copies each run's artifacts folder.

@@ -1,6 +1,6 @@
 """Post-training pruning: compression against accuracy for each criterion (BMRS Fig. 2).
 
-``python -m sparsejax.runner.bmrs_posthoc --config=configs/bmrs_lenet5_mnist.py``
+``python -m sparsejax.studies.bmrs_posthoc --config=configs/bmrs_lenet5_mnist.py``
 
 1. Train the gated network with no pruning (``bmrs.criterion="none"``) for
    ``max_epochs`` epochs, seeds vmapped.
@@ -42,13 +42,15 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
+from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
 from sparsejax.pruning import bmr
+from sparsejax.recipes import bmrs as bmrs_recipe
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import bmrs as bmrs_run
+from sparsejax.runner import keys, records
 from sparsejax.runner.config import validate
-from sparsejax.runner.progress import Progress
-from sparsejax.runner.sweep import sweep_seeds
+from sparsejax.runner.program import Program, run, seed_config, sweep_seeds
+from sparsejax.train.driver import stack_seeds
 from sparsejax.train.loop import make_epoch_fn
 from sparsejax.train.state import TrainState
 from sparsejax.train.step import make_eval_fn, make_train_step
@@ -101,22 +103,30 @@ def _distinct(unit_masks: list[dict[str, np.ndarray]]) -> tuple[list[dict], np.n
   return distinct, np.array([first[k] for k in keys])
 
 
-def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds, program,
-                   progress: Progress) -> TrainState:
-  """Step 1: the unpruned training of the seeds (checkpointed, resumable)."""
+def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> TrainState:
+  """Step 1: the unpruned training of the seeds, as ordinary runs (rows, checkpoints,
+  resumable) in ``workdir``; returns their final states (leading seed axis)."""
   train_config = copy.deepcopy(config)
   train_config.bmrs.criterion = "none"
   train_config.finetuning_max_epochs = 0
-  chunk = bmrs_run.SeedChunk(train_config, workdir, list(seeds), program, progress)
-  return chunk.run()["states"]
+  train_config.finetuning_min_epochs = 0
+  rows = run(train_config, workdir)
+  states = []
+  for row in rows:
+    single = seed_config(train_config, int(row["seed"]))
+    template = Program(single, [single.seed]).final_template()
+    with checkpoint_lib.Checkpointer(records.final_state_dir(workdir, row["run_id"])) as ckpt:
+      states.append(ckpt.restore(like={"state": template})[0]["state"])
+  return stack_seeds(states)
 
 
 def make_finetune(config, parts: build_lib.Parts, covers):
   """``(state, units, keys) -> test metrics``, vmapped over a leading percentile axis."""
-  step = make_train_step(parts.model, parts.task, parts.objective, parts.optimizer, jit=False)
+  objective = bmrs_recipe.gates(config, parts.model, parts.data.train.x.shape[0])
+  step = make_train_step(parts.model, parts.task, objective, build_lib.build_optimizer(config),
+                         jit=False)
   epoch = make_epoch_fn(step, config.train_batch_size, shuffle=False, jit=False)
-  evaluate = make_eval_fn(parts.model, parts.task, parts.objective, config.eval_batch_size,
-                          jit=False)
+  evaluate = make_eval_fn(parts.model, parts.task, objective, config.eval_batch_size, jit=False)
   train, test = tuple(parts.data.train), parts.data.test
 
   def one(state: TrainState, units, key):
@@ -140,36 +150,35 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   if unknown:
     raise ValueError(f"unknown criteria {unknown}; accepted: {', '.join(POSTHOC_CRITERIA)}")
   seeds = sweep_seeds(config)
-  progress = Progress(quiet=config.quiet)
   lambdas = np.linspace(0, 100, config.bmrs.posthoc_points)
   rows = []
   with jax.enable_x64(config.dtype == "float64"):
+    states = trained_states(config, workdir)
     parts = build_lib.build(config)
-    program = bmrs_run.make_program(config, parts)
-    states = trained_states(config, workdir, seeds, program, progress)
-    finetune = make_finetune(config, parts, program.covers)
+    covers = parts.model.unit_covers()
+    finetune = make_finetune(config, parts, covers)
     for name in criteria:
       criterion = POSTHOC_CRITERIA[name]
-      scores = bmrs_run.unit_scores(criterion, states, program.covers)
+      scores = bmrs_recipe.unit_scores(criterion, states, covers)
       for i, seed in enumerate(seeds):
         state = jax.tree.map(lambda x: x[i], states)
         seed_scores = {s: v[i] for s, v in scores.items()}
         per_lambda = [posthoc_units(criterion, seed_scores, lam) for lam in lambdas]
         distinct, index = _distinct(per_lambda)
         stacked = {s: jnp.asarray(np.stack([u[s] for u in distinct])) for s in seed_scores}
-        accuracy = np.asarray(finetune(state, stacked, jax.random.fold_in(
-            jax.random.key(seed), 7))["accuracy"])[index]
+        accuracy = np.asarray(finetune(state, stacked, keys.stream_key(seed, "posthoc"))[
+            "accuracy"])[index]
         stop = (bmr.unit_compression(bmr.keep_masks(seed_scores, 0.0)) if criterion.is_bmr
                 else float("nan"))
         for j, lam in enumerate(lambdas):
           units = per_lambda[j]
-          weight_masks = masks_lib.unit_masks(state.params, units, program.covers)
+          weight_masks = masks_lib.unit_masks(state.params, units, covers)
           rows.append(dict(
               criterion=name, seed=seed, percentile=float(lam),
               unit_compression=bmr.unit_compression(units),
               parameter_compression=bmr.parameter_compression(state.params, weight_masks, units),
               test_accuracy=float(accuracy[j]), stopping_point=stop))
-        progress.log(f"{name} seed {seed}: {len(lambdas)} percentiles done"
+        _log(config, f"{name} seed {seed}: {len(lambdas)} percentiles done"
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
   frame = pd.DataFrame(rows)
   stem = workdir / f"posthoc_{config.experiment_name}"
@@ -179,6 +188,11 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   frame.to_csv(stem.with_suffix(".csv"), index=False)
   plot(frame, stem.with_suffix(".png"), title=config.experiment_name)
   return frame
+
+
+def _log(config, message: str) -> None:
+  if not config.quiet:
+    print(message, flush=True)
 
 
 def plot(frame: pd.DataFrame, path: pathlib.Path, title: str = "") -> None:

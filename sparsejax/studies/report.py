@@ -1,6 +1,6 @@
 """Markdown tables of a workdir's runs: per run, and medians per method.
 
-``python -m sparsejax.runner.report --workdir=DIR [--columns a,b,...]`` prints
+``python -m sparsejax.studies.report --workdir=DIR [--columns a,b,...]`` prints
 the rows of ``DIR/runs.csv`` as a Markdown table (the tables of
 ``docs/results.md`` are made this way) followed by the median of every
 numeric column per ``method`` and ``alpha``.

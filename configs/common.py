@@ -1,0 +1,135 @@
+"""What the config files share: the starting config, method tables, BMRS's set-up.
+
+Each ``configs/*.py`` starts from :func:`base` and sets its own fields one by
+one; only what several files share lives here:
+
+* :func:`base`: every field at its default
+  (:func:`sparsejax.runner.config.base_config`) with the method and the
+  experiment name set;
+* :func:`set_method_fields`: applies a file's table of per-method
+  hyperparameters, and names the methods the file accepts when it has none
+  for the one asked;
+* :func:`bmrs_appendix_c` and :data:`BMRS_CRITERIA`: what the six BMRS
+  set-ups share (Wright, Igel and Selvan, NeurIPS 2024, Appendix C) and the
+  criterion argument of ``configs/bmrs_*.py``.
+
+Config files import this module as ``from configs import common``, so the
+repository root must be on ``sys.path``: run from it
+(``python -m sparsejax.main --config=configs/<name>.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+
+from sparsejax.runner.config import ConfigError, base_config
+
+
+def base(method: str, experiment_name: str) -> ml_collections.ConfigDict:
+  """Every field at its default, with ``method`` and ``experiment_name`` set.
+
+  Args:
+    method: the run's method (checked later, by :func:`set_method_fields`
+      and :func:`sparsejax.runner.config.validate`).
+    experiment_name: the run's name (its default workdir and result rows).
+
+  Returns:
+    A fresh :class:`ml_collections.ConfigDict`.
+  """
+  config = base_config()
+  config.method = method
+  config.experiment_name = experiment_name
+  return config
+
+
+def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> None:
+  """Sets each dotted field name of ``fields`` (``"pruning.density"``) in ``config``.
+
+  Raises:
+    ConfigError: a name is not a field of ``config``.
+  """
+  for name, value in fields.items():
+    *parents, leaf = name.split(".")
+    node = config
+    for i, parent in enumerate(parents):
+      if parent not in node:
+        raise ConfigError(f"config has no field {'.'.join(parents[:i + 1])!r} (setting {name!r})")
+      node = node[parent]
+    if leaf not in node:
+      raise ConfigError(f"config has no field {name!r}")
+    node[leaf] = value
+
+
+def set_method_fields(config: ml_collections.ConfigDict,
+                      methods: Mapping[str, Mapping[str, Any]]) -> None:
+  """Applies ``methods[config.method]``, a config file's hyperparameters for its method.
+
+  Args:
+    config: a config whose ``method`` is set (:func:`base`).
+    methods: method -> the dotted fields it sets for this set-up; its keys are
+      the methods the config file accepts.
+
+  Raises:
+    ConfigError: ``config.method`` is not in ``methods`` (the message names
+      the accepted ones, and points BMRS to its own config files), or its
+      method family is not registered in :mod:`sparsejax.recipes`.
+  """
+  from sparsejax.recipes import recipe_names
+  method = config.method
+  if method not in methods:
+    hint = " (method 'bmrs' has its own set-ups: configs/bmrs_*.py)" if method == "bmrs" else ""
+    raise ConfigError(f"config field 'method' is {method!r}; accepted values: "
+                      f"{', '.join(methods)}{hint}")
+  if method not in recipe_names():
+    raise ConfigError(f"method {method!r} is not registered in sparsejax.recipes; registered: "
+                      f"{', '.join(recipe_names())}")
+  set_fields(config, methods[method])
+
+
+#: Criterion argument of ``configs/bmrs_*.py`` -> the ``bmrs`` fields it sets
+#: (``none``: no pruning, the baseline; ``bmrs_u8``/``bmrs_u4``: BMRS_U with
+#: the reduced prior's upper end ``2^-p1``).
+BMRS_CRITERIA: dict[str, dict[str, Any]] = {
+    "none": {"bmrs.criterion": "none"},
+    "snr": {"bmrs.criterion": "snr"},
+    "expected_theta": {"bmrs.criterion": "expected_theta"},
+    "l2": {"bmrs.criterion": "l2"},
+    "bmrs_n": {"bmrs.criterion": "bmrs_n"},
+    "bmrs_u8": {"bmrs.criterion": "bmrs_u", "bmrs.p1": 8.0},
+    "bmrs_u4": {"bmrs.criterion": "bmrs_u", "bmrs.p1": 4.0},
+}
+
+
+def bmrs_appendix_c(config: ml_collections.ConfigDict, criterion: str) -> None:
+  """Sets the fields every BMRS set-up shares (the paper's Appendix C) and the criterion.
+
+  Shared: the input image size, the validation share of the official
+  training set, Adam without weight decay, a fixed number of training epochs
+  (the criterion applied every ``bmrs.compress_epochs``) and of finetuning
+  epochs, the evaluation batch, and a checkpoint every epoch (a BMRS epoch
+  is long). The network, data set, batch size, learning rate and input
+  centring are each set-up's own.
+
+  Args:
+    config: a config from :func:`base` with method ``"bmrs"``.
+    criterion: one of :data:`BMRS_CRITERIA`.
+
+  Raises:
+    ConfigError: ``criterion`` is not one of :data:`BMRS_CRITERIA` (the
+      message names them).
+  """
+  if criterion not in BMRS_CRITERIA:
+    raise ConfigError(f"unknown BMRS criterion {criterion!r}; accepted values: "
+                      f"{', '.join(BMRS_CRITERIA)}")
+  config.image_size = 32          # every data set resized to image_size x image_size
+  config.val_fraction = 0.2       # validation share of the official training set
+  config.optimizer = "adam"       # no weight decay
+  config.min_epochs = 0
+  config.max_epochs = 50
+  config.finetuning_min_epochs = 0
+  config.finetuning_max_epochs = 10
+  config.eval_batch_size = 2000
+  config.checkpoint_every_epochs = 1  # a BMRS epoch is long
+  set_fields(config, BMRS_CRITERIA[criterion])

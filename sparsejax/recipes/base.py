@@ -1,0 +1,128 @@
+"""The Recipe contract: what a method family adds to a run, and the registry.
+
+A method family is a :class:`Recipe`, a NamedTuple of pure functions in the
+manner of ``optax.GradientTransformation`` and the
+:class:`~sparsejax.objectives.Objective`:
+
+* ``defaults()``: the config fields the family adds (its sub-dict, or for
+  the efficient-compression family the reference's top-level ``TrainArgs``
+  names), with their defaults;
+* ``validate(config)``: its checks, run before any compute (raise
+  :class:`~sparsejax.runner.config.ConfigError` naming the field);
+* ``plan(config, parts)``: the run as a :class:`Plan`, a sequence of
+  :class:`~sparsejax.train.driver.Phase` (objective, optimiser, epochs,
+  convergence, selection, hooks between chunks) and :class:`Stage`
+  (one-shot steps between phases: pruning, rewinding);
+* ``row(config, outcome)``: the fields it adds to each seed's result row
+  (and artifacts it writes).
+
+``register_recipe(recipe)`` files it under ``recipe.name``; the runner looks
+the method up with :func:`get_recipe` and knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import ml_collections
+
+from sparsejax.train.driver import Phase, SeedProgram
+from sparsejax.train.state import TrainState
+
+
+class StageInput(NamedTuple):
+  """What a stage sees.
+
+  Attributes:
+    states: the train states (leading seed axis).
+    aux: the recipe's per-seed arrays.
+    program: the seeds, data and compile helpers
+      (:class:`~sparsejax.train.driver.SeedProgram`).
+    initial: the states at initialisation (for rewinding).
+  """
+  states: TrainState
+  aux: Any
+  program: SeedProgram
+  initial: TrainState
+
+
+class Stage(NamedTuple):
+  """A one-shot step between phases.
+
+  Attributes:
+    name: its name (the key stream it draws from, and the key of its
+      per-seed record in :class:`Outcome`).
+    apply: ``StageInput -> (states, aux, records)`` with ``records`` one
+      JSON-ready dict per seed (kept counts, thresholds, ...).
+  """
+  name: str
+  apply: Callable[[StageInput], tuple[TrainState, Any, list[dict]]]
+
+
+class Plan(NamedTuple):
+  """A run of a recipe: its steps in order, and its per-seed arrays.
+
+  Attributes:
+    steps: phases and stages, run in order; the first step is a phase with
+      an optimiser (it builds the initial state).
+    init_aux: ``states -> aux``, the recipe's per-seed arrays carried beside
+      the states (leading seed axis; ``{}`` if none). They are checkpointed
+      and handed to the stages, hooks and the row function.
+  """
+  steps: Sequence[Phase | Stage]
+  init_aux: Callable[[TrainState], Any] = lambda states: {}
+
+
+class Outcome(NamedTuple):
+  """One seed's finished run, for the recipe's row function.
+
+  Attributes:
+    index: the seed's position in its program (to read per-program events).
+    state: the final train state (no seed axis).
+    aux: the recipe's arrays of the seed.
+    stages: ``{stage name: record}``.
+    events: ``{phase name: [event, ...]}`` from the hooks.
+    artifacts: the seed's artifacts folder (a recipe may write files there).
+  """
+  index: int
+  state: TrainState
+  aux: Any
+  stages: dict
+  events: dict
+  artifacts: Any
+
+
+class Recipe(NamedTuple):
+  """A method family (module docstring)."""
+  name: str
+  defaults: Callable[[], dict]
+  validate: Callable[[ml_collections.ConfigDict], None]
+  plan: Callable[[ml_collections.ConfigDict, Any], Plan]
+  row: Callable[[ml_collections.ConfigDict, Outcome], dict]
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+  """Files ``recipe`` under ``recipe.name`` (a name may be registered once)."""
+  if recipe.name in _REGISTRY and _REGISTRY[recipe.name] is not recipe:
+    raise ValueError(f"a recipe named {recipe.name!r} is already registered")
+  _REGISTRY[recipe.name] = recipe
+  return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+  """The recipe registered as ``name``; a :class:`KeyError` lists the known ones."""
+  if name not in _REGISTRY:
+    raise KeyError(f"unknown method {name!r}; registered: {', '.join(recipe_names())}")
+  return _REGISTRY[name]
+
+
+def recipe_names() -> list[str]:
+  """The registered method names, in registration order."""
+  return list(_REGISTRY)
+
+
+def registered() -> list[Recipe]:
+  return list(_REGISTRY.values())

@@ -1,0 +1,303 @@
+"""The one entry of every run: ``run(config, workdir)``.
+
+A run is a pure function of its config and seed. ``run`` takes this task's
+seeds (``seed .. seed + seeds - 1``, or its SLURM sub-batch), skips those
+whose rows are already in ``runs.csv``, and runs the rest in programs of
+``sweep.chunk_size`` seeds. A program is the method's recipe
+(:mod:`sparsejax.recipes`) played by the one phase driver
+(:mod:`sparsejax.train.driver`) over a leading seed axis: one seed and many
+seeds are the same compiled code.
+
+Resume: the program's carry (states, the recipe's arrays, the phase's
+checks), its curves and records are checkpointed (orbax) every
+``checkpoint_every_epochs`` epochs at chunk boundaries and after every step
+of the plan, under ``checkpoints/<first run id>+<seeds>``; re-running the
+same command continues from the latest checkpoint and ends with the result
+of an uninterrupted run. Epoch ``e`` of a phase uses the key
+``fold_in(phase key, e)`` and every other key comes from
+:mod:`sparsejax.runner.keys`, so nothing depends on where a run was
+interrupted.
+
+When a program finishes, every seed gets its row in ``runs.csv``, its
+artifacts and its final state (``checkpoints/<run id>/``, which
+:func:`sparsejax.runner.load_run` reloads), written by
+:mod:`sparsejax.runner.records`; the program's working checkpoints are then
+removed.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import shutil
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import masks as masks_lib
+from sparsejax import results
+from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
+from sparsejax.runner import build as build_lib
+from sparsejax.runner import keys, records
+from sparsejax.runner.config import validate
+from sparsejax.runner.progress import Progress
+from sparsejax.train import driver
+from sparsejax.train.state import TrainState, create_train_state
+
+
+def sweep_seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """This task's seeds: its ``sweep.sub_batch`` of ``sweep.num_sub_batches`` parts."""
+  seeds = np.arange(config.seed, config.seed + config.seeds)
+  return [int(s) for s in np.array_split(seeds, config.sweep.num_sub_batches)[config.sweep.sub_batch]]
+
+
+def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  """The single-run config of one seed (the row a single run of it writes)."""
+  single = copy.deepcopy(config)
+  single.seed = seed
+  single.seeds = 1
+  single.sweep.num_sub_batches = 1
+  single.sweep.sub_batch = 0
+  return single
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+  """Runs (or resumes, or skips if finished) this task's seeds of ``config`` in ``workdir``.
+
+  Returns:
+    The ``runs.csv`` rows of the task's seeds, in seed order.
+  """
+  validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  progress = Progress(quiet=config.quiet)
+  seeds = sweep_seeds(config)
+  ids = {seed: records.run_id_of(seed_config(config, seed)) for seed in seeds}
+  finished = records.finished_rows(workdir, list(ids.values()))
+  todo = [seed for seed in seeds if ids[seed] not in finished]
+  if len(todo) < len(seeds):
+    progress.log(f"{len(seeds) - len(todo)} of {len(seeds)} seeds have been run before; "
+                 f"their rows are in {workdir}/runs.csv")
+  with jax.enable_x64(config.dtype == "float64"):
+    for start in range(0, len(todo), config.sweep.chunk_size):
+      program_seeds = todo[start:start + config.sweep.chunk_size]
+      for row in run_program(config, workdir, program_seeds, progress):
+        finished[row["run_id"]] = row
+  rows = [finished[ids[seed]] for seed in seeds]
+  records.print_summary(config, workdir, rows)
+  return rows
+
+
+class Program:
+  """One program of seeds: its parts, plan, checkpoints and records (host orchestration).
+
+  Without a ``workdir`` it only builds (for reloading a finished run).
+  """
+
+  def __init__(self, config, seeds: Sequence[int], progress: Progress | None = None,
+               workdir: pathlib.Path | None = None):
+    self.config, self.seeds = config, list(seeds)
+    self.progress = progress or Progress(quiet=True)
+    self.workdir = workdir
+    self.recipe: Recipe = get_recipe(config.method)
+    self.parts = build_lib.build(config, seeds)
+    self.program = driver.SeedProgram(
+        seeds, self.parts.data, self.parts.data_axis, self.parts.model, self.parts.task,
+        train_batch_size=config.train_batch_size, eval_batch_size=config.eval_batch_size)
+    self.plan: Plan = self.recipe.plan(config, self.parts)
+    first = self.plan.steps[0]
+    if not isinstance(first, driver.Phase) or first.optimizer is None:
+      raise ValueError(f"recipe {self.recipe.name!r}: the first step must be a phase with an "
+                       "optimizer")
+    if workdir is not None:
+      first_id = records.run_id_of(seed_config(config, seeds[0]))
+      self.checkpointer = checkpoint_lib.Checkpointer(
+          workdir / "checkpoints" / f"{first_id}+{len(seeds)}", max_to_keep=2)
+    self.meta: dict[str, Any] = {"step": 0, "epoch": 0, "any_active": True, "events": {},
+                                 "stages": {}, "phases": {}, "wall_time_s": 0.0, "saves": 0}
+    self.curves: dict[str, driver.Curves] = {}
+    self._last_saved_epoch = 0
+
+  # -- states -----------------------------------------------------------------------------------
+
+  def initial_states(self) -> TrainState:
+    """Every seed's state at initialisation (a pure function of the seeds)."""
+    first = self.plan.steps[0]
+    model, prunable = self.parts.model, self.parts.prunable
+    x = self.parts.data.train.x
+    sample = x[0, :1] if self.parts.data_axis == 0 else x[:1]
+    init = jax.jit(driver.map_seeds(lambda key: create_train_state(
+        key, model, sample, first.objective, first.optimizer, prunable=prunable), 0,
+        len(self.seeds)))
+    return init(jax.vmap(keys.model_key)(jnp.asarray(self.seeds)))
+
+  def optimizer_before(self, index: int):
+    """The optimiser in effect at step ``index`` (the last phase's own before it)."""
+    optimizer = None
+    for step in self.plan.steps[:index + 1]:
+      if isinstance(step, driver.Phase) and step.optimizer is not None:
+        optimizer = step.optimizer
+    return optimizer
+
+  def final_template(self) -> TrainState:
+    """The shape of a seed's final state."""
+    states = self.template(len(self.plan.steps) - 1, self.initial_states(), False)["states"]
+    return records.per_seed(states, 0)
+
+  def last_phase(self) -> driver.Phase:
+    return [s for s in self.plan.steps if isinstance(s, driver.Phase)][-1]
+
+  def template(self, index: int, initial: TrainState, in_phase: bool):
+    """The shape of what the checkpoint at step ``index`` holds."""
+    states = initial
+    for step in self.plan.steps[:index + 1]:
+      if isinstance(step, driver.Phase):
+        states = driver.start_states(states, step)
+    aux = self.plan.init_aux(initial)
+    if in_phase:
+      phase = self.plan.steps[index]
+      return driver.init_carry(self.program, phase, states, aux, self.optimizer_before(index))
+    return {"states": states, "aux": aux}
+
+  # -- checkpoints ------------------------------------------------------------------------------
+
+  def _arrays(self) -> dict:
+    return {name: curves.to_numpy() for name, curves in self.curves.items()}
+
+  def save(self, content) -> None:
+    self.meta["saves"] += 1
+    self.meta["wall_time_s"] = self._offset + time.monotonic() - self._start
+    self.checkpointer.save(self.meta["saves"], content, dict(self.meta), arrays=self._arrays())
+
+  def restore_or_init(self):
+    """``(index, content, initial)``: where to start and what to start from."""
+    self._start, self._offset = time.monotonic(), 0.0
+    initial = self.initial_states()
+    if self.checkpointer.latest_step() is None:
+      return 0, {"states": initial, "aux": self.plan.init_aux(initial)}, initial
+    meta = self.checkpointer.restore_meta()
+    index = meta["step"]
+    in_phase = meta["epoch"] > 0
+    content, meta = self.checkpointer.restore(like=self.template(index, initial, in_phase))
+    self.meta = meta
+    self._offset = float(meta["wall_time_s"])
+    self.curves = {name: driver.Curves(arrays) for name, arrays in
+                   self.checkpointer.restore_arrays().items()}
+    where = (f"{self._step_name(index)} epoch {meta['epoch']}" if index < len(self.plan.steps)
+             else "the end")
+    self.progress.log(f"resuming seeds {self.seeds[0]}..{self.seeds[-1]} from checkpoint "
+                      f"{meta['saves']} ({where})")
+    return index, content, initial
+
+  def _step_name(self, index: int) -> str:
+    return self.plan.steps[index].name
+
+  # -- the plan ---------------------------------------------------------------------------------
+
+  def run(self) -> list[dict[str, Any]]:
+    index, content, initial = self.restore_or_init()
+    steps = self.plan.steps
+    while index < len(steps):
+      step = steps[index]
+      if isinstance(step, driver.Phase):
+        states, aux = self._run_phase(index, step, content)
+      else:
+        states, aux = self._run_stage(step, content, initial)
+      index += 1
+      self.meta.update(step=index, epoch=0, any_active=True)
+      content = {"states": states, "aux": aux}
+      self.save(content)
+    self.checkpointer.wait()
+    states = driver.readout(self.program, self.last_phase().objective, content["states"])
+    return self._record(states, content["aux"])
+
+  def _run_phase(self, index: int, phase: driver.Phase, content):
+    optimizer = self.optimizer_before(index)
+    if isinstance(content, driver.PhaseCarry):
+      carry, start = content, self.meta["epoch"]
+    else:
+      states = driver.start_states(content["states"], phase)
+      carry = driver.init_carry(self.program, phase, states, content["aux"], optimizer)
+      start = 0
+      self.curves[phase.name] = driver.Curves()
+    curves = self.curves.setdefault(phase.name, driver.Curves())
+    events = self.meta["events"].setdefault(phase.name, [])
+    self._last_saved_epoch = start
+    self.progress.start_phase(f"{phase.name} x{len(self.seeds)}", start)
+
+    def on_chunk(carry: driver.PhaseCarry, epoch: int) -> None:
+      if epoch - self._last_saved_epoch >= self.config.checkpoint_every_epochs:
+        self.meta.update(step=index, epoch=epoch, any_active=bool(jax.device_get(
+            jnp.any(carry.active))))
+        self.save(carry)
+        self._last_saved_epoch = epoch
+
+    result = driver.run_phase(
+        self.program, phase, carry, keys.stream_keys(self.seeds, phase.name),
+        optimizer=optimizer, start_epoch=start, curves=curves, events=events,
+        any_active=self.meta["any_active"] if start else True, on_chunk=on_chunk,
+        progress=self._progress_line(phase))
+    self.meta["phases"][phase.name] = {
+        "epochs": result.epochs.tolist(), "converged": result.converged.tolist(),
+        "returned_best_state": result.returned_best_state.tolist()}
+    return result.carry.states, result.carry.aux
+
+  def _run_stage(self, stage: Stage, content, initial):
+    states, aux, stage_records = stage.apply(
+        StageInput(content["states"], content["aux"], self.program, initial))
+    self.meta["stages"][stage.name] = stage_records
+    if stage_records and stage_records[0]:
+      self.progress.log(f"{stage.name}: " + "; ".join(
+          ", ".join(f"{k} {v}" for k, v in r.items()) for r in stage_records[:4])
+          + (" ..." if len(stage_records) > 4 else ""))
+    return states, aux
+
+  def _progress_line(self, phase: driver.Phase):
+    if self.progress.quiet:
+      return None
+    density = jax.jit(jax.vmap(lambda s: masks_lib.kept_count(s.masks, s.params)))
+
+    def line(carry: driver.PhaseCarry, epoch: int) -> None:
+      if not self.progress.due():
+        return
+      last, active, kept = jax.device_get((carry.last, carry.active, density(carry.states)))
+      total = masks_lib.total_count(records.per_seed(carry.states, 0).params)
+      medians = {name: [float(np.median(values))] for name, values in last.items()}
+      label = phase.name if len(self.seeds) == 1 else (
+          f"{phase.name} x{len(self.seeds)}, {int(np.sum(active))} active")
+      self.progress.update(label, epoch, phase.max_epochs, medians,
+                           float(np.median(kept)) / total, force=True)
+    return line
+
+  # -- records ----------------------------------------------------------------------------------
+
+  def _record(self, states: TrainState, aux) -> list[dict[str, Any]]:
+    metrics = {split: self.program.evaluate(self.last_phase().objective, states, split)
+               for split in ("train", "val", "test")}
+    curves = {name: c.to_numpy() for name, c in self.curves.items()}
+    phase_names = [s.name for s in self.plan.steps if isinstance(s, driver.Phase)]
+    rows = []
+    for i, seed in enumerate(self.seeds):
+      rows.append(records.record_seed(
+          seed_config(self.config, seed), self.workdir,
+          recipe=self.recipe, index=i, state=records.per_seed(states, i),
+          aux=records.per_seed(aux, i),
+          metrics={f"final_{split}_{k}": float(v[i]) for split, m in metrics.items()
+                   for k, v in m.items()},
+          phase_names=phase_names, curves=curves, meta=self.meta, seeds_in_program=len(self.seeds)))
+    self.checkpointer.close()
+    shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
+    return rows
+
+
+def run_program(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds: Sequence[int],
+                progress: Progress) -> list[dict[str, Any]]:
+  """Runs (or resumes) one program of ``seeds``; returns their rows."""
+  progress.log(f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} in one program)"
+               if len(seeds) > 1 else f"{records.run_id_of(seed_config(config, seeds[0]))}")
+  return Program(config, seeds, progress, workdir).run()
