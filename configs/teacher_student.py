@@ -38,12 +38,12 @@ def get_config(method: str = "drr") -> ml_collections.ConfigDict:
 
   # Data: the teacher generates the targets, with Gaussian noise.
   config.dataset = "teacher_student"
-  config.architecture_teacher = [2, 5, 8, 1]
+  config.architecture_teacher = (2, 5, 8, 1)
   config.noise = 0.08  # standard deviation of the target noise
 
   # Model.
   config.architecture = "mlp"
-  config.architecture_student = [2, 25, 25, 1]
+  config.architecture_student = (2, 25, 25, 1)
   config.activation = "tanh"
 
   # Optimiser.

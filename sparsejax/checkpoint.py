@@ -43,6 +43,7 @@ copy and the write goes on in a background thread; :meth:`Checkpointer.wait`
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Any, Mapping
 
@@ -55,6 +56,30 @@ PyTree = Any
 _STATE = "state"
 _META = "meta"
 _ARRAYS = "arrays"
+#: The metadata key holding the checksum of the saved arrays.
+CHECKSUM_KEY = "_checksum"
+
+
+class CheckpointDamaged(Exception):
+  """A checkpoint step cannot be read, or its arrays fail their checksum."""
+
+
+def tree_checksum(*trees: PyTree) -> str:
+  """SHA-256 of every array of ``trees``: leaf paths, dtypes, shapes and bytes.
+
+  Typed PRNG keys count by their key data; ``None`` leaves and empty nodes
+  add nothing. A restored tree has the checksum of the saved one exactly
+  when every array came back bit for bit.
+  """
+  digest = hashlib.sha256()
+  for tree in trees:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+      array = np.ascontiguousarray(np.asarray(leaf))
+      digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
+      digest.update(array.tobytes())
+  return digest.hexdigest()
 
 
 class Checkpointer:
@@ -109,9 +134,11 @@ class Checkpointer:
     Returns:
       Whether a checkpoint was written.
     """
+    metadata = dict(metadata or {})
+    metadata[CHECKSUM_KEY] = tree_checksum(state, {} if arrays is None else arrays)
     items = {
         _STATE: ocp.args.StandardSave(state),
-        _META: ocp.args.JsonSave(_json_ready(dict(metadata or {}))),
+        _META: ocp.args.JsonSave(_json_ready(metadata)),
     }
     if arrays is not None:
       items[_ARRAYS] = ocp.args.StandardSave(arrays)
@@ -125,38 +152,64 @@ class Checkpointer:
     """Every completely written step, ascending."""
     return sorted(self._manager.all_steps())
 
-  def restore(self, step: int | None = None, *, like: PyTree) -> tuple[PyTree, dict]:
+  def restore(self, step: int | None = None, *, like: PyTree, with_arrays: bool = False):
     """Restores a step into the structure, dtypes and shardings of ``like``.
+
+    The arrays are checked against the checksum saved with them.
 
     Args:
       step: the step to restore (default the latest).
       like: a template of the state: the state itself, a freshly initialised
         one, or its ``jax.eval_shape``.
+      with_arrays: also return the ``arrays`` saved with the step.
 
     Returns:
-      ``(state, metadata)``.
+      ``(state, metadata)``, or ``(state, metadata, arrays)``.
 
     Raises:
       FileNotFoundError: if there is no checkpoint (at ``step``).
+      CheckpointDamaged: if the step cannot be read or fails its checksum.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self._restore(step, **{_STATE: ocp.args.StandardRestore(abstract),
-                                      _META: ocp.args.JsonRestore()})
-    return restored[_STATE], restored[_META]
+    items = {_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
+    if self._has_arrays(step):
+      items[_ARRAYS] = ocp.args.StandardRestore()
+    restored = self._restore(step, **items)
+    meta = restored[_META]
+    expected = meta.pop(CHECKSUM_KEY, None)
+    if expected is not None and tree_checksum(
+        restored[_STATE], restored.get(_ARRAYS, {})) != expected:
+      raise CheckpointDamaged(f"checkpoint {self.directory / str(step)}: its arrays do not "
+                              "match the checksum saved with them")
+    if with_arrays:
+      return restored[_STATE], meta, restored.get(_ARRAYS, {})
+    return restored[_STATE], meta
 
   def restore_meta(self, step: int | None = None) -> dict:
-    """The metadata saved with ``step`` (default the latest)."""
-    return self._restore(step, **{_META: ocp.args.JsonRestore()})[_META]
+    """The metadata saved with ``step`` (default the latest), without its checksum."""
+    meta = self._restore(step, **{_META: ocp.args.JsonRestore()})[_META]
+    meta.pop(CHECKSUM_KEY, None)
+    return meta
 
-  def restore_arrays(self, step: int | None = None) -> PyTree:
-    """The ``arrays`` saved with ``step`` (default the latest), as NumPy arrays."""
-    return self._restore(step, **{_ARRAYS: ocp.args.StandardRestore()})[_ARRAYS]
+  def delete(self, step: int) -> None:
+    """Removes ``step`` (a damaged one, say)."""
+    self._manager.delete(step)
+
+  def _has_arrays(self, step: int | None) -> bool:
+    step = self.latest_step() if step is None else step
+    return (self.directory / str(step) / _ARRAYS).exists()
 
   def _restore(self, step: int | None, **items) -> dict:
+    """Restores ``items`` of ``step``; any failure to read is :class:`CheckpointDamaged`."""
     step = self.latest_step() if step is None else step
     if step is None or step not in self._manager.all_steps():
       raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}")
-    return self._manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # noqa: BLE001  (orbax, tensorstore and JSON errors alike)
+      raise CheckpointDamaged(f"checkpoint {self.directory / str(step)} cannot be read: "
+                              f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                              ) from error
 
   def wait(self) -> None:
     """Blocks until a pending asynchronous save is on disk."""

@@ -5,9 +5,11 @@ Follows the flax examples: absl flags, an ml_collections config file with
 Unknown fields and bad values are reported before any compute.
 
 An expected failure (:data:`EXPECTED_ERRORS`: an unknown field, a bad value, a
-config file that cannot be loaded, a missing data set) prints ``error:
-<message>`` on stderr, without a traceback, and exits with status 2; anything
-else is a bug and keeps its traceback. TensorFlow's and tensorflow-datasets'
+config file that cannot be loaded, a missing or damaged data set, a workdir
+that cannot be written, a run another process is training, a run whose every
+seed diverged, a damaged final state; and an ``OSError`` while writing, such
+as a full disk) prints ``error: <message>`` on stderr, without a traceback,
+and exits with status 2; anything else is a bug and keeps its traceback. TensorFlow's and tensorflow-datasets'
 own output stays off the terminal (:mod:`sparsejax.data.quiet`;
 ``SPARSEJAX_VERBOSE=1`` lets it through). Log lines are shown from
 ``WARNING`` up, from ``ERROR`` up with ``--config.quiet=True`` (where Python
@@ -25,9 +27,10 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sparsejax.data import DatasetNotFoundError
+from sparsejax.data import DatasetError
 from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.runner.config import ConfigError, check_field_name
+from sparsejax.runner.errors import RunError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -37,7 +40,7 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config"])
 
 #: Failures that are the user's to fix: reported as ``error: <message>``, exit 2.
-EXPECTED_ERRORS = (ConfigError, DatasetNotFoundError)
+EXPECTED_ERRORS = (ConfigError, DatasetError, RunError)
 
 _OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
 
@@ -125,6 +128,8 @@ def main(argv: list[str]) -> None:
     run(config, workdir)
   except EXPECTED_ERRORS as error:
     _fail(str(error))
+  except OSError as error:  # a full disk, a folder that became read-only, ...
+    _fail(f"cannot write the run's files: {error}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ def test_posthoc_units_bmr_never_pass_the_stopping_point():
   assert sum(int(k.sum()) for k in bmrs_posthoc.posthoc_units(snr, scores, 50.0).values()) == 3
 
 
+@pytest.mark.slow
 def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
   config = bmrs_mlp_mnist.get_config("none")
   config.manual_dir = str(data_path("mnist"))

@@ -106,7 +106,7 @@ def test_magnitude_is_a_clear_error_until_registered():
 
 @pytest.mark.parametrize("name,arg,expected", [
     ("teacher_student", "drr", {"alpha": 2e-4, "beta": 10.0, "lr": 5e-4, "train_batch_size": 0,
-                                "architecture_student": [2, 25, 25, 1], "max_epochs": 20000,
+                                "architecture_student": (2, 25, 25, 1), "max_epochs": 20000,
                                 "prune_window": 50, "smoothing_window": 500}),
     ("teacher_student", "pmmp", {"alpha": 1e-2, "initial_p_value": 1.0}),
     ("teacher_student", "magnitude", {"pruning.density": 0.1}),

@@ -52,7 +52,7 @@ def test_zhu_gupta_schedule():
 
 def magnitude_config(**overrides):
   from tests.test_runner import small_config
-  config = small_config(method="magnitude", max_epochs=100, finetuning_max_epochs=50, seeds=2,
+  config = small_config(method="magnitude", max_epochs=60, finetuning_max_epochs=30, seeds=2,
                         dtype="float64")
   config.pruning.density = 0.2
   for name, value in overrides.items():
@@ -71,7 +71,7 @@ def test_the_recipe_prunes_to_the_density_and_keeps_the_zeros(tmp_path, scope):
   assert len(rows) == 2
   for row in rows:
     assert row["pruning_kept"] == row["kept_params"] == round(0.2 * 751)
-    assert row["train_epochs"] == 100 and row["finetune_epochs"] == 50
+    assert row["train_epochs"] == 60 and row["finetune_epochs"] == 30
     loaded = load_run(tmp_path, row["run_id"])
     for p, m in zip(jax.tree.leaves(loaded.state.params), jax.tree.leaves(loaded.state.masks)):
       assert np.all(np.asarray(p)[~np.asarray(m)] == 0)

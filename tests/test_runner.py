@@ -102,6 +102,7 @@ def main_command(workdir, *overrides):
   return args + [f"--config.{o}" for o in overrides]
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_workdir(tmp_path):
   overrides = ["max_epochs=100", "min_epochs=0", "finetuning_min_epochs=0",
                "finetuning_max_epochs=50", "prune_window=50"]
@@ -122,8 +123,8 @@ def latest_checkpoint(workdir):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
-  overrides = ["max_epochs=6000", "min_epochs=6000", "finetuning_min_epochs=0",
-               "finetuning_max_epochs=500", "checkpoint_every_epochs=500"]
+  overrides = ["max_epochs=3000", "min_epochs=3000", "finetuning_min_epochs=0",
+               "finetuning_max_epochs=200", "checkpoint_every_epochs=500"]
   killed, clean = tmp_path / "killed", tmp_path / "clean"
   proc = subprocess.Popen(main_command(killed, *overrides), cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

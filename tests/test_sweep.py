@@ -16,14 +16,14 @@ from tests.test_runner import REPO, small_config
 def sweep_config(method, **overrides):
   # Seeds 8..11 of this set-up converge at different epochs.
   fields = dict(method=method, alpha=1e-3 if method == "drr" else 1e-2, min_epochs=50,
-                max_epochs=500, smoothing_window=30, prune_window=50, finetuning_min_epochs=0,
-                finetuning_max_epochs=100, seeds=4, seed=8, dtype="float64")
+                max_epochs=350, smoothing_window=30, prune_window=50, finetuning_min_epochs=0,
+                finetuning_max_epochs=50, seeds=4, seed=8, dtype="float64")
   config = small_config(**{**fields, **overrides})
   config.pruning.criterion = "tamade"
   return config
 
 
-@pytest.mark.parametrize("method", ["drr", "pmmp"])
+@pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow)])
 def test_a_single_run_equals_its_seed_of_a_four_seed_program(tmp_path, method):
   # In float64; in float32 the batched reductions may round differently and,
   # over hundreds of epochs, move a borderline weight across the threshold.

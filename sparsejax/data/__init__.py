@@ -8,7 +8,8 @@ indexing on the device.
 from __future__ import annotations
 
 from sparsejax.data.images import (CIFAR10_PYTHON_ARCHIVE, IMAGE_DATASETS, TINY_IMAGENET_ARCHIVE,
-                                   DatasetNotFoundError, ImageArrays, ImageDatasetSpec,
+                                   DatasetDamagedError, DatasetError, DatasetNotFoundError,
+                                   ImageArrays, ImageDatasetSpec,
                                    default_data_dir, default_manual_dir, image_dataset_spec,
                                    image_splits, load_image_dataset, read_cifar10_python,
                                    read_image_dataset)
@@ -21,6 +22,8 @@ from sparsejax.data.teacher_student import (STUDENT_KEY_OFFSET, STUDENT_WIDTHS, 
 
 __all__ = [
     "CIFAR10_PYTHON_ARCHIVE",
+    "DatasetDamagedError",
+    "DatasetError",
     "DatasetNotFoundError",
     "IMAGE_DATASETS",
     "ImageArrays",

@@ -123,6 +123,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download import download_manager
 
 from sparsejax.data.quiet import silence_tensorflow, tfds_prints_swallowed
 from sparsejax.data.splits import Split, Splits, train_val_indices
@@ -148,8 +149,16 @@ TINY_IMAGENET_ARCHIVE = "tiny-imagenet-200.zip"
 _RESIZE_CHUNK_VALUES = 1 << 24
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetError(Exception):
+  """A data set cannot be read; the message says which files or folder and what to do."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
   """The files of a data set are neither prepared nor in ``manual_dir``."""
+
+
+class DatasetDamagedError(DatasetError):
+  """An original file fails its checksum, or the prepared copy cannot be read."""
 
 
 class ImageArrays(NamedTuple):
@@ -316,8 +325,14 @@ def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path, offlin
           f"could not download it: {error}") from error
     return
   with tempfile.TemporaryDirectory(prefix=f"sparsejax_{builder.name}_") as scratch:
-    with tfds_prints_swallowed():
-      builder.download_and_prepare(download_dir=scratch, download_config=config)
+    try:
+      with tfds_prints_swallowed():
+        builder.download_and_prepare(download_dir=scratch, download_config=config)
+    except download_manager.NonMatchingChecksumError as error:
+      raise DatasetDamagedError(
+          f"an original file of data set {builder.name!r} in {manual_dir} is damaged or not "
+          f"the published one (its checksum differs): {str(error).splitlines()[0]} Replace it "
+          "with the original file and run again") from None
 
 
 def _source_order(split: str, n: int) -> np.ndarray:
@@ -340,8 +355,14 @@ def _read_prepared(builder: tfds.core.DatasetBuilder, split: str,
   In the order of the original files if ``keys_are_indices``, else in the
   stored order.
   """
-  data = tfds.as_numpy(builder.as_dataset(
-      split=split, batch_size=-1, read_config=tfds.ReadConfig(interleave_cycle_length=1)))
+  try:
+    data = tfds.as_numpy(builder.as_dataset(
+        split=split, batch_size=-1, read_config=tfds.ReadConfig(interleave_cycle_length=1)))
+  except Exception as error:  # noqa: BLE001  (TensorFlow's DataLossError, OpError, ...)
+    raise DatasetDamagedError(
+        f"the prepared copy of data set {builder.name!r} in {builder.data_path} cannot be "
+        f"read ({type(error).__name__}: {str(error).splitlines()[0][:200]}); delete the folder "
+        f"{builder.data_path} and run again to prepare it anew") from None
   images, labels = data["image"], data["label"].astype(np.int32)
   if builder.info.disable_shuffling or not keys_are_indices:
     return images, labels

@@ -19,6 +19,8 @@ names the field and what it accepts; then the method's recipe checks its own.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import ml_collections
@@ -32,6 +34,10 @@ PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
 PRUNABLE = ("all", "kernels")
 DTYPES = ("float32", "float64")
+#: Integer fields fit int32 (epochs and seeds become int32 arrays).
+INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
+#: An experiment name: it names run ids, files and folders in the workdir.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class ConfigError(ValueError):
@@ -60,7 +66,7 @@ def run_fields() -> ml_collections.ConfigDict:
   c.val_set_size = 0
   c.test_set_size = 0
   c.noise = 0.08             # teacher-student: standard deviation of the target noise
-  c.architecture_teacher = [2, 5, 8, 1]
+  c.architecture_teacher = (2, 5, 8, 1)
   c.image_size = 0           # resize images to image_size^2 (0 = native size; BMRS uses 32)
   c.val_fraction = 0.0       # > 0: validation share of the official training set (BMRS: 0.2)
   c.input_offset = 0.0       # images become (x - input_offset) / input_scale, x in [0, 1]
@@ -68,7 +74,7 @@ def run_fields() -> ml_collections.ConfigDict:
 
   # Model.
   c.architecture = "mlp"
-  c.architecture_student = [2, 25, 25, 1]
+  c.architecture_student = (2, 25, 25, 1)
   c.activation = "tanh"
   c.hidden_layers = 5        # bmrs_mlp: hidden Linear(h, h) layers after the first
   c.hidden_dim = 50          # bmrs_mlp: hidden width
@@ -197,8 +203,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
       require(isinstance(value, bool), name, value, "true or false")
     elif isinstance(default, int):
       require(isinstance(value, int) and not isinstance(value, bool), name, value, "an integer")
+      require(INT_RANGE[0] <= value <= INT_RANGE[1], name, value,
+              f"an integer in [{INT_RANGE[0]}, {INT_RANGE[1]}]")
     elif isinstance(default, float):
       require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
+      require(math.isfinite(value), name, value, "a finite number (not NaN or infinity)")
+    elif isinstance(default, str):
+      require(isinstance(value, str), name, value, "a string")
+    elif isinstance(default, (tuple, list)):
+      require(isinstance(value, (tuple, list)) and all(
+          isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT_RANGE[1]
+          for v in value), name, value, "a list of positive integers, e.g. '(2, 25, 25, 1)'")
+  require(NAME.fullmatch(config.experiment_name) is not None, "experiment_name",
+          config.experiment_name, "1 to 100 letters, digits, '_', '-' or '.', starting with a "
+          "letter or digit (it names files in the workdir)")
+  require(0 <= config.seed and config.seed + config.seeds <= INT_RANGE[1], "seed", config.seed,
+          f"in [0, {INT_RANGE[1]} - seeds]")
   for name, accepted in [("dataset", DATASETS), ("architecture", ARCHITECTURES),
                          ("activation", ACTIVATIONS), ("method", tuple(recipe_names())),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
@@ -222,15 +242,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(config.finetuning_max_epochs >= config.finetuning_min_epochs, "finetuning_max_epochs",
           config.finetuning_max_epochs, f">= finetuning_min_epochs ({config.finetuning_min_epochs})")
   if config.architecture == "mlp":
-    widths = list(config.architecture_student)
-    require(len(widths) >= 2 and all(isinstance(w, int) and w > 0 for w in widths),
-            "architecture_student", widths, "a list of >= 2 positive integers")
+    require(len(config.architecture_student) >= 2, "architecture_student",
+            config.architecture_student, "a list of >= 2 positive integers")
   if config.dataset == "teacher_student":
     require(config.architecture == "mlp", "architecture", config.architecture,
             "'mlp' for the teacher_student data set")
+    teacher, student = list(config.architecture_teacher), list(config.architecture_student)
+    require(len(teacher) >= 2, "architecture_teacher", teacher,
+            "a list of >= 2 positive integers (input, hidden..., output widths)")
+    require(student[0] == teacher[0] and student[-1] == teacher[-1], "architecture_student",
+            student, f"a list whose first and last widths are the teacher's inputs and outputs "
+            f"({teacher[0]} and {teacher[-1]}, from architecture_teacher)")
   if config.pruning.delete_neurons:
     require(config.architecture in DENSE_ARCHITECTURES, "pruning.delete_neurons", True,
             "false unless the architecture is 'mlp' or 'lenet_300_100'")
+  require(config.sweep.num_sub_batches <= config.seeds, "sweep.num_sub_batches",
+          config.sweep.num_sub_batches, f"<= seeds ({config.seeds}): every task needs a seed")
   require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
           config.sweep.sub_batch, f"in [0, sweep.num_sub_batches = {config.sweep.num_sub_batches})")
   require(config.image_size >= 0, "image_size", config.image_size, ">= 0 (0 = native size)")
@@ -240,7 +267,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.architecture in GATED_ARCHITECTURES:
     require(config.dataset != "teacher_student", "dataset", config.dataset,
             f"an image data set for architecture {config.architecture!r}")
+  if config.dataset != "teacher_student":
+    _check_model_fits_images(config)
   get_recipe(config.method).validate(config)
+
+
+def _check_model_fits_images(config: ml_collections.ConfigDict) -> None:
+  """The model takes the data set's images (at ``image_size``) and gives one logit per
+  class: checked on shapes alone (``jax.eval_shape``), before any data is read."""
+  import jax
+  from sparsejax.runner import build
+  shape = build.input_shape(config)
+  classes = build.NUM_CLASSES[config.dataset]
+  where = (f"{config.dataset} images of {shape[0]}x{shape[1]}x{shape[2]}"
+           + (f" (image_size={config.image_size})" if config.image_size else ""))
+  try:
+    model = build.build_model(config)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                               jax.ShapeDtypeStruct((1, *shape), build.dtype_of(config)))
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                         jax.ShapeDtypeStruct((1, *shape), build.dtype_of(config)))
+  except Exception as error:  # noqa: BLE001  (any shape error of any model)
+    raise ConfigError(f"config field 'architecture' is {config.architecture!r}; it cannot take "
+                      f"{where}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                      ) from None
+  require(out.shape == (1, classes), "architecture", config.architecture,
+          f"a model with {classes} outputs for {config.dataset} (it gives {out.shape[1:]})")
 
 
 #: Architectures made of Dense layers only (neuron deletion, the layerwise fit).

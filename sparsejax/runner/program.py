@@ -43,7 +43,7 @@ from sparsejax import masks as masks_lib
 from sparsejax import results
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import keys, records
+from sparsejax.runner import errors, keys, locks, records
 from sparsejax.runner.config import validate
 from sparsejax.runner.progress import Progress
 from sparsejax.train import driver
@@ -74,22 +74,31 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   """
   validate(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  records.check_writable(workdir)
   progress = Progress(quiet=config.quiet)
   seeds = sweep_seeds(config)
   ids = {seed: records.run_id_of(seed_config(config, seed)) for seed in seeds}
-  finished = records.finished_rows(workdir, list(ids.values()))
-  todo = [seed for seed in seeds if ids[seed] not in finished]
-  if len(todo) < len(seeds):
-    progress.log(f"{len(seeds) - len(todo)} of {len(seeds)} seeds have been run before; "
-                 f"their rows are in {workdir}/runs.csv")
-  with jax.enable_x64(config.dtype == "float64"):
-    for start in range(0, len(todo), config.sweep.chunk_size):
-      program_seeds = todo[start:start + config.sweep.chunk_size]
-      for row in run_program(config, workdir, program_seeds, progress):
-        finished[row["run_id"]] = row
+  todo = [seed for seed in seeds if ids[seed] not in records.finished_rows(workdir, ids.values())]
+  with locks.hold(workdir, [ids[seed] for seed in todo]):
+    finished = records.finished_rows(workdir, ids.values())  # others may have finished some
+    todo = [seed for seed in seeds if ids[seed] not in finished]
+    if len(todo) < len(seeds):
+      progress.log(f"{len(seeds) - len(todo)} of {len(seeds)} seeds have been run before; "
+                   f"their rows are in {workdir}/runs.csv")
+    with jax.enable_x64(config.dtype == "float64"):
+      for start in range(0, len(todo), config.sweep.chunk_size):
+        program_seeds = todo[start:start + config.sweep.chunk_size]
+        for row in run_program(config, workdir, program_seeds, progress):
+          finished[row["run_id"]] = row
   rows = [finished[ids[seed]] for seed in seeds]
   records.print_summary(config, workdir, rows)
+  diverged = [records.diverged_line(row) for row in rows if row.get("status") == "diverged"]
+  if len(diverged) == len(rows):
+    raise errors.Diverged("; ".join(diverged) + f" (the last finite state is in "
+                          f"{workdir}/checkpoints/<run id>; its row in runs.csv is marked "
+                          "status=diverged)")
+  for line in diverged:
+    progress.warn(line)
   return rows
 
 
@@ -119,7 +128,8 @@ class Program:
       self.checkpointer = checkpoint_lib.Checkpointer(
           workdir / "checkpoints" / f"{first_id}+{len(seeds)}", max_to_keep=2)
     self.meta: dict[str, Any] = {"step": 0, "epoch": 0, "any_active": True, "events": {},
-                                 "stages": {}, "phases": {}, "wall_time_s": 0.0, "saves": 0}
+                                 "stages": {}, "phases": {}, "wall_time_s": 0.0, "saves": 0,
+                                 "diverged": [None] * len(self.seeds)}
     self.curves: dict[str, driver.Curves] = {}
     self._last_saved_epoch = 0
 
@@ -175,24 +185,39 @@ class Program:
     self.checkpointer.save(self.meta["saves"], content, dict(self.meta), arrays=self._arrays())
 
   def restore_or_init(self):
-    """``(index, content, initial)``: where to start and what to start from."""
+    """``(index, content, initial)``: where to start and what to start from.
+
+    The newest intact checkpoint is restored; a damaged one (unreadable, or
+    failing its checksum) is reported, removed, and the one before it tried;
+    with none intact the program starts over.
+    """
     self._start, self._offset = time.monotonic(), 0.0
     initial = self.initial_states()
-    if self.checkpointer.latest_step() is None:
-      return 0, {"states": initial, "aux": self.plan.init_aux(initial)}, initial
-    meta = self.checkpointer.restore_meta()
-    index = meta["step"]
-    in_phase = meta["epoch"] > 0
-    content, meta = self.checkpointer.restore(like=self.template(index, initial, in_phase))
-    self.meta = meta
-    self._offset = float(meta["wall_time_s"])
-    self.curves = {name: driver.Curves(arrays) for name, arrays in
-                   self.checkpointer.restore_arrays().items()}
-    where = (f"{self._step_name(index)} epoch {meta['epoch']}" if index < len(self.plan.steps)
-             else "the end")
-    self.progress.log(f"resuming seeds {self.seeds[0]}..{self.seeds[-1]} from checkpoint "
-                      f"{meta['saves']} ({where})")
-    return index, content, initial
+    fresh = 0, {"states": initial, "aux": self.plan.init_aux(initial)}, initial
+    damaged = False
+    for step in reversed(self.checkpointer.all_steps()):
+      try:
+        meta = self.checkpointer.restore_meta(step)
+        index, in_phase = meta["step"], meta["epoch"] > 0
+        content, meta, arrays = self.checkpointer.restore(
+            step, like=self.template(index, initial, in_phase), with_arrays=True)
+      except checkpoint_lib.CheckpointDamaged as error:
+        self.progress.warn(f"{error}; it is removed and an older checkpoint is tried")
+        self.checkpointer.delete(step)
+        damaged = True
+        continue
+      self.meta = meta
+      self._offset = float(meta["wall_time_s"])
+      self.curves = {name: driver.Curves(phase_arrays) for name, phase_arrays in arrays.items()}
+      where = (f"{self._step_name(index)} epoch {meta['epoch']}" if index < len(self.plan.steps)
+               else "the end")
+      self.progress.log(f"resuming seeds {self.seeds[0]}..{self.seeds[-1]} from checkpoint "
+                        f"{meta['saves']} ({where})")
+      return index, content, initial
+    if damaged:
+      self.progress.warn(f"no intact checkpoint left in {self.checkpointer.directory}; the "
+                         f"seeds {self.seeds[0]}..{self.seeds[-1]} start over")
+    return fresh
 
   def _step_name(self, index: int) -> str:
     return self.plan.steps[index].name
@@ -222,7 +247,8 @@ class Program:
       carry, start = content, self.meta["epoch"]
     else:
       states = driver.start_states(content["states"], phase)
-      carry = driver.init_carry(self.program, phase, states, content["aux"], optimizer)
+      carry = driver.init_carry(self.program, phase, states, content["aux"], optimizer,
+                                diverged=self.diverged())
       start = 0
       self.curves[phase.name] = driver.Curves()
     curves = self.curves.setdefault(phase.name, driver.Curves())
@@ -240,12 +266,22 @@ class Program:
     result = driver.run_phase(
         self.program, phase, carry, keys.stream_keys(self.seeds, phase.name),
         optimizer=optimizer, start_epoch=start, curves=curves, events=events,
-        any_active=self.meta["any_active"] if start else True, on_chunk=on_chunk,
-        progress=self._progress_line(phase))
+        any_active=self.meta["any_active"] if start else not self.diverged().all(),
+        on_chunk=on_chunk, progress=self._progress_line(phase))
     self.meta["phases"][phase.name] = {
         "epochs": result.epochs.tolist(), "converged": result.converged.tolist(),
         "returned_best_state": result.returned_best_state.tolist()}
+    for i, found in enumerate(result.diverged):
+      if found is not None and self.meta["diverged"][i] is None:
+        epoch, quantity = found
+        self.meta["diverged"][i] = {"phase": phase.name, "epoch": epoch, "quantity": quantity}
+        self.progress.warn(f"seed {self.seeds[i]} diverged: {quantity} not finite in phase "
+                           f"{phase.name!r} at epoch {epoch}; it stops at its last finite state")
     return result.carry.states, result.carry.aux
+
+  def diverged(self) -> np.ndarray:
+    """Per seed, whether it has diverged in an earlier phase."""
+    return np.asarray([d is not None for d in self.meta["diverged"]])
 
   def _run_stage(self, stage: Stage, content, initial):
     states, aux, stage_records = stage.apply(

@@ -52,6 +52,10 @@ class Progress:
     parts.append(f"{elapsed:.1f}s elapsed, <= {left:.0f}s left")
     self.log("  ".join(parts))
 
+  def warn(self, message: str) -> None:
+    """A warning: printed to stderr even when quiet."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
   def log(self, message: str) -> None:
     if not self.quiet:
       print(message, file=self.stream, flush=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -45,6 +46,7 @@ from sparsejax import masks as masks_lib
 from sparsejax import results
 from sparsejax.recipes import Outcome, Recipe
 from sparsejax.runner.config import BOOKKEEPING_FIELDS, relevant_fields
+from sparsejax.runner.errors import WorkdirError
 from sparsejax.train.driver import per_seed
 
 __all__ = ["finished_rows", "per_seed", "print_summary", "record_seed", "run_id_of"]
@@ -69,6 +71,36 @@ def finished_rows(workdir: pathlib.Path, run_ids: Sequence[str]) -> dict[str, di
   return {row["run_id"]: row for row in runs.to_dict("records")}
 
 
+def check_writable(workdir: pathlib.Path) -> None:
+  """Checks, before any compute, that everything a run writes can be written.
+
+  The workdir and its ``artifacts``, ``checkpoints`` and ``locks`` folders are
+  created if needed and written to (a file created and removed in each), and
+  the table's lock file is opened for writing.
+
+  Raises:
+    WorkdirError: naming the path and the reason.
+  """
+  workdir = pathlib.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"the workdir {workdir} is a file, not a folder; pass another "
+                       "--workdir or move the file")
+  for folder in (workdir, workdir / results.ARTIFACTS_DIR, workdir / "checkpoints",
+                 workdir / "locks"):
+    try:
+      folder.mkdir(parents=True, exist_ok=True)
+      probe = folder / f".write-test-{os.getpid()}"
+      probe.write_bytes(b"")
+      probe.unlink()
+    except OSError as error:
+      raise WorkdirError(f"cannot write in {folder}: {error.strerror or error}") from None
+  lock = pathlib.Path(f"{results.runs_path(workdir)}{results.LOCK_SUFFIX}")
+  try:
+    os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+  except OSError as error:
+    raise WorkdirError(f"cannot write the lock file {lock}: {error.strerror or error}") from None
+
+
 def final_state_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "checkpoints" / run_id
 
@@ -83,11 +115,16 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
   summary = masks_lib.summary(state.masks, state.params)
   total = summary["total"]
   row = dict(relevant_fields(config))
+  diverged = meta["diverged"][index]
   row.update(run_id=run_id, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             wall_time_s=round(float(meta["wall_time_s"]), 3), seeds_in_program=seeds_in_program)
-  row.update(metrics)
-  row.update(kept_params=total["kept"], total_params=total["total"], density=total["density"],
-             compression=total["compression"])
+             wall_time_s=round(float(meta["wall_time_s"]), 3), seeds_in_program=seeds_in_program,
+             status="finished" if diverged is None else "diverged")
+  if diverged is not None:
+    row.update({f"diverged_{k}": v for k, v in diverged.items()})
+  else:
+    row.update(metrics)
+    row.update(kept_params=total["kept"], total_params=total["total"],
+               density=total["density"], compression=total["compression"])
   for name in phase_names:
     outcome = meta["phases"].get(name, {})
     row[f"{name}_epochs"] = int(outcome.get("epochs", [0] * (index + 1))[index])
@@ -103,11 +140,12 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
   outcome = Outcome(index=index, state=state, aux=aux,
                     stages={name: r[index] for name, r in meta["stages"].items()},
                     events=meta["events"], artifacts=artifacts)
-  row.update(recipe.row(config, outcome))
+  if diverged is None:
+    row.update(recipe.row(config, outcome))
   with checkpoint_lib.Checkpointer(final_state_dir(workdir, run_id), max_to_keep=1) as ckpt:
     step = (ckpt.latest_step() or 0) + 1
     ckpt.save(step, {"state": state}, {"run_id": run_id})
-  results.append_run(workdir, row)
+  results.replace_runs(workdir, [row])  # one row per run id, whoever wrote it before
   return row
 
 
@@ -139,9 +177,20 @@ def teacher_size(config) -> int | None:
   return int(sum(a * b + b for a, b in zip(w[:-1], w[1:])))
 
 
+def diverged_line(row: dict) -> str:
+  return (f"{row['run_id']} (seed {row['seed']}) diverged: {row['diverged_quantity']} not "
+          f"finite in phase {row['diverged_phase']!r} at epoch {row['diverged_epoch']}")
+
+
 def print_summary(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                   rows: Sequence[dict]) -> None:
-  """The final summary (printed even when ``quiet``); a sweep also writes its files."""
+  """The final summary (printed even when ``quiet``); a sweep also writes its files.
+
+  Diverged seeds are listed and left out of the summary.
+  """
+  rows = [row for row in rows if row.get("status") != "diverged"]
+  if not rows:
+    return
   if len(rows) == 1:
     print(seed_line(config, rows[0]), flush=True)
     return

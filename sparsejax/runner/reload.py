@@ -18,7 +18,7 @@ import numpy as np
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import results
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import records
+from sparsejax.runner import errors, records
 from sparsejax.runner.program import Program
 from sparsejax.train.driver import stack_seeds
 from sparsejax.train.state import TrainState
@@ -56,8 +56,15 @@ def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRu
   config = load_config(workdir, run_id)
   with jax.enable_x64(config.dtype == "float64"):
     program = Program(config, [config.seed])
-    with checkpoint_lib.Checkpointer(records.final_state_dir(workdir, run_id)) as checkpointer:
-      saved, _ = checkpointer.restore(like={"state": program.final_template()})
+    directory = records.final_state_dir(workdir, run_id)
+    try:
+      with checkpoint_lib.Checkpointer(directory) as checkpointer:
+        saved, _ = checkpointer.restore(like={"state": program.final_template()})
+    except (checkpoint_lib.CheckpointDamaged, FileNotFoundError) as error:
+      raise errors.FinalStateDamaged(
+          f"the final state of run {run_id} is damaged or missing ({error}); its row in "
+          f"{workdir / 'runs.csv'} is intact. To recompute the run, delete its row and "
+          f"{directory}, and run its command again") from None
   return LoadedRun(config, saved["state"], program.parts, rows.iloc[-1].to_dict(), program)
 
 

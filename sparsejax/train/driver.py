@@ -110,6 +110,11 @@ class PhaseCarry(NamedTuple):
     selection: the selection rule's per-seed state (``()`` without a rule).
     snapshot: the selected states (the states themselves until a snapshot).
     last: the metrics of each seed's last trained epoch.
+    diverged: seeds stopped by a non-finite value (in this phase or before);
+      their states are the last finite ones.
+    diverged_epoch: the phase epoch of the first non-finite value.
+    diverged_what: what was non-finite: an index into the sorted metric
+      names, or their count for the parameters (:func:`quantity_names`).
   """
   states: TrainState
   aux: Any
@@ -122,6 +127,14 @@ class PhaseCarry(NamedTuple):
   selection: Any
   snapshot: TrainState
   last: dict
+  diverged: jax.Array
+  diverged_epoch: jax.Array
+  diverged_what: jax.Array
+
+
+def quantity_names(carry: PhaseCarry) -> list[str]:
+  """The names ``diverged_what`` indexes: the metrics (sorted), then ``"parameters"``."""
+  return sorted(carry.last) + ["parameters"]
 
 
 class ChunkContext(NamedTuple):
@@ -287,18 +300,24 @@ def start_states(states: TrainState, phase: Phase) -> TrainState:
 
 
 def init_carry(program: SeedProgram, phase: Phase, states: TrainState, aux,
-               optimizer: optax.GradientTransformation) -> PhaseCarry:
-  """The carry of a phase's first chunk (``states`` already from :func:`start_states`)."""
+               optimizer: optax.GradientTransformation, diverged=None) -> PhaseCarry:
+  """The carry of a phase's first chunk (``states`` already from :func:`start_states`).
+
+  ``diverged`` (host booleans per seed) marks seeds that diverged in an
+  earlier phase: they do not train again.
+  """
   n = program.size
+  diverged = jnp.zeros(n, bool) if diverged is None else jnp.asarray(diverged, bool)
   dtype = jax.tree.leaves(states.params)[0].dtype
   length = tail_length(phase.convergence.window) if phase.convergence else 1
   selection = (jax.vmap(lambda _: phase.selection.init(dtype))(jnp.arange(n))
                if phase.selection else ())
   carry = PhaseCarry(
-      states=states, aux=aux, active=jnp.ones(n, bool), trained=jnp.ones(n, bool),
+      states=states, aux=aux, active=~diverged, trained=~diverged,
       epochs=jnp.zeros(n, jnp.int32), converged=jnp.zeros(n, bool),
       tail=jnp.zeros((n, length), dtype), count=jnp.zeros(n, jnp.int32),
-      selection=selection, snapshot=states, last=None)
+      selection=selection, snapshot=states, last=None, diverged=diverged,
+      diverged_epoch=jnp.zeros(n, jnp.int32), diverged_what=jnp.zeros(n, jnp.int32))
   # The last-epoch metrics have the names and dtypes one epoch returns.
   chunk = _chunk_fn(program, phase._replace(optimizer=optimizer), 1)
   keys = jax.vmap(jax.random.key)(jnp.arange(n))
@@ -327,16 +346,39 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
   def chunk(carry: PhaseCarry, keys, first_epoch):
     states, metrics = map_seeds(one_seed, (0, 0, axis, 0, None), program.size)(
         carry.states, carry.active, program.data, keys, first_epoch)
-    return _checks(phase, carry, states, metrics, first_epoch + n_epochs), metrics
+    return _checks(phase, carry, states, metrics, first_epoch, n_epochs), metrics
 
   program._compiled[cache_key] = jax.jit(chunk)
   return program._compiled[cache_key]
 
 
-def _checks(phase: Phase, carry: PhaseCarry, states: TrainState, metrics: dict,
-            end) -> PhaseCarry:
-  """The checks after a chunk, for every seed at once (traced)."""
-  active = carry.active
+def _all_finite(state: TrainState) -> jax.Array:
+  """Whether every floating-point entry of one seed's state is finite."""
+  leaves = [x for x in jax.tree.leaves((state.params, state.objective_state, state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _checks(phase: Phase, carry: PhaseCarry, states: TrainState, metrics: dict, first_epoch,
+            n_epochs: int) -> PhaseCarry:
+  """The checks after a chunk, for every seed at once (traced).
+
+  First the guard: a seed with a non-finite metric in the chunk or a
+  non-finite entry in its state keeps its state from before the chunk and
+  stops (``diverged``), so no later check, snapshot or checkpoint sees a
+  non-finite value. Then, for the others, convergence and selection.
+  """
+  end = first_epoch + n_epochs
+  names = sorted(metrics)
+  finite_epochs = jnp.stack([jnp.isfinite(metrics[name]) for name in names])  # (M, S, n)
+  metric_finite = jnp.all(finite_epochs, axis=2)  # (M, S)
+  finite = jnp.all(metric_finite, axis=0) & jax.vmap(_all_finite)(states)
+  bad = carry.active & ~finite
+  first_bad = jnp.argmin(jnp.all(finite_epochs, axis=0), axis=1)  # first epoch of a bad metric
+  bad_epoch = jnp.where(jnp.all(metric_finite, axis=0), end, first_epoch + first_bad + 1)
+  what = jnp.where(jnp.all(metric_finite, axis=0), len(names), jnp.argmin(metric_finite, axis=0))
+  states = where_seeds(bad, carry.states, states)
+  active = carry.active & finite
   last = {name: values[:, -1] for name, values in metrics.items()}
   if carry.last is not None:
     last = where_seeds(active, last, carry.last)
@@ -359,7 +401,9 @@ def _checks(phase: Phase, carry: PhaseCarry, states: TrainState, metrics: dict,
   return carry._replace(
       states=states, trained=active, active=active & ~converged,
       epochs=jnp.where(active, end, carry.epochs), converged=converged, tail=tail, count=count,
-      selection=selection, snapshot=snapshot, last=last)
+      selection=selection, snapshot=snapshot, last=last, diverged=carry.diverged | bad,
+      diverged_epoch=jnp.where(bad, bad_epoch, carry.diverged_epoch),
+      diverged_what=jnp.where(bad, what, carry.diverged_what))
 
 
 def readout(program: SeedProgram, objective: Objective, states: TrainState) -> TrainState:
@@ -380,11 +424,17 @@ def readout(program: SeedProgram, objective: Objective, states: TrainState) -> T
 
 
 class PhaseResult(NamedTuple):
-  """A finished phase: the carry (states selected) and per-seed outcomes (host arrays)."""
+  """A finished phase: the carry (states selected) and per-seed outcomes (host arrays).
+
+  ``diverged`` holds, per seed, ``None`` or ``(epoch, quantity)`` of its first
+  non-finite value (for a seed that diverged in an earlier phase, not
+  meaningful: the caller keeps the first record).
+  """
   carry: PhaseCarry
   epochs: np.ndarray
   converged: np.ndarray
   returned_best_state: np.ndarray
+  diverged: list
 
 
 def run_phase(program: SeedProgram, phase: Phase, carry: PhaseCarry, phase_keys: jax.Array, *,
@@ -431,5 +481,8 @@ def run_phase(program: SeedProgram, phase: Phase, carry: PhaseCarry, phase_keys:
     restore = jax.vmap(phase.selection.restore)(carry.selection, carry.last) & (carry.epochs > 0)
     use = np.asarray(jax.device_get(restore))
     carry = carry._replace(states=where_seeds(jnp.asarray(use), carry.snapshot, carry.states))
-  epochs, converged = jax.device_get((carry.epochs, carry.converged))
-  return PhaseResult(carry, np.asarray(epochs), np.asarray(converged), use)
+  epochs, converged, flags, at, what = jax.device_get(
+      (carry.epochs, carry.converged, carry.diverged, carry.diverged_epoch, carry.diverged_what))
+  names = quantity_names(carry)
+  diverged = [(int(e), names[int(w)]) if f else None for f, e, w in zip(flags, at, what)]
+  return PhaseResult(carry, np.asarray(epochs), np.asarray(converged), use, diverged)
