@@ -88,6 +88,13 @@ def set_method_fields(config: ml_collections.ConfigDict,
   set_fields(config, methods[method])
 
 
+def choose(table: Mapping[str, Any], key: str, what: str) -> Any:
+  """``table[key]``; a :class:`ConfigError` names the accepted keys otherwise."""
+  if key not in table:
+    raise ConfigError(f"unknown {what} {key!r}; accepted values: {', '.join(table)}")
+  return table[key]
+
+
 #: Criterion argument of ``configs/bmrs_*.py`` -> the ``bmrs`` fields it sets
 #: (``none``: no pruning, the baseline; ``bmrs_u8``/``bmrs_u4``: BMRS_U with
 #: the reduced prior's upper end ``2^-p1``).

@@ -28,6 +28,8 @@ STANDARD_METHODS = {
     "vgg_cifar": ("none", "rl1", "drr", "pmmp"),
 }
 BMRS_CRITERIA = ("none", "snr", "expected_theta", "l2", "bmrs_n", "bmrs_u8", "bmrs_u4")
+DEEPHOYER_SETUPS = ("deephoyer_lenet300_mnist", "deephoyer_lenet5_mnist")
+DEEPHOYER_REGULARISERS = ("none", "l1", "hoyer", "hs", "tl1", "group_lasso", "group_hs")
 MAGNITUDE_MISSING = "method 'magnitude' is not registered in sparsejax.recipes yet"
 
 
@@ -44,11 +46,19 @@ def load(name, *args):
 
 
 def accepted(name):
+  if name in DEEPHOYER_SETUPS:
+    return DEEPHOYER_REGULARISERS
   return BMRS_CRITERIA if name in BMRS_SETUPS else STANDARD_METHODS[name]
 
 
+def default_argument(name):
+  return {**{s: "bmrs_n" for s in BMRS_SETUPS}, **{s: "hs" for s in DEEPHOYER_SETUPS}}.get(
+      name, "drr")
+
+
 def test_the_config_files_are_the_expected_ones():
-  assert [p.stem for p in CONFIGS] == sorted([*STANDARD_METHODS, *BMRS_SETUPS])
+  assert [p.stem for p in CONFIGS] == sorted([*STANDARD_METHODS, *BMRS_SETUPS,
+                                              *DEEPHOYER_SETUPS])
   assert (REPO / "configs" / "__init__.py").exists()
 
 
@@ -58,7 +68,8 @@ def test_each_config_accepts_its_arguments():
   assert tuple(common.BMRS_CRITERIA) == BMRS_CRITERIA
 
 
-@pytest.mark.parametrize("name,arg", [(n, a) for n in sorted([*STANDARD_METHODS, *BMRS_SETUPS])
+@pytest.mark.parametrize("name,arg", [(n, a) for n in sorted([*STANDARD_METHODS, *BMRS_SETUPS,
+                                                              *DEEPHOYER_SETUPS])
                                       for a in accepted(n)])
 def test_every_config_loads_and_validates_for_every_argument(name, arg):
   if arg == "magnitude" and "magnitude" not in recipe_names():
@@ -69,13 +80,15 @@ def test_every_config_loads_and_validates_for_every_argument(name, arg):
   if name in BMRS_SETUPS:
     assert config.method == "bmrs"
     assert config.checkpoint_every_epochs == 1
+  elif name in DEEPHOYER_SETUPS:
+    assert config.method == "deephoyer" and config.deephoyer.regulariser == arg
   else:
     assert config.method == arg
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_default_argument_and_docstring(path):
-  default = "bmrs_n" if path.stem in BMRS_SETUPS else "drr"
+  default = default_argument(path.stem)
   assert load(path.stem).to_dict() == load(path.stem, default).to_dict()
   doc = module(path).__doc__
   assert f"python -m sparsejax.main --config=configs/{path.stem}.py:" in doc

@@ -10,7 +10,8 @@ from sparsejax.recipes.base import (Outcome, Plan, Recipe, Stage, StageInput, ge
                                     recipe_names, register_recipe, registered)
 
 # The families (importing a module registers its recipes).
-from sparsejax.recipes import bmrs, efficient_compression, magnitude  # noqa: E402,F401  isort: skip
+from sparsejax.recipes import (  # noqa: E402,F401  isort: skip
+    bmrs, deephoyer, efficient_compression, magnitude)
 
 __all__ = ["Outcome", "Plan", "Recipe", "Stage", "StageInput", "get_recipe", "recipe_names",
            "register_recipe", "registered"]

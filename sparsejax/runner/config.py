@@ -76,6 +76,7 @@ def run_fields() -> ml_collections.ConfigDict:
   c.architecture = "mlp"
   c.architecture_student = (2, 25, 25, 1)
   c.activation = "tanh"
+  c.init_from = ""           # WORKDIR[:RUN_ID]: start from a finished run's final parameters
   c.hidden_layers = 5        # bmrs_mlp: hidden Linear(h, h) layers after the first
   c.hidden_dim = 50          # bmrs_mlp: hidden width
 

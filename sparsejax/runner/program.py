@@ -47,7 +47,7 @@ from sparsejax.runner import errors, keys, locks, records
 from sparsejax.runner.config import validate
 from sparsejax.runner.progress import Progress
 from sparsejax.train import driver
-from sparsejax.train.state import TrainState, create_train_state
+from sparsejax.train.state import TrainState, create_train_state, trainables
 
 
 def sweep_seeds(config: ml_collections.ConfigDict) -> list[int]:
@@ -144,7 +144,20 @@ class Program:
     init = jax.jit(driver.map_seeds(lambda key: create_train_state(
         key, model, sample, first.objective, first.optimizer, prunable=prunable), 0,
         len(self.seeds)))
-    return init(jax.vmap(keys.model_key)(jnp.asarray(self.seeds)))
+    model_keys = jax.vmap(keys.model_key)(jnp.asarray(self.seeds))
+    states = init(model_keys)
+    if not self.config.init_from:
+      return states
+    params, model_state = pretrained(self.config.init_from, self.seeds,
+                                     records.per_seed(states, 0))
+
+    def start_from(state, params, model_state, key):
+      objective_state = first.objective.init(jax.random.split(key)[1], params)
+      return state._replace(
+          params=params, model_state=model_state, objective_state=objective_state,
+          opt_state=first.optimizer.init(trainables(params, objective_state)))
+    return jax.jit(driver.map_seeds(start_from, 0, len(self.seeds)))(
+        states, params, model_state, model_keys)
 
   def optimizer_before(self, index: int):
     """The optimiser in effect at step ``index`` (the last phase's own before it)."""
@@ -329,6 +342,43 @@ class Program:
     self.checkpointer.close()
     shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
     return rows
+
+
+def pretrained(init_from: str, seeds: Sequence[int], like: TrainState):
+  """The final parameters and model state of the runs ``init_from`` names, per seed.
+
+  ``WORKDIR:RUN_ID`` gives every seed that run's; ``WORKDIR`` gives each seed
+  the finished run of the same seed there (the last one).
+
+  Raises:
+    RunError: no such run, or parameters of another shape than the model's.
+  """
+  from sparsejax.runner.reload import load_run
+  workdir, _, run_id = init_from.partition(":")
+  rows = records.finished_rows(pathlib.Path(workdir), None)
+  chosen = []
+  for seed in seeds:
+    if run_id:
+      found = run_id if run_id in rows else None
+    else:
+      found = next((r["run_id"] for r in reversed(list(rows.values()))
+                    if int(r["seed"]) == seed and r.get("status", "finished") == "finished"),
+                   None)
+    if found is None:
+      raise errors.RunError(f"config field 'init_from' is {init_from!r}: no finished run "
+                            f"{run_id or f'of seed {seed}'} in {workdir}/runs.csv")
+    chosen.append(found)
+  loaded = {run: load_run(workdir, run).state for run in set(chosen)}
+  for run, state in loaded.items():
+    same = jax.tree.structure(state.params) == jax.tree.structure(like.params) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(state.params),
+                                           jax.tree.leaves(like.params)))
+    if not same:
+      raise errors.RunError(f"config field 'init_from': run {run} in {workdir} has parameters "
+                            "of another shape than this run's model")
+  states = [loaded[run] for run in chosen]
+  return (driver.stack_seeds([s.params for s in states]),
+          driver.stack_seeds([s.model_state for s in states]))
 
 
 def run_program(config: ml_collections.ConfigDict, workdir: pathlib.Path, seeds: Sequence[int],

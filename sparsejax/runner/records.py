@@ -62,12 +62,14 @@ def run_id_of(config: ml_collections.ConfigDict) -> str:
   return f"{config.experiment_name}-{digest[:10]}"
 
 
-def finished_rows(workdir: pathlib.Path, run_ids: Sequence[str]) -> dict[str, dict]:
-  """``{run_id: row}`` of the ``run_ids`` already in ``workdir/runs.csv`` (last row wins)."""
+def finished_rows(workdir: pathlib.Path, run_ids: Sequence[str] | None) -> dict[str, dict]:
+  """``{run_id: row}`` of the ``run_ids`` (``None``: all) in ``workdir/runs.csv``, in
+  table order (last row wins)."""
   if not results.runs_path(workdir).exists():
     return {}
   runs = results.read_runs(workdir)
-  runs = runs[runs["run_id"].isin(list(run_ids))]
+  if run_ids is not None:
+    runs = runs[runs["run_id"].isin(list(run_ids))]
   return {row["run_id"]: row for row in runs.to_dict("records")}
 
 

@@ -1,0 +1,79 @@
+"""DeepHoyer runs beside the COMP6248 reproduction's table (reference notes, section 1.6).
+
+``python -m sparsejax.studies.deephoyer_report WORKDIR [--model=mlp|lenet5]``
+prints, per regulariser (the ``deephoyer.regulariser`` of the finished
+``deephoyer`` rows; ``magnitude`` rows as the magnitude baseline), the
+number of seeds and the mean +- std over seeds of the nonzero parameters
+(%), the compression (total / nonzero) and the test accuracy (%), beside the
+reproduction's nonzero %, compression and accuracy. The reproduction trained
+from scratch and kept the best *test* epoch of finetuning; these runs keep
+the best *validation* epoch.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pandas as pd
+from absl import app, flags
+
+from sparsejax import results
+from sparsejax.studies.report import markdown
+
+#: (model, regulariser) -> (nonzero %, compression, test accuracy %) of the
+#: COMP6248 reproduction (reference notes, section 1.6).
+REPRODUCTION = {
+    "mlp": {"none": (65.31, 1.53, 98.44), "l1": (2.03, 49.38, 96.21),
+            "hoyer": (1.25, 79.99, 97.10), "hs": (3.72, 26.87, 97.99),
+            "tl1": (3.09, 32.38, 98.24), "group_lasso": (6.19, 16.17, 97.78),
+            "group_hs": (1.36, 73.75, 97.80)},
+    "lenet5": {"none": (67.99, 1.47, 99.40), "l1": (0.47, 213.62, 98.59),
+               "hoyer": (0.42, 237.12, 97.32), "hs": (1.41, 70.78, 99.17),
+               "tl1": (1.05, 95.60, 99.16), "group_lasso": (0.60, 167.47, 98.65),
+               "group_hs": (0.26, 383.86, 97.33)},
+}
+ORDER = ("none", "l1", "hoyer", "hs", "tl1", "group_lasso", "group_hs", "magnitude")
+
+
+def _mean_std(values: pd.Series, digits: int = 2) -> str:
+  values = values.astype(float).to_numpy()
+  std = values.std(ddof=1) if len(values) > 1 else 0.0
+  return f"{values.mean():.{digits}f} +- {std:.{digits}f}"
+
+
+def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
+  """One row per regulariser: ours (mean +- std) beside the reproduction's."""
+  if "status" in runs:
+    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = runs[runs["method"].isin(["deephoyer", "magnitude"])].copy()
+  runs["regulariser"] = np.where(runs["method"] == "magnitude", "magnitude",
+                                 runs.get("deephoyer.regulariser", "magnitude"))
+  rows = []
+  for name in ORDER:
+    group = runs[runs["regulariser"] == name]
+    if group.empty:
+      continue
+    ref = REPRODUCTION[model].get(name)
+    rows.append({
+        "regulariser": name, "seeds": len(group),
+        "nonzero %": _mean_std(100 * group["density"]),
+        "compression": _mean_std(group["compression"], 1),
+        "test accuracy %": _mean_std(100 * group["final_test_accuracy"]),
+        "reproduction nonzero %": "" if ref is None else f"{ref[0]:.2f}",
+        "reproduction compression": "" if ref is None else f"{ref[1]:.2f}",
+        "reproduction accuracy %": "" if ref is None else f"{ref[2]:.2f}"})
+  return pd.DataFrame(rows)
+
+
+_MODEL = flags.DEFINE_enum("model", "mlp", ["mlp", "lenet5"], "Which reproduction table.")
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("give the workdir after the flags")
+  print(markdown(table(results.read_runs(pathlib.Path(argv[1])), _MODEL.value)))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,98 @@
+"""The DeepHoyer recipe on a small slice of real MNIST: zeros stay zero, structure, init_from."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs import deephoyer_lenet300_mnist
+from sparsejax import masks as masks_lib
+from sparsejax.recipes import deephoyer
+from sparsejax.runner import load_run, run
+from sparsejax.runner.config import ConfigError, validate
+from sparsejax.studies import deephoyer_report
+from tests.conftest import data_path
+
+
+def small(regulariser, **fields):
+  config = deephoyer_lenet300_mnist.get_config(regulariser)
+  config.manual_dir = str(data_path("mnist"))
+  config.train_set_size, config.val_set_size, config.test_set_size = 2000, 500, 500
+  config.max_epochs = config.min_epochs = 4
+  config.prune_window = 2
+  config.finetuning_max_epochs = config.finetuning_min_epochs = 3
+  config.quiet = True
+  for name, value in fields.items():
+    *parents, leaf = name.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+@pytest.mark.slow
+def test_pruned_weights_stay_exactly_zero_through_finetuning(tmp_path):
+  rows = run(small("hs", seeds=2), tmp_path)
+  for row in rows:
+    assert row["status"] == "finished" and row["finetune_epochs"] == 3
+    assert row["kept_params"] == row["pruning_kept"] < 266_610  # finetuning revived nothing
+    loaded = load_run(tmp_path, row["run_id"])
+    for p, m in zip(jax.tree.leaves(loaded.state.params), jax.tree.leaves(loaded.state.masks)):
+      assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+    assert row["alive_in_Dense_0"] <= 784 and row["alive_out_Dense_2"] <= 10
+  frame = deephoyer_report.table(pd.DataFrame(rows), "mlp")
+  assert list(frame["regulariser"]) == ["hs"] and frame["seeds"].iloc[0] == 2
+  assert frame["reproduction accuracy %"].iloc[0] == "97.99"
+
+
+def test_the_std_rule_and_the_threshold_rule_prune_per_tensor_biases_included():
+  params = {"Dense_0": {"kernel": np.array([[1.0, -0.1], [0.5, 2.0]]),
+                        "bias": np.array([0.01, 3.0])}}
+  masks = masks_lib.ones_like(params)
+  from sparsejax.train.state import TrainState
+  state = TrainState(step=0, params=params, objective_state=(), model_state={}, opt_state=(),
+                     masks=masks)
+  pruned = deephoyer.prune_masks(state, "threshold", 0.2)
+  np.testing.assert_array_equal(pruned.masks["Dense_0"]["kernel"], [[True, False], [True, True]])
+  np.testing.assert_array_equal(pruned.masks["Dense_0"]["bias"], [False, True])
+  by_std = deephoyer.prune_masks(state, "std", 1.0)  # |w| < std(tensor)
+  kernel_std = np.std(params["Dense_0"]["kernel"])
+  np.testing.assert_array_equal(by_std.masks["Dense_0"]["kernel"],
+                                np.abs(params["Dense_0"]["kernel"]) >= kernel_std)
+
+
+def test_group_regularisers_report_the_structure_left():
+  params = {"Dense_0": {"kernel": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])},
+            "Conv_0": {"kernel": _conv()}}
+  alive = deephoyer.structure(params)
+  assert alive["alive_in_Dense_0"] == 1 and alive["alive_out_Dense_0"] == 1
+  assert alive["alive_in_Conv_0"] == 1 and alive["alive_out_Conv_0"] == 1
+
+
+def _conv():
+  w = np.zeros((3, 3, 2, 4))
+  w[:, :, 1, 2] = 1.0
+  return w
+
+
+@pytest.mark.slow
+def test_init_from_starts_from_a_finished_runs_parameters(tmp_path):
+  [dense] = run(small("none"), tmp_path / "dense")
+  config = small("l1", max_epochs=0, min_epochs=0, init_from=str(tmp_path / "dense"),
+                 finetuning_max_epochs=0, finetuning_min_epochs=0)
+  config.deephoyer.rule, config.deephoyer.sensitivity = "threshold", 0.05
+  [row] = run(config, tmp_path / "pruned")
+  pretrained = load_run(tmp_path / "dense", dense["run_id"]).state.params
+  kept = sum(int(np.sum(np.abs(np.asarray(p)) >= 0.05)) for p in jax.tree.leaves(pretrained))
+  assert row["kept_params"] == kept
+  bad = small("l1", init_from=str(tmp_path / "nowhere"))
+  with pytest.raises(Exception, match="init_from"):
+    run(bad, tmp_path / "bad")
+
+
+def test_bad_deephoyer_fields_are_named():
+  with pytest.raises(ConfigError, match="deephoyer.regulariser"):
+    validate(small("hs", **{"deephoyer.regulariser": "hessian"}))
+  with pytest.raises(ConfigError, match="regulariser 'l2'.*accepted"):
+    deephoyer_lenet300_mnist.get_config("l2")
