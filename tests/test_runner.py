@@ -122,6 +122,7 @@ def latest_checkpoint(workdir):
   return max(steps, default=0)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
   overrides = ["max_epochs=3000", "min_epochs=3000", "finetuning_min_epochs=0",
                "finetuning_max_epochs=200", "checkpoint_every_epochs=500"]

@@ -23,7 +23,8 @@ def sweep_config(method, **overrides):
   return config
 
 
-@pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["drr", "pmmp"])
 def test_a_single_run_equals_its_seed_of_a_four_seed_program(tmp_path, method):
   # In float64; in float32 the batched reductions may round differently and,
   # over hundreds of epochs, move a borderline weight across the threshold.

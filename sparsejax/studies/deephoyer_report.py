@@ -66,14 +66,12 @@ def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
-_MODEL = flags.DEFINE_enum("model", "mlp", ["mlp", "lenet5"], "Which reproduction table.")
-
-
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("give the workdir after the flags")
-  print(markdown(table(results.read_runs(pathlib.Path(argv[1])), _MODEL.value)))
+  print(markdown(table(results.read_runs(pathlib.Path(argv[1])), flags.FLAGS.model)))
 
 
 if __name__ == "__main__":
+  flags.DEFINE_enum("model", "mlp", ["mlp", "lenet5"], "Which reproduction table.")
   app.run(main)

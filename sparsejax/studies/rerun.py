@@ -80,16 +80,14 @@ def compare(old_workdir: pathlib.Path, new_workdir: pathlib.Path, rtol: float) -
   return agree and not math.isnan(largest)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the re-runs go.", required=True)
-_RTOL = flags.DEFINE_float("rtol", 1e-9, "Relative tolerance of the losses and accuracies.")
-
-
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("give the old workdir after the flags")
-  sys.exit(0 if compare(pathlib.Path(argv[1]), pathlib.Path(_WORKDIR.value), _RTOL.value)
-           else 1)
+  sys.exit(0 if compare(pathlib.Path(argv[1]), pathlib.Path(flags.FLAGS.workdir),
+                        flags.FLAGS.rtol) else 1)
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "Where the re-runs go.", required=True)
+  flags.DEFINE_float("rtol", 1e-9, "Relative tolerance of the losses and accuracies.")
   app.run(main)
