@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import deephoyer_lenet300_mnist
+from configs import common, deephoyer_lenet300_mnist
 from sparsejax import masks as masks_lib
 from sparsejax.recipes import deephoyer
 from sparsejax.runner import load_run, run
@@ -22,12 +22,7 @@ def small(regulariser, **fields):
   config.prune_window = 2
   config.finetuning_max_epochs = config.finetuning_min_epochs = 3
   config.quiet = True
-  for name, value in fields.items():
-    *parents, leaf = name.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  common.set_fields(config, fields)
   return config
 
 

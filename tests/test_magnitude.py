@@ -7,6 +7,7 @@ import pytest
 
 from sparsejax import masks as masks_lib
 from sparsejax.pruning.magnitude import gradual_density, magnitude_masks
+from configs import common
 from tests.conftest import REPO
 
 
@@ -55,12 +56,7 @@ def magnitude_config(**overrides):
   config = small_config(method="magnitude", max_epochs=60, finetuning_max_epochs=30, seeds=2,
                         dtype="float64")
   config.pruning.density = 0.2
-  for name, value in overrides.items():
-    *parents, leaf = name.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  common.set_fields(config, overrides)
   return config
 
 
