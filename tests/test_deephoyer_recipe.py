@@ -91,3 +91,23 @@ def test_bad_deephoyer_fields_are_named():
     validate(small("hs", **{"deephoyer.regulariser": "hessian"}))
   with pytest.raises(ConfigError, match="regulariser 'l2'.*accepted"):
     deephoyer_lenet300_mnist.get_config("l2")
+
+
+def test_the_study_commands_run_as_scripts(tmp_path):
+  import subprocess
+  import sys
+  from sparsejax import results
+  from tests.conftest import REPO
+  results.append_run(tmp_path, {"run_id": "x-1", "method": "deephoyer", "seed": 1,
+                                "deephoyer.regulariser": "hs", "density": 0.05,
+                                "compression": 20.0, "final_test_accuracy": 0.98,
+                                "status": "finished"})
+  outputs = []
+  for module, args in (("deephoyer_report", [str(tmp_path)]),
+                       ("report", [f"--workdir={tmp_path}", "--columns=method,seed,density"])):
+    done = subprocess.run([sys.executable, "-m", f"sparsejax.studies.{module}", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs.append(done.stdout)
+  assert "| hs | 1 | 5.00 +- 0.00 | 20.0 +- 0.0 | 98.00 +- 0.00 | 3.72 |" in outputs[0]
+  assert "| deephoyer | 1 | 0.05 |" in outputs[1]

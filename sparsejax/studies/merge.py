@@ -17,10 +17,6 @@ from absl import app, flags
 
 from sparsejax import results
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The workdir that receives the rows.",
-                               required=True)
-
-
 def merge(dest: str | pathlib.Path, sources: list[str | pathlib.Path]) -> None:
   """Merges the runs tables and artifacts of ``sources`` into ``dest``."""
   dest = pathlib.Path(dest)
@@ -34,8 +30,9 @@ def merge(dest: str | pathlib.Path, sources: list[str | pathlib.Path]) -> None:
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give the task workdirs to merge after the flags")
-  merge(_WORKDIR.value, argv[1:])
+  merge(flags.FLAGS.workdir, argv[1:])
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "The workdir that receives the rows.", required=True)
   app.run(main)

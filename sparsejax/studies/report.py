@@ -44,18 +44,16 @@ def tables(runs: pd.DataFrame, columns: Sequence[str] = DEFAULT_COLUMNS) -> tupl
   return markdown(per_run), markdown(medians)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The workdir whose runs.csv to tabulate.",
-                               required=True)
-_COLUMNS = flags.DEFINE_list("columns", list(DEFAULT_COLUMNS), "Columns of the tables.")
-
-
 def main(argv):
   del argv
-  per_run, medians = tables(results.read_runs(pathlib.Path(_WORKDIR.value)), _COLUMNS.value)
+  per_run, medians = tables(results.read_runs(pathlib.Path(flags.FLAGS.workdir)),
+                            flags.FLAGS.columns)
   print(per_run)
   print()
   print(medians)
 
 
 if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "The workdir whose runs.csv to tabulate.", required=True)
+  flags.DEFINE_list("columns", list(DEFAULT_COLUMNS), "Columns of the tables.")
   app.run(main)
