@@ -40,7 +40,6 @@ import numpy as np
 
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
-from sparsejax import results
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
 from sparsejax.runner import errors, keys, locks, records
