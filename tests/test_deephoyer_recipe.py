@@ -9,8 +9,10 @@ from configs import common, deephoyer_lenet300_mnist
 from sparsejax import masks as masks_lib
 from sparsejax.recipes import deephoyer
 from sparsejax.runner import load_run, run
+from sparsejax.runner.build import build_model
 from sparsejax.runner.config import ConfigError, validate
-from sparsejax.studies import deephoyer_report
+from sparsejax.studies import deephoyer_report, deephoyer_tune
+from sparsejax.train.state import TrainState
 from tests.conftest import data_path
 
 
@@ -36,6 +38,8 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(tmp_path):
     for p, m in zip(jax.tree.leaves(loaded.state.params), jax.tree.leaves(loaded.state.masks)):
       assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
     assert row["alive_in_Dense_0"] <= 784 and row["alive_out_Dense_2"] <= 10
+    assert row["small_widths"].startswith("784-") and row["small_widths"].endswith("-10")
+    assert row["kept_params"] <= row["small_params"] <= 266_610
   frame = deephoyer_report.table(pd.DataFrame(rows), "mlp")
   assert list(frame["regulariser"]) == ["hs"] and frame["seeds"].iloc[0] == 2
   assert frame["reproduction accuracy %"].iloc[0] == "97.99"
@@ -45,7 +49,6 @@ def test_the_std_rule_and_the_threshold_rule_prune_per_tensor_biases_included():
   params = {"Dense_0": {"kernel": np.array([[1.0, -0.1], [0.5, 2.0]]),
                         "bias": np.array([0.01, 3.0])}}
   masks = masks_lib.ones_like(params)
-  from sparsejax.train.state import TrainState
   state = TrainState(step=0, params=params, objective_state=(), model_state={}, opt_state=(),
                      masks=masks)
   pruned = deephoyer.prune_masks(state, "threshold", 0.2)
@@ -63,6 +66,21 @@ def test_group_regularisers_report_the_structure_left():
   alive = deephoyer.structure(params)
   assert alive["alive_in_Dense_0"] == 1 and alive["alive_out_Dense_0"] == 1
   assert alive["alive_in_Conv_0"] == 1 and alive["alive_out_Conv_0"] == 1
+
+
+def test_the_row_gives_the_dense_network_left_after_deleting_dead_units():
+  config = small("group_hs")
+  params = jax.tree.map(np.array, build_model(config).init(
+      jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"])
+  params["Dense_0"]["kernel"][:, 10:] = 0  # 290 of 300 first-layer neurons lose their inputs
+  params["Dense_2"]["kernel"][50:] = 0     # 50 of 100 second-layer neurons lose their outputs
+  state = TrainState(step=0, params=params, objective_state=(), model_state={}, opt_state=(),
+                     masks=masks_lib.ones_like(params))
+  fields = deephoyer.smaller_network(config, state)
+  assert fields["small_widths"] == "784-10-50-10"
+  assert fields["small_params"] == (784 * 10 + 10) + (10 * 50 + 50) + (50 * 10 + 10)
+  config.architecture = "vgg16_bn"
+  assert deephoyer.smaller_network(config, state) == {}
 
 
 def _conv():
@@ -111,3 +129,20 @@ def test_the_study_commands_run_as_scripts(tmp_path):
     outputs.append(done.stdout)
   assert "| hs | 1 | 5.00 +- 0.00 | 20.0 +- 0.0 | 98.00 +- 0.00 | 3.72 |" in outputs[0]
   assert "| deephoyer | 1 | 0.05 |" in outputs[1]
+
+
+@pytest.mark.slow
+def test_the_tuning_grid_shares_one_training_per_decay(tmp_path):
+  config = small("hs")
+  config.finetuning_max_epochs = config.finetuning_min_epochs = 0
+  frame = deephoyer_tune.grid(config, tmp_path, [1e-3], [0.0, 0.5])
+  assert list(frame["sensitivity"]) == [0.0, 0.5]
+  [trained] = pd.read_csv(tmp_path / "train_0.001" / "runs.csv").to_dict("records")
+  assert trained["density"] == 1.0 and trained["finetune_epochs"] == 0
+  # Sensitivity 0 prunes nothing and there is no finetuning: the trained network itself.
+  assert frame["nonzero %"].iloc[0] == 100.0
+  assert frame["val accuracy %"].iloc[0] == pytest.approx(100 * trained["final_val_accuracy"])
+  assert frame["nonzero %"].iloc[1] < 100.0
+  chosen = deephoyer_tune.choose(frame, max_nonzero=99.0)
+  assert list(chosen["chosen"]) == ["", "<-"]
+  assert list(deephoyer_tune.choose(frame, max_nonzero=0.0)["chosen"]) == ["", ""]

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from sparsejax.models import MLP
+from sparsejax.models import MLP, LeNet5Caffe
 from sparsejax import masks
 from sparsejax.pruning import neurons
 from sparsejax.pruning.neurons import dead_units, delete_neurons, resize_like
@@ -237,3 +237,61 @@ def test_fold_dead_neurons_keeps_shapes_and_equals_the_deleted_network():
   np.testing.assert_allclose(same, original, atol=1e-5)
   assert not np.any(folded_masks["Dense_0"]["bias"][:8])
   assert np.all(np.asarray(folded_params["Dense_1"]["kernel"])[:8] == 0)
+
+
+def lenet5_with_dead_channels():
+  """LeNet-5 params with dead and silent conv channels and hidden units, positive biases."""
+  model = LeNet5Caffe()
+  params = model.init(jax.random.key(5), jnp.zeros((1, 28, 28, 1)))["params"]
+  params = jax.tree.map(lambda x: np.array(x) + (0.2 if x.ndim == 1 else 0.0), params)
+  mask_tree = ones_masks(params)
+  params["Conv_0"]["kernel"][..., [0, 3]] = 0          # Conv_0 channels 0, 3 dead: folded
+  params["Conv_1"]["kernel"][:, :, 5, :] = 0           # Conv_0 channel 5 silent
+  mask_tree["Conv_1"]["kernel"][..., [1, 2, 7]] = False  # Conv_1 channels 1, 2, 7 dead
+  dense_rows = params["Dense_0"]["kernel"].reshape(16, 50, 500)
+  dense_rows[:, 9, :] = 0                               # Conv_1 channel 9 silent (every position)
+  params["Dense_0"]["kernel"][:, 4] = 0                 # Dense_0 unit 4 dead
+  return model, params, mask_tree
+
+
+def test_conv_channels_are_deleted_with_the_function_kept():
+  model, params, mask_tree = lenet5_with_dead_channels()
+  result = delete_neurons(params, mask_tree, activation="relu")
+  np.testing.assert_array_equal(result.kept_units["Conv_0"], kept(20, (0, 3, 5)))
+  np.testing.assert_array_equal(result.kept_units["Conv_1"], kept(50, (1, 2, 7, 9)))
+  np.testing.assert_array_equal(result.kept_units["Dense_0"], kept(500, (4,)))
+  assert result.widths == (1, 17, 46, 499, 10)
+  small = neurons.smaller_model(model, result.widths)
+  assert small.channels == (17, 46) and small.hidden == 499
+  x = jax.random.uniform(jax.random.key(6), (8, 28, 28, 1))
+  want = model.apply({"params": masks.apply(mask_tree, params)}, x)
+  got = small.apply({"params": masks.apply(result.masks, result.params)}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # The folds matter: without them the outputs differ.
+  unfolded = resize_like(masks.apply(mask_tree, params), result.kept_units)
+  assert not np.allclose(small.apply({"params": unfolded}, x), want, atol=1e-3)
+  assert not any(f.any() for f in dead_units(result.params, result.masks).values())
+
+
+def test_conv_fold_keeps_shapes_and_equals_the_deleted_network():
+  model, params, mask_tree = lenet5_with_dead_channels()
+  folded_params, folded_masks = neurons.fold_dead_neurons(params, mask_tree, activation="relu")
+  deleted = delete_neurons(params, mask_tree, activation="relu")
+  jax.tree.map(lambda a, b: np.testing.assert_equal(np.shape(a), np.shape(b)),
+               folded_params, params)
+  assert int(masks.kept_count(folded_masks)) == int(masks.kept_count(deleted.masks))
+  x = jax.random.uniform(jax.random.key(7), (4, 28, 28, 1))
+  want = model.apply({"params": masks.apply(mask_tree, params)}, x)
+  got = model.apply({"params": masks.apply(folded_masks, folded_params)}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not np.any(np.asarray(folded_masks["Conv_1"]["kernel"])[:, :, [0, 3, 5], :])
+  assert not np.any(np.asarray(folded_masks["Dense_0"]["kernel"]).reshape(16, 50, 500)[:, 9])
+
+
+def test_a_chain_that_does_not_connect_is_named():
+  model, params, _ = lenet5_with_dead_channels()
+  params["Dense_0"]["kernel"] = params["Dense_0"]["kernel"][:798]
+  with pytest.raises(ValueError, match="Conv_1 has 50 units but Dense_0/kernel"):
+    delete_neurons(params, activation="relu")
+  with pytest.raises(ValueError, match="smaller_model supports MLP and LeNet5Caffe"):
+    neurons.smaller_model(object(), (1, 2))

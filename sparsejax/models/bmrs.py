@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import MLP, Dtype, apply_gate, check_gates, flatten
 
 #: LeNet-5 widths per input channel: conv channels, then hidden Dense units.
@@ -122,7 +123,7 @@ class BMRSLeNet5(nn.Module):
     c0, c1, h0, h1 = self._widths()
     for i, features in enumerate((c0, c1)):
       name = f"Conv_{i}"
-      x = nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
+      x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=name)(x)
       x = apply_gate(nn.relu(x), gates, name)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten
+from sparsejax.models.conv import Conv
+from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten, get_activation
 
 #: Output channels of the two conv layers.
 CHANNELS = (20, 50)
@@ -36,18 +37,26 @@ class LeNet5Caffe(nn.Module):
 
   Attributes:
     num_classes: number of outputs.
+    channels: output channels of the two conv layers (smaller after unit
+      deletion, :func:`sparsejax.pruning.neurons.smaller_model`).
+    hidden: width of the hidden Dense layer.
+    activation: hidden nonlinearity, one of
+      :data:`sparsejax.models.mlp.ACTIVATIONS` (the Caffe model's ``relu``).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
   num_classes: int = 10
+  channels: tuple[int, ...] = CHANNELS
+  hidden: int = HIDDEN
+  activation: str = "relu"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.nowrap
   def gate_sites(self) -> dict[str, int]:
-    """``{"Conv_0": 20, "Conv_1": 50, "Dense_0": 500}``."""
-    return {"Conv_0": CHANNELS[0], "Conv_1": CHANNELS[1],
-            "Dense_0": HIDDEN}
+    """``{"Conv_0": 20, "Conv_1": 50, "Dense_0": 500}`` (at the default widths)."""
+    sites = {f"Conv_{i}": features for i, features in enumerate(self.channels)}
+    return {**sites, "Dense_0": self.hidden}
 
   @nn.nowrap
   def unit_covers(self) -> dict[str, list[tuple[str, int]]]:
@@ -59,26 +68,30 @@ class LeNet5Caffe(nn.Module):
     kernel rows ``c, c + 50, c + 100, ...``, which no single axis indexes.
     Those rows only ever see zeros once the channel is pruned (relu(0) = 0).
     """
-    return {
-        "Conv_0": [("Conv_0/kernel", -1), ("Conv_0/bias", 0), ("Conv_1/kernel", -2)],
-        "Conv_1": [("Conv_1/kernel", -1), ("Conv_1/bias", 0)],
-        "Dense_0": [("Dense_0/kernel", -1), ("Dense_0/bias", 0), ("Dense_1/kernel", 0)],
-    }
+    covers = {}
+    for i in range(len(self.channels)):
+      name = f"Conv_{i}"
+      covers[name] = [(f"{name}/kernel", -1), (f"{name}/bias", 0)]
+      if i + 1 < len(self.channels):
+        covers[name].append((f"Conv_{i + 1}/kernel", -2))
+    covers["Dense_0"] = [("Dense_0/kernel", -1), ("Dense_0/bias", 0), ("Dense_1/kernel", 0)]
+    return covers
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
                gates: Mapping[str, Any] | None = None) -> jax.Array:
     del train  # No BatchNorm or Dropout.
     check_gates(gates, self.gate_sites())
-    for i, features in enumerate(CHANNELS):
+    act = get_activation(self.activation)
+    for i, features in enumerate(self.channels):
       name = f"Conv_{i}"
-      x = nn.Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
+      x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=name)(x)
-      x = apply_gate(nn.relu(x), gates, name)
+      x = apply_gate(act(x), gates, name)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = flatten(x)
-    x = nn.Dense(HIDDEN, dtype=self.dtype, param_dtype=self.param_dtype,
+    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype,
                  name="Dense_0")(x)
-    x = apply_gate(nn.relu(x), gates, "Dense_0")
+    x = apply_gate(act(x), gates, "Dense_0")
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                     name="Dense_1")(x)

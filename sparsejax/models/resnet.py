@@ -58,6 +58,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates
 
 BATCHNORM_MOMENTUM = 0.9
@@ -175,7 +176,7 @@ class ResNet(nn.Module):
                gates: Mapping[str, Any] | None) -> jax.Array:
     """``gate(BatchNorm_i(Conv_i(x)))``, created in the calling compact scope."""
     pad = layer.kernel // 2
-    x = nn.Conv(layer.features, (layer.kernel, layer.kernel),
+    x = Conv(layer.features, (layer.kernel, layer.kernel),
                 strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
                 use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f"Conv_{layer.index}")(x)

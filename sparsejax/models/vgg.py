@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten
 
 #: VGG configuration D: conv output channels, ``"M"`` = 2x2 max-pool.
@@ -96,7 +97,7 @@ class VGG16BN(nn.Module):
       if entry == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
-      x = nn.Conv(entry, (3, 3), padding="SAME", dtype=self.dtype,
+      x = Conv(entry, (3, 3), padding="SAME", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=f"Conv_{layer}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
                        dtype=self.dtype, param_dtype=self.param_dtype,

@@ -59,6 +59,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates
 
 LAYERNORM_EPSILON = 1e-6
@@ -163,7 +164,7 @@ class ViT(nn.Module):
           f"size {self.patch}, got {tuple(x.shape)}")
     gates = {site: _per_token(g) for site, g in (gates or {}).items()}
 
-    x = nn.Conv(self.hidden, (self.patch, self.patch), strides=(self.patch, self.patch),
+    x = Conv(self.hidden, (self.patch, self.patch), strides=(self.patch, self.patch),
                 padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
                 name="Conv_0")(x)
     batch = x.shape[0]

@@ -1,61 +1,72 @@
-"""Neuron deletion: shrink an MLP by removing hidden units that are constant or unused.
+"""Unit deletion: shrink a network by removing hidden units (neurons, channels) left unused.
 
 The efficient-compression reference (Barth & von Petersenn, arXiv 2505.17469,
 ``delete_neurons_lux!`` in ``HelperFunctions``; notes section 6) deletes,
 after pruning, the hidden neurons of an MLP that no longer take part in the
 function it computes, and resizes everything shaped like the parameters
 (masks, the PMMP ``w``/``gamma``/``u`` trees, the Adam moments) to match.
+DeepHoyer's group regularisers (Yang, Wen and Li, ICLR 2020) zero whole
+neurons and conv channels the same way; this module deletes both.
 
-**The maths.** With the flax convention ``x @ kernel + bias``, hidden layer
-``Dense_i`` (``i < L``) computes
+**The chain.** The parameters are a chain of layers ``Conv_0 ... Conv_K``
+(optional, 2-D convolutions with ``VALID`` padding, kernels
+``(kh, kw, in, out)``) then ``Dense_0 ... Dense_L`` (kernels ``(in, out)``),
+as :class:`sparsejax.models.MLP` and :class:`sparsejax.models.LeNet5Caffe`
+have. The *units* of layer ``i`` are the last axis of its kernel (neurons
+or output channels). Between two layers there is only an element-wise
+activation :math:`\\sigma`, optionally max pooling and a row-major flatten
+over ``(H, W, C)``. Every next-layer kernel is then read as the view
+``V^{(i+1)} = W^{(i+1)}.reshape(-1, n_i, out)``: ``(taps, in, out)`` for a
+conv, ``(H W, C, out)`` for the Dense layer after the flatten and
+``(1, in, out)`` for a Dense layer after a Dense layer, so that input unit
+``j`` of layer ``i + 1`` is the slice ``V^{(i+1)}_{:, j, :}`` in every case.
 
-.. math::  h^{(i)} = \\sigma\\big(h^{(i-1)} W^{(i)} + b^{(i)}\\big), \\qquad
-           z^{(i+1)} = h^{(i)} W^{(i+1)} + b^{(i+1)},
+**The maths.** Every quantity is the *masked* one (:math:`W \\odot m`, pruned
+entries zero). For a hidden unit ``j`` of layer ``i``:
 
-where every quantity is the *masked* one (:math:`W \\odot m`, pruned entries
-zero) and the output layer ``Dense_L`` is linear. For a hidden unit ``j``:
+* **dead** (no incoming weights): if :math:`W^{(i)}_{\\dots, j} = 0` the unit
+  outputs the constant :math:`\\sigma(b^{(i)}_j)` at every position and for
+  every input (max pooling and flattening keep a constant constant). Every
+  entry of :math:`V^{(i+1)}_{:, j, :}` then multiplies that constant (a
+  ``VALID`` convolution sees all its taps at every output position), so
 
-* **dead** (no incoming weights): if :math:`W^{(i)}_{:,j} = 0` then
-  :math:`h^{(i)}_j = \\sigma(b^{(i)}_j)` for every input, so
+  .. math::  z^{(i+1)} = \\big[\\text{the other units}\\big]
+             + \\big[b^{(i+1)} + \\sigma(b^{(i)}_j)
+               \\textstyle\\sum_t V^{(i+1)}_{t, j, :}\\big];
 
-  .. math::  z^{(i+1)} = \\sum_{k \\ne j} h^{(i)}_k W^{(i+1)}_{k,:}
-             + \\big[b^{(i+1)} + \\sigma(b^{(i)}_j)\\, W^{(i+1)}_{j,:}\\big];
-
-  folding :math:`\\sigma(b^{(i)}_j) W^{(i+1)}_{j,:}` into the next bias and
-  removing the unit (column ``j`` of ``Dense_i/kernel``, entry ``j`` of
-  ``Dense_i/bias``, row ``j`` of ``Dense_{i+1}/kernel``) leaves
-  :math:`f(x)` unchanged;
-* **silent** (no outgoing weights): if :math:`W^{(i+1)}_{j,:} = 0` the unit
-  adds nothing to :math:`z^{(i+1)}` and is removed without any fold.
+  folding :math:`\\sigma(b^{(i)}_j) \\sum_t V^{(i+1)}_{t, j, :}` into the next
+  bias and removing the unit (its kernel slice and bias entry, and the slice
+  :math:`V^{(i+1)}_{:, j, :}`) leaves :math:`f(x)` unchanged;
+* **silent** (no outgoing weights): if :math:`V^{(i+1)}_{:, j, :} = 0` the
+  unit adds nothing to :math:`z^{(i+1)}` and is removed without any fold.
 
 Removing units can create new ones of either kind (a unit fed only by dead
-units becomes dead once their columns are gone; a unit feeding only silent
-units becomes silent once their rows are gone), so :func:`delete_neurons`
+units becomes dead once their slices are gone; a unit feeding only silent
+units becomes silent once theirs are gone), so :func:`delete_neurons`
 sweeps the hidden layers in network order, removing and folding, and repeats
 the sweep until one removes nothing: the result is a fixed point, in which no
-hidden unit is dead or silent. The reference makes one forward sweep and
-only removes dead units; the silent rule and the repetition are sparsejax
-additions (both keep :math:`f` exactly).
+hidden unit is dead or silent. The reference makes one forward sweep over
+MLP neurons and only removes dead units; the silent rule, the repetition and
+conv channels are sparsejax additions (all keep :math:`f` exactly; ``SAME``
+padding would not: the zero border breaks the constant).
 
 **Masks.** A unit is dead or silent by its masked weights (exact zeros in
 the parameters count as well). The fold is added to the masked next bias:
-where ``Dense_{i+1}/bias`` was pruned and the fold is nonzero, the bias
-becomes the fold and its mask entry is switched back on (otherwise the mask
-would drop the constant and change :math:`f`). Every other kept entry keeps
-its parameter value and mask.
+where that bias entry was pruned and the fold is nonzero, the bias becomes
+the fold and its mask entry is switched back on (otherwise the mask would
+drop the constant and change :math:`f`). Every other kept entry keeps its
+parameter value and mask.
 
 As in the reference, removing every unit of a hidden layer is an error
 (``ValueError`` naming the layer): the network would be disconnected.
 
-**Scope.** MLP only (:class:`sparsejax.models.MLP`: params
-``{"Dense_0": {"kernel", "bias"}, ..., "Dense_L": ...}``, the ``params``
-collection without the ``{"params": ...}`` wrapper). The run-time gates of
-the model contract are not parameters and are not seen here; gates given
-later must be indexed with ``kept_units``. This runs on the host with NumPy
-index selection, outside ``jax.jit``: the shapes change, so the model, the
-optimizer state and every compiled function must be rebuilt for the new
-``widths`` (:func:`resize_like` resizes params-shaped trees such as the optax
-Adam ``mu`` and ``nu``).
+**Scope.** Params without the ``{"params": ...}`` wrapper. The run-time
+gates of the model contract are not parameters and are not seen here; gates
+given later must be indexed with ``kept_units``. This runs on the host with
+NumPy index selection, outside ``jax.jit``: the shapes change, so the model
+(:func:`smaller_model`), the optimizer state and every compiled function
+must be rebuilt for the new ``widths`` (:func:`resize_like` resizes
+params-shaped trees such as the optax Adam ``mu`` and ``nu``).
 """
 
 from __future__ import annotations
@@ -63,19 +74,21 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import masks as masks_lib
-from sparsejax.models.mlp import get_activation
+from sparsejax.models.lenet import LeNet5Caffe
+from sparsejax.models.mlp import MLP, get_activation
 
 Params = Any
 Masks = Any
 #: ``{hidden layer name: kept original unit indices}``.
 KeptUnits = Mapping[str, np.ndarray]
 
-_DENSE = re.compile(r"Dense_(\d+)")
+_LAYER = re.compile(r"(Conv|Dense)_(\d+)")
 
 
 class NeuronDeletion(NamedTuple):
@@ -86,9 +99,11 @@ class NeuronDeletion(NamedTuple):
     masks: the masks resized the same way (``None`` leaves stay ``None``;
       ``None`` if no masks were given), with the bias entries that received a
       nonzero fold switched on.
-    widths: the new ``(d_in, h_1, ..., h_L, d_out)``, for ``MLP(widths=...)``.
-    kept_units: ``{"Dense_i": int array}`` for every hidden layer, the
-      original indices of the units kept, in increasing order.
+    widths: the new ``(d_in, n_0, ..., n_L)``: the input features (channels
+      for a conv network) and the units of every layer, output included;
+      ``MLP(widths=...)`` or :func:`smaller_model`.
+    kept_units: ``{layer: int array}`` for every hidden layer, the original
+      indices of the units kept, in increasing order.
     extra_trees: the ``extra_trees`` resized by the same index selection
       (values only selected: the fold is not applied to them).
   """
@@ -99,36 +114,58 @@ class NeuronDeletion(NamedTuple):
   extra_trees: tuple[Params, ...]
 
 
+def _chain(tree: Params) -> list[str]:
+  """The layer names of a params-shaped tree in network order (Conv_*, then Dense_*)."""
+  found: dict[str, list[int]] = {"Conv": [], "Dense": []}
+  for key in tree:
+    match = _LAYER.fullmatch(str(key))
+    if match is None:
+      raise ValueError(f"not a layer chain: unexpected top-level key {key!r} "
+                       f"(expected Conv_0 ... Conv_K, then Dense_0 ... Dense_L)")
+    found[match.group(1)].append(int(match.group(2)))
+  for kind, indices in found.items():
+    if sorted(indices) != list(range(len(indices))):
+      raise ValueError(f"not a layer chain: layers {sorted(tree)} are not "
+                       f"{kind}_0 ... {kind}_{len(indices) - 1}")
+  if not found["Dense"]:
+    raise ValueError(f"not a layer chain: {sorted(tree)} has no Dense_0 ... Dense_L")
+  return ([f"Conv_{i}" for i in range(len(found["Conv"]))]
+          + [f"Dense_{i}" for i in range(len(found["Dense"]))])
+
+
 def layer_names(params: Params) -> list[str]:
-  """The Dense layer names of MLP params in network order.
+  """The layer names of chain params in network order, checked to chain in shape.
 
   Raises:
-    ValueError: if the top-level keys are not ``Dense_0 ... Dense_L`` each
-      holding a 2-D ``kernel`` and a 1-D ``bias`` that chain in shape.
+    ValueError: if the top-level keys are not ``Conv_0 ... Conv_K`` (4-D
+      kernels) then ``Dense_0 ... Dense_L`` (2-D kernels), each holding a
+      ``kernel`` and a ``bias`` of its units, with every kernel's inputs a
+      whole multiple of the previous layer's units.
   """
-  indices = []
-  for key in params:
-    match = _DENSE.fullmatch(str(key))
-    if match is None:
-      raise ValueError(f"not MLP params: unexpected top-level key {key!r} "
-                       f"(expected Dense_0 ... Dense_L)")
-    indices.append(int(match.group(1)))
-  if sorted(indices) != list(range(len(indices))) or not indices:
-    raise ValueError(f"not MLP params: layers {sorted(params)} are not "
-                     f"Dense_0 ... Dense_{len(indices) - 1}")
-  names = [f"Dense_{i}" for i in range(len(indices))]
+  names = _chain(params)
   for name in names:
     layer = params[name]
     if set(layer) != {"kernel", "bias"}:
       raise ValueError(f"{name} must hold exactly 'kernel' and 'bias', got {sorted(layer)}")
     k_shape, b_shape = np.shape(layer["kernel"]), np.shape(layer["bias"])
-    if len(k_shape) != 2 or b_shape != k_shape[1:]:
-      raise ValueError(f"{name}: kernel {k_shape} and bias {b_shape} are not a Dense layer")
+    rank = 4 if name.startswith("Conv") else 2
+    if len(k_shape) != rank or b_shape != k_shape[-1:]:
+      raise ValueError(f"{name}: kernel {k_shape} and bias {b_shape} are not a "
+                       f"{'2-D Conv' if rank == 4 else 'Dense'} layer")
   for name, nxt in zip(names[:-1], names[1:]):
-    if np.shape(params[name]["kernel"])[1] != np.shape(params[nxt]["kernel"])[0]:
-      raise ValueError(f"{name} has {np.shape(params[name]['kernel'])[1]} units but "
-                       f"{nxt}/kernel has {np.shape(params[nxt]['kernel'])[0]} rows")
+    units = np.shape(params[name]["bias"])[0]
+    k_shape = np.shape(params[nxt]["kernel"])
+    flattened = name.startswith("Conv") and nxt.startswith("Dense")
+    inputs = k_shape[0] if flattened else k_shape[-2]
+    if inputs % units or (inputs != units and not flattened):
+      raise ValueError(f"{name} has {units} units but {nxt}/kernel {k_shape} "
+                       f"does not take them as inputs")
   return names
+
+
+def _in_view(kernel: np.ndarray, units: int) -> np.ndarray:
+  """``kernel`` as ``(positions, units, out)``: input unit ``j`` is ``[:, j, :]``."""
+  return np.reshape(kernel, (-1, units, np.shape(kernel)[-1]))
 
 
 def _masked(params: Params, masks: Masks | None, name: str, leaf: str) -> np.ndarray:
@@ -140,33 +177,39 @@ def _masked(params: Params, masks: Masks | None, name: str, leaf: str) -> np.nda
   return np.where(np.asarray(mask, bool), value, np.zeros_like(value))
 
 
+def _units(params: Params, name: str) -> int:
+  return int(np.shape(params[name]["bias"])[0])
+
+
 def _unit_status(params: Params, masks: Masks | None, name: str,
                  nxt: str) -> tuple[np.ndarray, np.ndarray]:
   """``(dead, silent)`` flags of the units of hidden layer ``name``.
 
-  ``dead[j]``: column ``j`` of the masked ``name/kernel`` is all zero.
-  ``silent[j]``: row ``j`` of the masked ``nxt/kernel`` is all zero.
+  ``dead[j]``: the masked ``name/kernel[..., j]`` is all zero.
+  ``silent[j]``: the masked next kernel's input slice ``V[:, j, :]`` is all zero.
   """
-  dead = np.all(_masked(params, masks, name, "kernel") == 0, axis=0)
-  silent = np.all(_masked(params, masks, nxt, "kernel") == 0, axis=1)
+  kernel = _masked(params, masks, name, "kernel")
+  dead = np.all(kernel == 0, axis=tuple(range(kernel.ndim - 1)))
+  view = _in_view(_masked(params, masks, nxt, "kernel"), _units(params, name))
+  silent = np.all(view == 0, axis=(0, 2))
   return dead, silent
 
 
 def dead_units(params: Params, masks: Masks | None = None) -> dict[str, np.ndarray]:
   """Which hidden units one deletion pass would remove, layer by layer.
 
-  A unit of hidden layer ``Dense_i`` is removable if its incoming kernel
-  column ``Dense_i/kernel[:, j]`` or its outgoing kernel row
-  ``Dense_{i+1}/kernel[j, :]`` is all zero after masking. This looks at the
-  given parameters only, without the cascade that removing units can cause
-  (:func:`delete_neurons` iterates to the fixed point). Host-side NumPy.
+  A unit ``j`` of a hidden layer is removable if its incoming kernel slice
+  ``kernel[..., j]`` or its outgoing slice of the next kernel is all zero
+  after masking. This looks at the given parameters only, without the
+  cascade that removing units can cause (:func:`delete_neurons` iterates to
+  the fixed point). Host-side NumPy.
 
   Args:
-    params: MLP params ``{"Dense_0": {"kernel", "bias"}, ...}``.
+    params: chain params ``{"Conv_0": ..., "Dense_0": {"kernel", "bias"}, ...}``.
     masks: optional mask tree of the same structure (``None`` leaves dense).
 
   Returns:
-    ``{"Dense_i": bool[h_i]}`` for each hidden layer, True = removable.
+    ``{layer: bool[units]}`` for each hidden layer, True = removable.
   """
   names = layer_names(params)
   if masks is not None:
@@ -178,33 +221,43 @@ def dead_units(params: Params, masks: Masks | None = None) -> dict[str, np.ndarr
   return out
 
 
-def _take(leaf: Any, index: np.ndarray, axis: int) -> Any:
-  """``leaf`` restricted to ``index`` along ``axis`` (``None`` stays ``None``)."""
-  if leaf is None:
-    return None
-  return np.take(np.asarray(leaf), index, axis=axis)
+def _layer_units(tree: Params, name: str, nxt: str) -> int | None:
+  """The number of units of ``name`` in a tree whose leaves may be ``None``."""
+  kernel, bias = tree[name]["kernel"], tree[name]["bias"]
+  if kernel is not None:
+    return int(np.shape(kernel)[-1])
+  if bias is not None:
+    return int(np.shape(bias)[0])
+  after = tree[nxt]["kernel"]
+  if after is not None and (np.ndim(after) == 4 or name.startswith("Dense")):
+    return int(np.shape(after)[-2])
+  return None
 
 
-def _next_layer(name: str) -> str:
-  match = _DENSE.fullmatch(name)
-  if match is None:
-    raise ValueError(f"kept_units names {name!r}, not a Dense_i layer")
-  return f"Dense_{int(match.group(1)) + 1}"
+def _next_layer(names: Sequence[str], name: str) -> str:
+  if name not in names[:-1]:
+    raise ValueError(f"kept_units names {name!r}, not a hidden layer of {list(names)}")
+  return names[names.index(name) + 1]
 
 
 def _resize(tree: Params, kept_units: KeptUnits) -> Params:
   """:func:`resize_like` with NumPy leaves."""
+  names = _chain(tree)
   out = {key: (dict(value) if isinstance(value, Mapping) else value)
          for key, value in tree.items()}
   for name, kept in kept_units.items():
-    nxt = _next_layer(name)
-    if name not in out or nxt not in out:
-      raise ValueError(f"tree has no layers {name!r} and {nxt!r} to resize; "
-                       f"it holds {sorted(out)}")
+    nxt = _next_layer(names, name)
     index = np.asarray(kept, dtype=np.intp)
-    out[name]["kernel"] = _take(out[name]["kernel"], index, axis=1)
-    out[name]["bias"] = _take(out[name]["bias"], index, axis=0)
-    out[nxt]["kernel"] = _take(out[nxt]["kernel"], index, axis=0)
+    units = _layer_units(out, name, nxt)
+    for leaf in ("kernel", "bias"):
+      if out[name][leaf] is not None:
+        out[name][leaf] = np.take(np.asarray(out[name][leaf]), index, axis=-1)
+    after = out[nxt]["kernel"]
+    if after is not None:
+      shape = np.shape(after)
+      view = np.take(_in_view(np.asarray(after), units), index, axis=1)
+      out[nxt]["kernel"] = (view.reshape(shape[:-2] + (index.size, shape[-1])) if len(shape) == 4
+                            else view.reshape(-1, shape[-1]))
   return out
 
 
@@ -215,13 +268,16 @@ def _to_device(tree: Params | None) -> Params | None:
 
 
 def resize_like(tree: Params | None, kept_units: KeptUnits) -> Params | None:
-  """Keeps the units ``kept_units`` in a tree shaped like MLP params.
+  """Keeps the units ``kept_units`` in a tree shaped like chain params.
 
-  For each ``name = "Dense_i"`` in ``kept_units`` with indices ``k``::
+  For each hidden layer ``name`` in ``kept_units`` with indices ``k`` and
+  the next layer ``nxt``::
 
-    tree[name]["kernel"]      <- tree[name]["kernel"][:, k]
-    tree[name]["bias"]        <- tree[name]["bias"][k]
-    tree["Dense_{i+1}"]["kernel"] <- tree["Dense_{i+1}"]["kernel"][k, :]
+    tree[name]["kernel"] <- tree[name]["kernel"][..., k]
+    tree[name]["bias"]   <- tree[name]["bias"][k]
+    tree[nxt]["kernel"]  <- the input slices k of tree[nxt]["kernel"]
+                            (axis -2 of a conv kernel; for a Dense kernel
+                            the rows of units k, every position of a flatten)
 
   Pure index selection, no folding: use it for masks, PMMP trees, or optax
   state parts shaped like the params (e.g. ``adam_state.mu`` and ``.nu``,
@@ -230,10 +286,10 @@ def resize_like(tree: Params | None, kept_units: KeptUnits) -> Params | None:
   shapes change), not for use under ``jax.jit``.
 
   Args:
-    tree: a params-shaped mapping ``{"Dense_i": {"kernel", "bias"}}``, or
-      ``None`` (returned as is).
-    kept_units: ``{"Dense_i": int array}`` of the original unit indices to
-      keep, as in :attr:`NeuronDeletion.kept_units`.
+    tree: a params-shaped mapping ``{"Dense_i": {"kernel", "bias"}, ...}``,
+      or ``None`` (returned as is).
+    kept_units: ``{layer: int array}`` of the original unit indices to keep,
+      as in :attr:`NeuronDeletion.kept_units`.
 
   Returns:
     The resized tree as plain dicts of ``jax.Array`` leaves.
@@ -263,13 +319,13 @@ def _fold_bias(bias: np.ndarray, bias_mask: np.ndarray | None,
 def _fold_dead(params: Params, masks: Masks | None, name: str, nxt: str,
                fold_units: np.ndarray,
                act: Callable[[jax.Array], jax.Array]) -> tuple[Params, Masks | None]:
-  """Adds ``sigma(b_j) W^{(i+1)}_{j,:}`` of the units ``fold_units`` to ``nxt/bias``."""
+  """Adds ``sigma(b_j) sum_t V_{t,j,:}`` of the units ``fold_units`` to ``nxt/bias``."""
   if not fold_units.any():
     return params, masks
   bias = _masked(params, masks, name, "bias")[fold_units]
   constant = np.asarray(act(jnp.asarray(bias)), np.float64)
-  rows = _masked(params, masks, nxt, "kernel")[fold_units].astype(np.float64)
-  fold = constant @ rows
+  view = _in_view(_masked(params, masks, nxt, "kernel"), _units(params, name))
+  fold = constant @ view[:, fold_units, :].astype(np.float64).sum(axis=0)
   bias_mask = None if masks is None else masks[nxt]["bias"]
   new_bias, new_mask = _fold_bias(np.asarray(params[nxt]["bias"]), bias_mask, fold)
   params = {**params, nxt: {**params[nxt], "bias": new_bias}}
@@ -280,33 +336,32 @@ def _fold_dead(params: Params, masks: Masks | None, name: str, nxt: str,
 
 def delete_neurons(params: Params, masks: Masks | None = None, *, activation: str,
                    extra_trees: Sequence[Params] = ()) -> NeuronDeletion:
-  """Removes the dead and silent hidden units of an MLP, to a fixed point.
+  """Removes the dead and silent hidden units (neurons, channels), to a fixed point.
 
-  Sweeps the hidden layers ``Dense_0 ... Dense_{L-1}`` in order; in each, the
-  units whose masked incoming column is zero (dead) or whose masked outgoing
-  row is zero (silent) are removed, after folding
-  :math:`\\sigma(b_j) W^{(i+1)}_{j,:}` of the dead ones into
-  ``Dense_{i+1}/bias``. Sweeps repeat until one removes nothing. The masked
-  network computes the same function before and after (up to float
-  rounding of the folded biases). Host-side NumPy, outside ``jax.jit``: the
-  shapes change.
+  Sweeps the hidden layers in network order; in each, the units whose
+  masked incoming slice is zero (dead) or whose masked outgoing slice is zero
+  (silent) are removed, after folding :math:`\\sigma(b_j) \\sum_t V_{t,j,:}`
+  of the dead ones into the next bias. Sweeps repeat until one removes
+  nothing. The masked network computes the same function before and after
+  (up to float rounding of the folded biases). Host-side NumPy, outside
+  ``jax.jit``: the shapes change.
 
   Args:
-    params: MLP params ``{"Dense_0": {"kernel", "bias"}, ..., "Dense_L": ...}``.
+    params: chain params ``{"Conv_0": ..., "Dense_0": {"kernel", "bias"}, ...}``.
     masks: optional mask tree of the same structure (bool leaves or
       ``None`` for dense leaves).
-    activation: the MLP's hidden activation name (see
+    activation: the hidden activation's name (see
       :func:`sparsejax.models.mlp.get_activation`), used for the fold.
     extra_trees: further params-shaped trees (PMMP ``w``/``gamma``/``u``,
       Adam moments) to resize by the same index selection.
 
   Returns:
-    A :class:`NeuronDeletion`; build the new model with
-    ``MLP(widths=result.widths, activation=activation)``.
+    A :class:`NeuronDeletion`; build the smaller model with
+    :func:`smaller_model`.
 
   Raises:
     ValueError: if every unit of a hidden layer would be removed (the
-      message names the layer), or the trees are not MLP-shaped.
+      message names the layer), or the trees are not a layer chain.
   """
   act = get_activation(activation)
   names = layer_names(params)
@@ -316,7 +371,7 @@ def delete_neurons(params: Params, masks: Masks | None = None, *, activation: st
   m = None if masks is None else jax.tree.map(
       lambda x: None if x is None else np.asarray(x, bool), dict(masks),
       is_leaf=lambda x: x is None)
-  kept = {name: np.arange(np.shape(p[name]["bias"])[0]) for name in names[:-1]}
+  kept = {name: np.arange(_units(p, name)) for name in names[:-1]}
 
   changed = True
   while changed:
@@ -339,8 +394,7 @@ def delete_neurons(params: Params, masks: Masks | None = None, *, activation: st
       kept[name] = kept[name][keep]
       changed = True
 
-  widths = (int(np.shape(p[names[0]]["kernel"])[0]),) + tuple(
-      int(np.shape(p[name]["bias"])[0]) for name in names)
+  widths = (int(np.shape(p[names[0]]["kernel"])[-2]),) + tuple(_units(p, name) for name in names)
   return NeuronDeletion(
       params=_to_device(p),
       masks=_to_device(m),
@@ -350,34 +404,48 @@ def delete_neurons(params: Params, masks: Masks | None = None, *, activation: st
   )
 
 
-def _scatter(small: Params, like: Params, kept_units: KeptUnits, fill: Any) -> Params:
+def smaller_model(model: nn.Module, widths: Sequence[int]) -> nn.Module:
+  """``model`` rebuilt with the unit counts ``widths`` of a :class:`NeuronDeletion`.
+
+  Supports :class:`sparsejax.models.MLP` (``lenet_300_100`` included) and
+  :class:`sparsejax.models.LeNet5Caffe`; ``ValueError`` for other models.
+  """
+  widths = tuple(int(w) for w in widths)
+  if isinstance(model, MLP):
+    return model.clone(widths=widths)
+  if isinstance(model, LeNet5Caffe) and len(widths) == len(model.channels) + 3:
+    return model.clone(channels=widths[1:-2], hidden=widths[-2])
+  raise ValueError(f"smaller_model supports MLP and LeNet5Caffe, got {type(model).__name__} "
+                   f"with widths {widths}")
+
+
+def _scatter(small: Params, like: Params, kept_units: KeptUnits, fill: Any,
+             units: Mapping[str, int]) -> Params:
   """The inverse of :func:`resize_like`: ``small`` placed back into ``like``'s shapes.
 
-  Entries of removed units get ``fill``; ``None`` leaves stay ``None``.
+  ``units`` holds every layer's original unit count. Entries of removed
+  units get ``fill``; ``None`` leaves stay ``None``.
   """
+  names = _chain(like)
   out = jax.tree.map(lambda leaf: None if leaf is None else np.full(np.shape(leaf), fill,
                                                                    np.asarray(leaf).dtype),
                      dict(like), is_leaf=lambda x: x is None)
-  index = {name: np.asarray(k, np.intp) for name, k in kept_units.items()}
-  for name, layer in small.items():
-    for leaf_name, leaf in layer.items():
+  for position, name in enumerate(names):
+    previous = names[position - 1] if position else None
+    cols = kept_units.get(name, np.arange(units[name]))
+    for leaf_name, leaf in small[name].items():
       if leaf is None:
         continue
-      rows = index.get(_previous_layer(name)) if leaf_name == "kernel" else None
-      cols = index.get(name)
-      leaf = np.asarray(leaf)
       target = out[name][leaf_name]
-      if leaf_name == "kernel":
-        rows = np.arange(target.shape[0]) if rows is None else rows
-        cols = np.arange(target.shape[1]) if cols is None else cols
-        target[np.ix_(rows, cols)] = leaf
-      else:
-        target[np.arange(target.shape[0]) if cols is None else cols] = leaf
+      if leaf_name == "bias":
+        target[cols] = np.asarray(leaf)
+        continue
+      inputs = units[previous] if previous else np.shape(target)[-2]
+      rows = kept_units.get(previous, np.arange(inputs)) if previous else np.arange(inputs)
+      view = _in_view(target, inputs)
+      view[:, rows[:, None], cols[None, :]] = _in_view(np.asarray(leaf), rows.size)
+      out[name][leaf_name] = view.reshape(np.shape(target))
   return out
-
-
-def _previous_layer(name: str) -> str:
-  return f"Dense_{int(_DENSE.fullmatch(name).group(1)) - 1}"
 
 
 def fold_dead_neurons(params: Params, masks: Masks, *, activation: str) -> tuple[Params, Masks]:
@@ -386,7 +454,7 @@ def fold_dead_neurons(params: Params, masks: Masks, *, activation: str) -> tuple
   The units that :func:`delete_neurons` removes keep their places, with their
   incoming weights, bias and outgoing weights pruned (mask False, value 0);
   the folded constants are in the next biases. A removed unit then outputs
-  :math:`\\sigma(0)` into an all-zero outgoing row, so the network computes
+  :math:`\\sigma(0)` into an all-zero outgoing slice, so the network computes
   the same function as the physically smaller one, and the kept parameter
   count equals the smaller network's. This is what the experiment runner
   uses: the model, optimiser state, checkpoints and compiled functions keep
@@ -396,6 +464,7 @@ def fold_dead_neurons(params: Params, masks: Masks, *, activation: str) -> tuple
     ``(params, masks)`` shaped like the inputs, pruned entries exactly zero.
   """
   result = delete_neurons(params, masks, activation=activation)
-  new_masks = _scatter(result.masks, masks, result.kept_units, False)
-  new_params = _scatter(result.params, params, result.kept_units, 0)
+  units = {name: _units(params, name) for name in layer_names(params)}
+  new_masks = _scatter(result.masks, masks, result.kept_units, False, units)
+  new_params = _scatter(result.params, params, result.kept_units, 0, units)
   return _to_device(masks_lib.apply(new_masks, new_params)), _to_device(new_masks)

@@ -21,7 +21,8 @@
 
 The row adds the structure left: for every kernel, the input neurons or
 channels and the output neurons or filters that still have a nonzero weight
-(``alive_in_<layer>``, ``alive_out_<layer>``). ``--config.init_from`` starts
+(``alive_in_<layer>``, ``alive_out_<layer>``), and the dense network left
+after deleting dead units (``small_widths``, ``small_params``). ``--config.init_from`` starts
 from a trained dense run, as the reference's ``--pretrained``.
 """
 
@@ -37,7 +38,9 @@ from sparsejax import masks as masks_lib
 from sparsejax import objectives
 from sparsejax.objectives import hoyer
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner.config import choice, require
+from sparsejax.pruning import neurons
+from sparsejax.runner.build import build_model
+from sparsejax.runner.config import DELETABLE_ARCHITECTURES, choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
 from sparsejax.train.state import TrainState
@@ -130,9 +133,27 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   return Plan(steps=(train, Stage("prune", prune), finetune))
 
 
+def smaller_network(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+  """The dense network left after deleting dead units: its widths and parameter count.
+
+  :func:`sparsejax.pruning.neurons.delete_neurons` removes the neurons and
+  conv channels with no incoming or no outgoing weight, folding the
+  constants of dead ones into the next biases; the smaller dense network
+  computes the masked one's function (tests/test_deephoyer_recipe.py).
+  Empty for architectures unit deletion does not cover.
+  """
+  if config.architecture not in DELETABLE_ARCHITECTURES:
+    return {}
+  model = build_model(config)
+  result = neurons.delete_neurons(state.params, state.masks, activation=model.activation)
+  return {"small_widths": "-".join(str(w) for w in result.widths),
+          "small_params": int(sum(np.size(leaf) for leaf in jax.tree.leaves(result.params)))}
+
+
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   fields = {"pruning_kept": outcome.stages["prune"]["kept"]}
   fields.update(structure(outcome.state.params))
+  fields.update(smaller_network(config, outcome.state))
   return fields
 
 

@@ -35,9 +35,10 @@ layerwise Bernoulli fit, PEGP).
       on the ``pruning.calibration`` split), ``global_density``,
       ``global_threshold``, or ``none``;
    4. random gradient pruning again;
-   5. ``pruning.delete_neurons`` (MLPs): neurons left without incoming
-      weights output the constant :math:`\\sigma(b_j)`; it is folded into the
-      next layer's bias (:func:`sparsejax.pruning.neurons.fold_dead_neurons`);
+   5. ``pruning.delete_neurons`` (MLPs, LeNet-5): neurons and channels left
+      without incoming weights output the constant :math:`\\sigma(b_j)`; it is
+      folded into the next layer's bias
+      (:func:`sparsejax.pruning.neurons.fold_dead_neurons`);
    6. the masks are zeroed wherever :math:`\\theta = 0`, and for PMMP
       :math:`\\gamma` and :math:`w` too; the optimiser moments of the
       method's own variables are cleared, so finetuning leaves them as the

@@ -108,7 +108,7 @@ def run_fields() -> ml_collections.ConfigDict:
   c.pruning.density = 1.0          # global_density, and magnitude pruning's target
   c.pruning.threshold = 0.0        # global_threshold
   c.pruning.random_gradient_pruning = True
-  c.pruning.delete_neurons = False  # MLPs: fold neurons without inputs into the next bias
+  c.pruning.delete_neurons = False  # MLPs, LeNet-5: fold units without inputs into the next bias
   c.prunable = "all"
 
   # Seeds: seeds > 1 runs seeds seed, seed + 1, ..., seed + seeds - 1 as
@@ -255,8 +255,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             student, f"a list whose first and last widths are the teacher's inputs and outputs "
             f"({teacher[0]} and {teacher[-1]}, from architecture_teacher)")
   if config.pruning.delete_neurons:
-    require(config.architecture in DENSE_ARCHITECTURES, "pruning.delete_neurons", True,
-            "false unless the architecture is 'mlp' or 'lenet_300_100'")
+    require(config.architecture in DELETABLE_ARCHITECTURES, "pruning.delete_neurons", True,
+            f"false unless the architecture is one of {DELETABLE_ARCHITECTURES}")
   require(config.sweep.num_sub_batches <= config.seeds, "sweep.num_sub_batches",
           config.sweep.num_sub_batches, f"<= seeds ({config.seeds}): every task needs a seed")
   require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
@@ -298,5 +298,7 @@ def _check_model_fits_images(config: ml_collections.ConfigDict) -> None:
 
 #: Architectures made of Dense layers only (neuron deletion, the layerwise fit).
 DENSE_ARCHITECTURES = ("mlp", "lenet_300_100")
+#: Architectures whose dead units (neurons, conv channels) sparsejax.pruning.neurons deletes.
+DELETABLE_ARCHITECTURES = DENSE_ARCHITECTURES + ("lenet5_caffe",)
 #: Architectures built for BMRS's 32x32 (or 224x224) inputs, with gates everywhere.
 GATED_ARCHITECTURES = ("bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")

@@ -1,13 +1,15 @@
 """DeepHoyer runs beside the COMP6248 reproduction's table (reference notes, section 1.6).
 
-``python -m sparsejax.studies.deephoyer_report WORKDIR [--model=mlp|lenet5]``
-prints, per regulariser (the ``deephoyer.regulariser`` of the finished
+``python -m sparsejax.studies.deephoyer_report WORKDIR [--model=mlp|lenet5]
+[--structure]`` prints, per regulariser, decay and sensitivity (the finished
 ``deephoyer`` rows; ``magnitude`` rows as the magnitude baseline), the
 number of seeds and the mean +- std over seeds of the nonzero parameters
 (%), the compression (total / nonzero) and the test accuracy (%), beside the
 reproduction's nonzero %, compression and accuracy. The reproduction trained
 from scratch and kept the best *test* epoch of finetuning; these runs keep
-the best *validation* epoch.
+the best *validation* epoch. ``--structure`` adds, per run, the hidden
+neurons and channels alive per layer and the dense network left after
+deleting dead units.
 """
 
 from __future__ import annotations
@@ -49,14 +51,18 @@ def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
   runs = runs[runs["method"].isin(["deephoyer", "magnitude"])].copy()
   runs["regulariser"] = np.where(runs["method"] == "magnitude", "magnitude",
                                  runs.get("deephoyer.regulariser", "magnitude"))
+  for field in ("deephoyer.decay", "deephoyer.sensitivity"):
+    runs[field] = runs[field].astype(float) if field in runs else np.nan
   rows = []
-  for name in ORDER:
-    group = runs[runs["regulariser"] == name]
-    if group.empty:
-      continue
+  for (name, decay, sensitivity), group in sorted(
+      runs.groupby(["regulariser", "deephoyer.decay", "deephoyer.sensitivity"], dropna=False),
+      key=lambda item: (ORDER.index(item[0][0]), item[0][1], item[0][2])):
     ref = REPRODUCTION[model].get(name)
     rows.append({
-        "regulariser": name, "seeds": len(group),
+        "regulariser": name,
+        "decay": "" if name == "magnitude" else f"{decay:g}",
+        "sensitivity": "" if name == "magnitude" else f"{sensitivity:g}",
+        "seeds": len(group),
         "nonzero %": _mean_std(100 * group["density"]),
         "compression": _mean_std(group["compression"], 1),
         "test accuracy %": _mean_std(100 * group["final_test_accuracy"]),
@@ -66,12 +72,35 @@ def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
+def structure(runs: pd.DataFrame) -> pd.DataFrame:
+  """Per DeepHoyer run: units alive per layer and the dense network left after deletion."""
+  runs = runs[runs["method"] == "deephoyer"]
+  outputs = sorted((c for c in runs if c.startswith("alive_out_")),
+                   key=lambda c: (not c.startswith("alive_out_Conv"), c))
+  first = "alive_in_" + outputs[0][len("alive_out_"):]
+  columns = ["deephoyer.regulariser", "seed", "kept_params", first, *outputs[:-1],
+             "small_widths", "small_params"]
+  frame = runs[[c for c in columns if c in runs]].copy()
+  for column in ("kept_params", "small_params"):
+    if column in frame:
+      frame[column] = frame[column].astype("Int64")
+  frame = frame.rename(columns=lambda c: c.replace("alive_out_", "alive ").replace(
+      "alive_in_", "inputs alive ").replace("deephoyer.", ""))
+  return frame.sort_values(["regulariser", "seed"], key=lambda col: col.map(
+      lambda v: ORDER.index(v) if v in ORDER else v))
+
+
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("give the workdir after the flags")
-  print(markdown(table(results.read_runs(pathlib.Path(argv[1])), flags.FLAGS.model)))
+  runs = results.read_runs(pathlib.Path(argv[1]))
+  print(markdown(table(runs, flags.FLAGS.model)))
+  if flags.FLAGS.structure:
+    print()
+    print(markdown(structure(runs)))
 
 
 if __name__ == "__main__":
   flags.DEFINE_enum("model", "mlp", ["mlp", "lenet5"], "Which reproduction table.")
+  flags.DEFINE_bool("structure", False, "Also list each run's units alive per layer.")
   app.run(main)
