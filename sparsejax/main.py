@@ -18,19 +18,19 @@ warnings are logged, so hidden too), unless ``--verbosity`` is given.
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import re
 import sys
 from typing import NoReturn
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from sparsejax.data import DatasetError
 from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.runner.config import ConfigError, check_field_name
 from sparsejax.runner.errors import RunError
+from sparsejax.runner.progress import configure_logging
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -117,11 +117,7 @@ def main(argv: list[str]) -> None:
     _fail(f"unexpected arguments {' '.join(argv[1:])!r}; fields are set as --config.<field>=<value>")
   silence_tensorflow()
   config = _CONFIG.value
-  if not flags.FLAGS["verbosity"].present:
-    # orbax logs every save at INFO; quiet shows errors only.
-    logging.set_verbosity(logging.ERROR if config.quiet else logging.WARNING)
-  if config.quiet:
-    std_logging.captureWarnings(True)  # Python warnings become WARNING log lines.
+  configure_logging(config.quiet)
   workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
   from sparsejax.runner import run
   try:

@@ -154,3 +154,41 @@ def test_bad_options_are_named():
     lu.log_uniform_gates({"a": 1}, noise="per_token")
   with pytest.raises(ValueError, match="gate site"):
     lu.log_uniform_gates({})
+
+
+def _snr_high_precision(mu, log_sigma, a=-20, b=0):
+  """E[theta] / sd(theta) from the closed-form moments in 120-digit arithmetic (mpmath)."""
+  import mpmath as mp
+  with mp.workdps(120):
+    mu, sigma = mp.mpf(mu), mp.e ** mp.mpf(min(max(log_sigma, -20), 5))
+    alpha, beta = (a - mu) / sigma, (b - mu) / sigma
+
+    def mass(lo, hi):  # Phi(hi) - Phi(lo), with erfc in the tails so nothing rounds to 1
+      if lo > 0:
+        return (mp.erfc(lo / mp.sqrt(2)) - mp.erfc(hi / mp.sqrt(2))) / 2
+      if hi < 0:
+        return (mp.erfc(-hi / mp.sqrt(2)) - mp.erfc(-lo / mp.sqrt(2))) / 2
+      return mp.ncdf(hi) - mp.ncdf(lo)
+
+    def moment(k):
+      return (mp.e ** (k * mu + (k * sigma) ** 2 / 2) * mass(k * sigma - beta, k * sigma - alpha)
+              / mass(alpha, beta))
+
+    return float(moment(1) / mp.sqrt(moment(2) - moment(1) ** 2))
+
+
+def test_snr_is_accurate_over_the_whole_clipped_range_of_log_sigma():
+  """Against 120-digit arithmetic, mu across and beyond [a, b] = [-20, 0], sigma down to e^-20."""
+  mus = [-30.0, -25.0, -20.5, -20.0, -19.99999, -19.99, -19.0, -10.0, -1.0, 0.0, 0.01, 3.0, 5.0]
+  log_sigmas = list(np.linspace(-20, 5, 26)) + [-19.5, -15.3, -0.7, -0.69]
+  mu, log_sigma = (np.array(v, np.float64) for v in zip(*[(m, s) for m in mus
+                                                          for s in log_sigmas]))
+  with jax.enable_x64():
+    got = np.asarray(lu.snr(mu, log_sigma))
+  want = np.array([_snr_high_precision(m, s) for m, s in zip(mu, log_sigma)])
+  assert np.all(np.isfinite(got))
+  np.testing.assert_allclose(got, want, rtol=1e-8)
+  # The two cases of the bug report: inf and 3.2288e6 before.
+  with jax.enable_x64():
+    assert float(lu.snr(-19.0, -20.0)) == pytest.approx(4.85165195e8, rel=1e-8)
+    assert float(lu.snr(-10.0, -15.0)) == pytest.approx(3.26901737e6, rel=1e-8)

@@ -7,11 +7,13 @@ exchanged). Outside a loop XLA's CPU layout assignment inserts the
 transposes that let its Eigen convolution run them; inside a ``while`` loop
 (every ``lax.scan`` of train steps, as :mod:`sparsejax.train.loop` runs an
 epoch) it does not, and the two gradient convolutions fall back to a naive
-loop. Measured on the 2-core CPU for the second LeNet-5 convolution (batch
-100, 12x12x20 -> 8x8x50, one iteration of a 20-step scan): input gradient
-134 ms in the loop against 12 ms unrolled, kernel gradient 315 ms against
-8 ms; a LeNet-5-Caffe train step 611 ms in a scan against 74 ms alone (the
-open report jax-ml/jax#12868 is the same effect).
+loop. Measured on the 2-core CPU while training jobs loaded it (so the
+ratios, not the times, are the point) for the second LeNet-5 convolution
+(batch 100, 12x12x20 -> 8x8x50, per iteration of a 20-step scan): input
+gradient 134 ms in the loop against 12 ms unrolled, kernel gradient 315 ms
+against 8 ms; a LeNet-5-Caffe train step 611 ms in a scan against 74 ms
+alone, and 67 ms in a scan with this convolution (the open report
+jax-ml/jax#12868 is the same effect).
 
 :func:`conv_general_dilated` is a drop-in replacement (``nn.Conv(...,
 conv_general_dilated=conv_general_dilated)``) with a custom VJP that writes

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 import time
 from typing import Mapping, Sequence
+
+from absl import flags, logging
+
+
+def configure_logging(quiet: bool) -> None:
+  """Log lines from ``WARNING`` up (``ERROR`` up when quiet), unless ``--verbosity`` is given.
+
+  orbax logs every save at INFO. Quiet also routes Python warnings into
+  the log, so they are hidden too. For the command-line entry points.
+  """
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR if quiet else logging.WARNING)
+  if quiet:
+    std_logging.captureWarnings(True)
 
 
 class Progress:

@@ -28,7 +28,9 @@ import pandas as pd
 from absl import app, flags
 from ml_collections import config_flags
 
+from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.runner import run
+from sparsejax.runner.progress import configure_logging
 from sparsejax.studies.report import markdown
 
 
@@ -84,6 +86,8 @@ def main(argv):
   if len(argv) != 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   f = flags.FLAGS
+  silence_tensorflow()
+  configure_logging(_CONFIG.value.quiet)
   frame = grid(_CONFIG.value, pathlib.Path(f.workdir), [float(d) for d in f.decays],
                [float(s) for s in f.sensitivities])
   print(markdown(choose(frame, f.max_nonzero)))
