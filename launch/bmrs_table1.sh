@@ -9,13 +9,14 @@
 #
 # Arguments: SETUP (configs/SETUP.py) SEEDS WORKDIR [extra --config.* overrides].
 # Under SLURM: sbatch --gres=gpu:1 --wrap "launch/bmrs_table1.sh SETUP 10 DIR".
+# Runs the Python of the active environment, or the one PYTHON names.
 set -euo pipefail
 
 SETUP=${1:?set-up, e.g. bmrs_mlp_mnist (configs/<set-up>.py)}
 SEEDS=${2:?number of seeds}
 WORKDIR=${3:?workdir}
 shift 3
-PYTHON=${PYTHON:-.venv/bin/python}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}  # the active environment's, or $PYTHON
 
 for criterion in none snr expected_theta bmrs_n bmrs_u8 bmrs_u4; do
   "$PYTHON" -m sparsejax.main --config="configs/$SETUP.py:$criterion" --workdir="$WORKDIR" \

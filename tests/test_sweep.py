@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def test_slurm_array_tasks_as_separate_processes_merge_into_one_table(tmp_path):
   overrides = ["--config.max_epochs=100", "--config.min_epochs=0",
                "--config.finetuning_min_epochs=0", "--config.finetuning_max_epochs=50",
                "--config.experiment_name=sub"]
-  env = dict(os.environ, SLURM_ARRAY_TASK_COUNT="2", SLURM_SUBMIT_DIR=str(REPO))
+  env = dict(os.environ, SLURM_ARRAY_TASK_COUNT="2", SLURM_SUBMIT_DIR=str(REPO),
+             PYTHON=sys.executable)
   procs = [subprocess.Popen(["bash", "launch/sweep_array.slurm", "configs/teacher_student.py", "4",
                              str(tmp_path), *overrides],
                             cwd=REPO, env=dict(env, SLURM_ARRAY_TASK_ID=str(task)),
