@@ -38,7 +38,7 @@ REGULARISERS = {
 
 
 #: The magnitude baseline's density: the Hoyer-Square row's (docs/results.md).
-MAGNITUDE_DENSITY = 0.025
+MAGNITUDE_DENSITY = 0.028
 
 
 def get_config(regulariser: str = "hs") -> ml_collections.ConfigDict:
