@@ -11,6 +11,7 @@ from sparsejax.recipes import deephoyer
 from sparsejax.runner import load_run, run
 from sparsejax.runner.build import build_model
 from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.records import run_id_of
 from sparsejax.studies import deephoyer_report, deephoyer_tune
 from sparsejax.train.state import TrainState
 from tests.conftest import data_path
@@ -146,3 +147,15 @@ def test_the_tuning_grid_shares_one_training_per_decay(tmp_path):
   chosen = deephoyer_tune.choose(frame, max_nonzero=99.0)
   assert list(chosen["chosen"]) == ["", "<-"]
   assert list(deephoyer_tune.choose(frame, max_nonzero=0.0)["chosen"]) == ["", ""]
+
+
+def test_grids_with_other_finetuning_share_the_training():
+  config = small("hs")
+  other = small("hs", **{"deephoyer.finetune_lr": 1e-4, "finetuning_max_epochs": 100,
+                         "deephoyer.sensitivity": 0.5})
+  same = [run_id_of(deephoyer_tune.training_config(c, 2e-4)) for c in (config, other)]
+  assert same[0] == same[1]
+  assert run_id_of(deephoyer_tune.training_config(config, 1e-4)) != same[0]
+  pruning = deephoyer_tune.pruning_config(other, 2e-4, 0.05, "somewhere")
+  assert pruning.init_from == "somewhere" and pruning.max_epochs == 0
+  assert pruning.deephoyer.finetune_lr == 1e-4 and pruning.deephoyer.sensitivity == 0.05

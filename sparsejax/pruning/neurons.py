@@ -253,6 +253,9 @@ def _resize(tree: Params, kept_units: KeptUnits) -> Params:
       if out[name][leaf] is not None:
         out[name][leaf] = np.take(np.asarray(out[name][leaf]), index, axis=-1)
     after = out[nxt]["kernel"]
+    if after is not None and units is None:
+      raise ValueError(f"cannot tell how many units {name!r} has: its kernel and bias are "
+                       f"None and {nxt}/kernel flattens them")
     if after is not None:
       shape = np.shape(after)
       view = np.take(_in_view(np.asarray(after), units), index, axis=1)

@@ -9,8 +9,9 @@ nothing pruned: the threshold rule at 0, no finetuning) in
 (``init_from``), prunes by the config's rule at that sensitivity and
 finetunes, in ``DIR/prune_<decay>``. The regularised training is shared by
 all sensitivities of a decay, so a grid of D decays and S sensitivities
-costs D trainings and D x S finetunings. Every run resumes and is skipped
-when finished, as any run.
+costs D trainings and D x S finetunings, and a later grid with other
+finetuning settings (``--config.deephoyer.finetune_lr=...``) reuses the
+trainings. Every run resumes and is skipped when finished, as any run.
 
 The table lists each pair's nonzero %, validation accuracy and test
 accuracy (mean over the config's seeds) and marks the pair with the best
@@ -29,17 +30,25 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sparsejax.data.quiet import silence_tensorflow
+from sparsejax.recipes import deephoyer
 from sparsejax.runner import run
 from sparsejax.runner.progress import configure_logging
 from sparsejax.studies.report import markdown
 
 
 def training_config(config: ml_collections.ConfigDict, decay: float) -> ml_collections.ConfigDict:
-  """The regularised training alone: nothing pruned, no finetuning."""
+  """The regularised training alone: nothing pruned, no finetuning.
+
+  The pruning and finetuning fields are set to fixed values, so grids that
+  differ only there (another rule, finetuning rate or length) share it.
+  """
   config = config.copy_and_resolve_references()
   config.experiment_name = f"{config.experiment_name}_train"
   config.deephoyer.decay = decay
   config.deephoyer.rule, config.deephoyer.sensitivity = "threshold", 0.0
+  unused = deephoyer.defaults()["deephoyer"]
+  config.deephoyer.finetune_lr = unused.finetune_lr
+  config.deephoyer.finetune_weight_decay = unused.finetune_weight_decay
   config.finetuning_max_epochs = config.finetuning_min_epochs = 0
   return config
 
