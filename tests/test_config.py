@@ -46,6 +46,8 @@ def load(name, *args):
 
 
 def accepted(name):
+  if name == "deephoyer_lenet300_mnist":  # also the magnitude baseline
+    return (*DEEPHOYER_REGULARISERS, "magnitude")
   if name in DEEPHOYER_SETUPS:
     return DEEPHOYER_REGULARISERS
   return BMRS_CRITERIA if name in BMRS_SETUPS else STANDARD_METHODS[name]
@@ -80,6 +82,8 @@ def test_every_config_loads_and_validates_for_every_argument(name, arg):
   if name in BMRS_SETUPS:
     assert config.method == "bmrs"
     assert config.checkpoint_every_epochs == 1
+  elif name in DEEPHOYER_SETUPS and arg == "magnitude":
+    assert config.method == "magnitude" and config.pruning.density == 0.028
   elif name in DEEPHOYER_SETUPS:
     assert config.method == "deephoyer" and config.deephoyer.regulariser == arg
   else:

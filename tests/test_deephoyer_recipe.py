@@ -118,7 +118,8 @@ def test_the_study_commands_run_as_scripts(tmp_path):
   from sparsejax import results
   from tests.conftest import REPO
   results.append_run(tmp_path, {"run_id": "x-1", "method": "deephoyer", "seed": 1,
-                                "deephoyer.regulariser": "hs", "density": 0.05,
+                                "deephoyer.regulariser": "hs", "deephoyer.decay": 2e-4,
+                                "deephoyer.sensitivity": 0.03, "density": 0.05,
                                 "compression": 20.0, "final_test_accuracy": 0.98,
                                 "status": "finished"})
   outputs = []
@@ -128,7 +129,8 @@ def test_the_study_commands_run_as_scripts(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     outputs.append(done.stdout)
-  assert "| hs | 1 | 5.00 +- 0.00 | 20.0 +- 0.0 | 98.00 +- 0.00 | 3.72 |" in outputs[0]
+  assert ("| hs | 0.0002 | 0.03 | 1 | 5.00 +- 0.00 | 20.0 +- 0.0 | 98.00 +- 0.00 | 3.72 |"
+          in outputs[0])
   assert "| deephoyer | 1 | 0.05 |" in outputs[1]
 
 
