@@ -11,7 +11,9 @@ one; only what several files share lives here:
   for the one asked;
 * :func:`bmrs_appendix_c` and :data:`BMRS_CRITERIA`: what the six BMRS
   set-ups share (Wright, Igel and Selvan, NeurIPS 2024, Appendix C) and the
-  criterion argument of ``configs/bmrs_*.py``.
+  criterion argument of ``configs/bmrs_*.py``;
+* :func:`l0_mnist_setup`: what the two ``configs/l0_*_mnist.py`` share (the
+  constrained-sparsity code's MNIST set-up).
 
 Config files import this module as ``from configs import common``, so the
 repository root must be on ``sys.path``: run from it
@@ -140,3 +142,26 @@ def bmrs_appendix_c(config: ml_collections.ConfigDict, criterion: str) -> None:
   config.eval_batch_size = 2000
   config.checkpoint_every_epochs = 1  # a BMRS epoch is long
   set_fields(config, BMRS_CRITERIA[criterion])
+
+
+def l0_mnist_setup(config: ml_collections.ConfigDict, formulation: str) -> None:
+  """The constrained-sparsity code's MNIST set-up (reference notes, section 3.1).
+
+  Adam 7e-4 for the weights and the gates, SGD 1e-4 for the multipliers,
+  batch 128, 200 epochs, no weight decay, the median test gate, dual restarts.
+  """
+  config.val_fraction = 1 / 12   # 55,000 train / 5,000 validation (the reference trains on 60,000)
+  config.optimizer = "adam"
+  config.lr = 7e-4
+  config.train_batch_size = 128
+  config.eval_batch_size = 5000
+  config.max_epochs = 200
+  config.min_epochs = 200
+  config.prune_window = 10
+  config.checkpoint_every_epochs = 10
+  config.l0.formulation = formulation
+  config.l0.gates_lr = 7e-4
+  config.l0.dual_lr = 1e-4
+  config.l0.weight_decay = 0.0
+  config.l0.test_gate = "median"
+  config.l0.dual_restarts = True

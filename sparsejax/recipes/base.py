@@ -68,9 +68,13 @@ class Plan(NamedTuple):
     init_aux: ``states -> aux``, the recipe's per-seed arrays carried beside
       the states (leading seed axis; ``{}`` if none). They are checkpointed
       and handed to the stages, hooks and the row function.
+    prepare: ``None`` or ``state -> state`` (one seed, traceable), applied
+      to every freshly initialised state before training (hard-concrete L0's kernel
+      rescaling); not to a run started from ``init_from``.
   """
   steps: Sequence[Phase | Stage]
   init_aux: Callable[[TrainState], Any] = lambda states: {}
+  prepare: Callable[[TrainState], TrainState] | None = None
 
 
 class Outcome(NamedTuple):

@@ -117,6 +117,15 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   return models.get_model(config.architecture, **kwargs)
 
 
+def param_shapes(config: ml_collections.ConfigDict):
+  """The model's ``params`` as ``jax.ShapeDtypeStruct`` leaves (no compute, no data)."""
+  model = build_model(config)
+  shape = ((config.architecture_student[0],) if config.dataset == "teacher_student"
+           else input_shape(config))
+  sample = jax.ShapeDtypeStruct((1, *shape), dtype_of(config))
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample)["params"]
+
+
 def build_optimizer(config: ml_collections.ConfigDict, lr: float | None = None
                     ) -> optax.GradientTransformation:
   """``config.optimizer`` (Adam or SGD) at ``lr`` (default ``config.lr``)."""

@@ -211,6 +211,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       require(math.isfinite(value), name, value, "a finite number (not NaN or infinity)")
     elif isinstance(default, str):
       require(isinstance(value, str), name, value, "a string")
+    elif isinstance(default, (tuple, list)) and any(isinstance(v, float) for v in default):
+      require(isinstance(value, (tuple, list)) and len(value) > 0 and all(
+          isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+          for v in value), name, value, "a list of finite numbers, e.g. '(0.3, 0.5)'")
     elif isinstance(default, (tuple, list)):
       require(isinstance(value, (tuple, list)) and all(
           isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT_RANGE[1]

@@ -146,7 +146,9 @@ class Program:
     model_keys = jax.vmap(keys.model_key)(jnp.asarray(self.seeds))
     states = init(model_keys)
     if not self.config.init_from:
-      return states
+      if self.plan.prepare is None:
+        return states
+      return jax.jit(driver.map_seeds(self.plan.prepare, 0, len(self.seeds)))(states)
     params, model_state = pretrained(self.config.init_from, self.seeds,
                                      records.per_seed(states, 0))
 

@@ -1,0 +1,38 @@
+"""Hard-concrete L0 gates on LeNet-300-100 / MNIST, constrained or penalised.
+
+Every layer of the 784-300-100-10 MLP has one gate per input feature
+(Louizos, Welling and Kingma, ICLR 2018). ``constrained`` (the default)
+trains the Lagrangian with the expected kept density at most
+``l0.target_density`` (Gallego-Posada et al., NeurIPS 2022): one value is a
+model-wise constraint, three values (one per layer) are layer-wise;
+``penalized`` minimises the loss plus ``l0.penalty`` times the expected L0;
+``augmented`` is the augmented-Lagrangian formulation. The set-up is the
+constrained-sparsity code's MNIST one (reference notes, section 3.1): Adam
+7e-4 for the weights and the gates, SGD 1e-4 for the multipliers, batch 128,
+200 epochs, no weight decay, ``droprate_init`` 0.2 for the first layer and
+0.5 for the others, the median test gate, dual restarts.
+
+  python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.35 --config.seeds=3
+  python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density='(0.3,0.3,0.3)'
+  python -m sparsejax.main --config=configs/l0_mlp_mnist.py:penalized --config.l0.penalty=0.1
+"""
+
+import ml_collections
+
+from configs import common
+
+#: The argument -> l0.formulation.
+FORMULATIONS = {"constrained": "lagrangian", "augmented": "augmented_lagrangian",
+                "penalized": "penalized"}
+
+
+def get_config(formulation: str = "constrained") -> ml_collections.ConfigDict:
+  """LeNet-300-100 on MNIST under L0 gates (``formulation``: one of :data:`FORMULATIONS`)."""
+  common.choose(FORMULATIONS, formulation, "formulation")
+  config = common.base("l0", f"l0_mlp_mnist_{formulation}")
+  config.dataset = "mnist"
+  config.architecture = "lenet_300_100"
+  common.l0_mnist_setup(config, FORMULATIONS[formulation])
+  config.l0.target_density = (0.5,)
+  config.l0.droprate_init = (0.2, 0.5, 0.5)
+  return config

@@ -1,0 +1,240 @@
+"""Hard-concrete L0 gates (Louizos, Welling and Kingma, ICLR 2018).
+
+Every gated group :math:`g` of weights is multiplied by a gate
+:math:`z_g \\in [0, 1]` drawn from the *hard-concrete* distribution with a
+trainable location :math:`\\log\\alpha_g` and the constants
+:math:`\\gamma = -0.1`, :math:`\\zeta = 1.1`, :math:`\\beta = 2/3`
+(reference notes ``deephoyer_and_constrained_l0.md``, section 2):
+
+.. math::
+
+  u \\sim U(10^{-6}, 1 - 10^{-6}),\\quad
+  s = \\sigma\\bigl((\\log u - \\log(1 - u) + \\log\\alpha) / \\beta\\bigr),\\quad
+  z = \\min(1, \\max(0, s(\\zeta - \\gamma) + \\gamma)).
+
+Its expected L0 norm has the closed form
+
+.. math::  P(z_g \\ne 0) = \\sigma(\\log\\alpha_g - \\beta\\log(-\\gamma/\\zeta))
+           = \\sigma(\\log\\alpha_g + 1.599),
+
+and at test time the gate is deterministic: ``test_gate="mean"`` is Louizos et
+al.'s Eq. 13, :math:`\\min(1, \\max(0, \\sigma(\\log\\alpha)(\\zeta-\\gamma)+\\gamma))`;
+``"median"`` (the constrained-sparsity code) puts :math:`\\sigma(\\log\\alpha/\\beta)`,
+the median of :math:`s`, in place of :math:`\\sigma(\\log\\alpha)`. A group
+survives purging when its test gate is positive.
+
+**Placement** (:func:`gated_layers`). ``structure="structured"``: one gate per
+*input feature* of a Dense kernel ``(in, out)`` (group size ``out``; the bias
+is not gated) and one per *output channel* of a Conv kernel ``(kh, kw, in,
+out)`` (group size ``kh kw in + 1``: the channel's bias is gated with it).
+``"unstructured"``: one gate per weight and per bias entry. Every Dense and
+Conv layer is gated (the reference's MNIST MLP and LeNet-5 gate all of theirs).
+A layer's *density* is :math:`\\sum_g P(z_g \\ne 0)\\,|g| / n_k` with
+:math:`n_k` its gated parameters; the model's is the parameter-weighted mean.
+
+**Initialisation.** :math:`\\log\\alpha \\sim N(\\log((1 - d)/d), 0.01^2)`
+with ``d`` the layer's ``droprate_init``; :math:`\\log\\alpha` is clamped to
+:math:`[\\log 0.01, \\log 100]` after every update (``project``). The
+reference also divides the initial kernels by :math:`1 - d`
+(:func:`rescale_kernels`).
+
+**Expected L2** (Louizos et al., Eq. 12 with the weights' Gaussian prior):
+:math:`\\tfrac12\\sum_g P(z_g \\ne 0)\\|\\theta_g\\|^2` for gated groups plus
+:math:`\\tfrac12\\|\\theta\\|^2` for the parameters no gate covers, times the
+weight decay; with ``l2_detach_gates`` (the reference's configs) the
+probabilities are constants to it, so weight decay does not move the gates.
+
+**Sampling.** One :math:`u` per gate and forward pass, shared by the batch
+(the reference). Gating the weights is then exactly gating the activations,
+so :func:`gate_params` multiplies the kernels and leaves the model as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+GAMMA = -0.1
+ZETA = 1.1
+BETA = 2.0 / 3.0
+#: The uniform's bounds are ``(U_EPS, 1 - U_EPS)``.
+U_EPS = 1e-6
+#: The clamp of ``log_alpha`` after every update.
+LOG_ALPHA_MIN = math.log(0.01)
+LOG_ALPHA_MAX = math.log(100.0)
+#: Standard deviation of ``log_alpha`` at initialisation.
+LOG_ALPHA_INIT_STD = 0.01
+#: :math:`-\\beta\\log(-\\gamma/\\zeta)`, the shift of the expected L0 (1.599).
+L0_SHIFT = -BETA * math.log(-GAMMA / ZETA)
+
+TEST_GATES = ("mean", "median")
+STRUCTURES = ("structured", "unstructured")
+
+Key = tuple[str, ...]
+
+
+# --------------------------------------------------------------------------
+# The distribution
+
+
+def stretch(s: jax.Array) -> jax.Array:
+  """:math:`\\min(1, \\max(0, s(\\zeta - \\gamma) + \\gamma))`."""
+  return jnp.clip(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def sample_gates(log_alpha: jax.Array, u: jax.Array) -> jax.Array:
+  """Hard-concrete gates from uniforms ``u`` (reparameterised in ``log_alpha``)."""
+  logits = (jnp.log(u) - jnp.log1p(-u) + log_alpha) / BETA
+  return stretch(jax.nn.sigmoid(logits))
+
+
+def draw_gates(key: jax.Array, log_alpha: jax.Array) -> jax.Array:
+  """:func:`sample_gates` with ``u ~ U(1e-6, 1 - 1e-6)``, one per entry of ``log_alpha``."""
+  u = jax.random.uniform(key, jnp.shape(log_alpha), jnp.result_type(log_alpha),
+                         minval=U_EPS, maxval=1.0 - U_EPS)
+  return sample_gates(log_alpha, u)
+
+
+def prob_nonzero(log_alpha: jax.Array) -> jax.Array:
+  """:math:`P(z \\ne 0) = \\sigma(\\log\\alpha - \\beta\\log(-\\gamma/\\zeta))`."""
+  return jax.nn.sigmoid(log_alpha + L0_SHIFT)
+
+
+def test_gates(log_alpha: jax.Array, kind: str) -> jax.Array:
+  """The deterministic test-time gate: ``"mean"`` (Louizos Eq. 13) or ``"median"``."""
+  if kind == "mean":
+    return stretch(jax.nn.sigmoid(log_alpha))
+  if kind == "median":
+    return stretch(jax.nn.sigmoid(log_alpha / BETA))
+  raise ValueError(f"test_gate must be one of {TEST_GATES}, got {kind!r}")
+
+
+def init_log_alpha(key: jax.Array, n: int, droprate: float, dtype=jnp.float32) -> jax.Array:
+  """:math:`\\log\\alpha \\sim N(\\log((1 - d)/d), 0.01^2)` for ``n`` gates."""
+  mean = math.log((1.0 - droprate) / droprate)
+  return mean + LOG_ALPHA_INIT_STD * jax.random.normal(key, (n,), dtype)
+
+
+# --------------------------------------------------------------------------
+# Where the gates sit
+
+
+class GatedLayer(NamedTuple):
+  """A gated Dense or Conv layer.
+
+  Attributes:
+    name: the layer's path, ``/``-joined (``"Dense_0"``, ``"Block_1/Conv_0"``).
+    kernel, bias: the flat keys of its kernel and bias (``bias`` None if it
+      has none).
+    kind: ``"dense"`` or ``"conv"`` (structured gates) or ``"unstructured"``.
+    n_gates: number of gates.
+    group_size: parameters per gate.
+    n_params: the layer's gated (sparsifiable) parameters,
+      ``n_gates * group_size``.
+  """
+  name: str
+  kernel: Key
+  bias: Key | None
+  kind: str
+  n_gates: int
+  group_size: int
+  n_params: int
+
+
+def gated_layers(params: Any, structure: str = "structured") -> list[GatedLayer]:
+  """Every Dense (2-D kernel) and Conv (4-D kernel) layer of ``params``, sorted by name.
+
+  ``params`` may hold arrays or shapes (``jax.ShapeDtypeStruct``).
+  """
+  if structure not in STRUCTURES:
+    raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+  flat = traverse_util.flatten_dict(params)
+  layers = []
+  for key in sorted(flat):
+    shape = tuple(flat[key].shape)
+    if key[-1] != "kernel" or len(shape) not in (2, 4):
+      continue
+    bias = key[:-1] + ("bias",)
+    bias = bias if bias in flat else None
+    bias_size = math.prod(flat[bias].shape) if bias else 0
+    name = "/".join(key[:-1])
+    if structure == "unstructured":
+      n = math.prod(shape) + bias_size
+      layers.append(GatedLayer(name, key, bias, "unstructured", n, 1, n))
+    elif len(shape) == 2:
+      layers.append(GatedLayer(name, key, bias, "dense", shape[0], shape[1],
+                               shape[0] * shape[1]))
+    else:
+      group = math.prod(shape[:3]) + (1 if bias else 0)
+      layers.append(GatedLayer(name, key, bias, "conv", shape[3], group, shape[3] * group))
+  if not layers:
+    raise ValueError("the model has no Dense or Conv kernel to gate")
+  return layers
+
+
+def _leaf_factors(layer: GatedLayer, z: jax.Array, flat: dict) -> dict[Key, jax.Array]:
+  """The multipliers of the layer's gated leaves, broadcastable to them."""
+  kernel = flat[layer.kernel]
+  if layer.kind == "dense":
+    return {layer.kernel: z[:, None]}
+  if layer.kind == "conv":
+    factors = {layer.kernel: z}
+    if layer.bias:
+      factors[layer.bias] = z
+    return factors
+  k = kernel.size
+  factors = {layer.kernel: z[:k].reshape(kernel.shape)}
+  if layer.bias:
+    factors[layer.bias] = z[k:]
+  return factors
+
+
+def gate_params(layers: Sequence[GatedLayer], params: Any, gates: dict[str, jax.Array]) -> Any:
+  """``params`` with every gated group multiplied by its gate (``gates[layer.name]``)."""
+  flat = dict(traverse_util.flatten_dict(params))
+  for layer in layers:
+    for key, factor in _leaf_factors(layer, gates[layer.name], flat).items():
+      flat[key] = flat[key] * factor.astype(flat[key].dtype)
+  return traverse_util.unflatten_dict(flat)
+
+
+def gate_masks(layers: Sequence[GatedLayer], params: Any, alive: dict[str, jax.Array]) -> Any:
+  """Boolean masks over ``params``: False where a gated group is dead, True elsewhere."""
+  flat = traverse_util.flatten_dict(params)
+  out = {key: jnp.ones(jnp.shape(leaf), bool) for key, leaf in flat.items()}
+  for layer in layers:
+    for key, factor in _leaf_factors(layer, alive[layer.name], flat).items():
+      out[key] = jnp.broadcast_to(factor, jnp.shape(flat[key])) & out[key]
+  return traverse_util.unflatten_dict(out)
+
+
+def expected_l2(layers: Sequence[GatedLayer], params: Any, probs: dict[str, jax.Array]) -> jax.Array:
+  """:math:`\\tfrac12\\sum_g P_g\\|\\theta_g\\|^2 + \\tfrac12\\|\\theta_{ungated}\\|^2`."""
+  squares = jax.tree.map(jnp.square, params)
+  weighted = gate_params(layers, squares, probs)
+  return 0.5 * sum(jnp.sum(leaf) for leaf in jax.tree.leaves(weighted))
+
+
+def layer_densities(layers: Sequence[GatedLayer], log_alpha: dict[str, jax.Array]) -> jax.Array:
+  """Per layer, the expected kept share :math:`\\sum_g P_g |g| / n_k` (``(K,)``)."""
+  return jnp.stack([jnp.sum(prob_nonzero(log_alpha[l.name])) * l.group_size / l.n_params
+                    for l in layers])
+
+
+def model_density(layers: Sequence[GatedLayer], log_alpha: dict[str, jax.Array]) -> jax.Array:
+  """The parameter-weighted mean of :func:`layer_densities` (a scalar)."""
+  sizes = jnp.asarray([l.n_params for l in layers], jnp.float32)
+  return jnp.sum(layer_densities(layers, log_alpha) * sizes) / jnp.sum(sizes)
+
+
+def rescale_kernels(layers: Sequence[GatedLayer], params: Any,
+                    droprates: dict[str, float]) -> Any:
+  """The reference's initial kernels divided by :math:`1 - d` (biases unchanged)."""
+  flat = dict(traverse_util.flatten_dict(params))
+  for layer in layers:
+    flat[layer.kernel] = flat[layer.kernel] / (1.0 - droprates[layer.name])
+  return traverse_util.unflatten_dict(flat)

@@ -1,0 +1,164 @@
+"""Hard-concrete L0 gates, constrained or penalised, as a recipe; purging after training.
+
+``method="l0"`` trains every Dense and Conv layer under hard-concrete gates
+(:mod:`sparsejax.objectives.hard_concrete`) in one phase of exactly
+``max_epochs`` epochs, with the objective of ``l0.formulation``
+(:mod:`sparsejax.objectives.constrained_l0`): the Lagrangian with
+inequality constraints on the expected kept density (Gallego-Posada et al.,
+2022; model-wise for one ``l0.target_density``, layer-wise for one per gated
+layer), Cooper 1.0's augmented Lagrangian, or Louizos et al.'s penalty
+``l0.penalty * expected L0``. The primal optimiser (``config.optimizer`` at
+``config.lr``) trains the weights, the same kind at ``l0.gates_lr`` the
+gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
+(``optax.multi_transform``); penalised runs hold the penalty weights fixed.
+The kernels start divided by ``1 - droprate_init`` (the reference's
+rescaling; ``l0.rescale_init``).
+
+The final state is tested with the deterministic test gates. The row adds
+the expected densities (``l0_density`` for the model, ``l0_density_<layer>``),
+the multipliers, and for structured gates on the chain architectures (MLPs,
+LeNet-5-Caffe) the purged network's size (:mod:`sparsejax.pruning.purge`):
+``purged_params``, ``purged_macs`` and their shares of the dense model's.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from sparsejax.objectives import constrained_l0
+from sparsejax.objectives import hard_concrete as hc
+from sparsejax.objectives.base import Objective
+from sparsejax.pruning import purge
+from sparsejax.recipes.base import Outcome, Plan, Recipe, register_recipe
+from sparsejax.runner.build import build_model, input_shape, param_shapes
+from sparsejax.runner.config import DELETABLE_ARCHITECTURES, choice, require
+from sparsejax.train.driver import Phase
+from sparsejax.train.state import TrainState
+
+
+def defaults() -> dict:
+  l0 = ml_collections.ConfigDict()
+  l0.formulation = "lagrangian"    # lagrangian, augmented_lagrangian or penalized
+  l0.target_density = (0.5,)       # kept densities: one (model-wise) or one per gated layer
+  l0.penalty = (0.1,)              # penalized: lambda, one value or one per gated layer
+  l0.structure = "structured"      # structured (input features, conv channels) or unstructured
+  l0.droprate_init = (0.5,)        # one value or one per gated layer (MNIST MLP: 0.2, 0.5, 0.5)
+  l0.rescale_init = True           # divide the initial kernels by 1 - droprate_init
+  l0.test_gate = "median"          # median (constrained-sparsity code) or mean (Louizos Eq. 13)
+  l0.weight_decay = 0.0            # weight of the expected L2 term
+  l0.l2_detach_gates = True        # the expected L2 term does not move the gates
+  l0.dual_restarts = True          # lagrangian: reset multipliers of satisfied constraints
+  l0.gates_lr = -1.0               # the gates' learning rate; < 0: config.lr
+  l0.dual_lr = 1e-4                # the multipliers' SGD rate (augmented: the coefficient c)
+  return {"l0": l0}
+
+
+def layers_of(config: ml_collections.ConfigDict) -> list[hc.GatedLayer]:
+  """The gated layers of the config's model (from shapes alone)."""
+  return hc.gated_layers(param_shapes(config), config.l0.structure)
+
+
+def per_layer(values, layers) -> dict[str, float]:
+  """``{layer: value}`` from one value or one per layer."""
+  values = list(values)
+  if len(values) == 1:
+    values = values * len(layers)
+  return {layer.name: float(v) for layer, v in zip(layers, values)}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  choice(config, "l0.formulation", constrained_l0.FORMULATIONS)
+  choice(config, "l0.structure", hc.STRUCTURES)
+  choice(config, "l0.test_gate", hc.TEST_GATES)
+  l0 = config.l0
+  require(l0.dual_lr > 0, "l0.dual_lr", l0.dual_lr, "> 0")
+  require(l0.gates_lr == -1 or l0.gates_lr > 0, "l0.gates_lr", l0.gates_lr,
+          "> 0, or -1 for config.lr")
+  require(l0.weight_decay >= 0, "l0.weight_decay", l0.weight_decay, ">= 0")
+  require(all(0 < t <= 1 for t in l0.target_density), "l0.target_density", l0.target_density,
+          "kept densities in (0, 1]")
+  require(all(p >= 0 for p in l0.penalty), "l0.penalty", l0.penalty, ">= 0")
+  require(all(0 < d < 1 for d in l0.droprate_init), "l0.droprate_init", l0.droprate_init,
+          "in (0, 1)")
+  layers = layers_of(config)
+  names = ", ".join(layer.name for layer in layers)
+  for field in ("target_density", "penalty", "droprate_init"):
+    require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
+            f"one value or one per gated layer ({len(layers)}: {names})")
+
+
+def objective(config: ml_collections.ConfigDict, layers) -> Objective:
+  l0 = config.l0
+  return constrained_l0.hard_concrete_l0(
+      layers, formulation=l0.formulation, targets=tuple(l0.target_density),
+      penalty=tuple(l0.penalty), droprates=per_layer(l0.droprate_init, layers),
+      weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
+      test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr)
+
+
+def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Weights and gates at their own rates of ``config.optimizer``; the duals by SGD."""
+  primal = optax.adam if config.optimizer == "adam" else optax.sgd
+  gates_lr = config.lr if config.l0.gates_lr < 0 else config.l0.gates_lr
+  duals = (optax.set_to_zero() if config.l0.formulation == "penalized"
+           else optax.sgd(config.l0.dual_lr))
+  return optax.multi_transform(
+      {"weights": primal(config.lr), "gates": primal(gates_lr), "multipliers": duals},
+      constrained_l0.trainable_labels)
+
+
+def plan(config: ml_collections.ConfigDict, parts) -> Plan:
+  layers = layers_of(config)
+  train = Phase("train", objective(config, layers), max_epochs=config.max_epochs,
+                min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
+                optimizer=optimizer(config))
+  prepare = None
+  if config.l0.rescale_init:
+    droprates = per_layer(config.l0.droprate_init, layers)
+
+    def prepare(state: TrainState) -> TrainState:
+      return state._replace(params=hc.rescale_kernels(layers, state.params, droprates))
+  return Plan(steps=(train,), prepare=prepare)
+
+
+def densities(config: ml_collections.ConfigDict, log_alpha) -> dict:
+  """The expected kept densities: the model's and each layer's."""
+  layers = layers_of(config)
+  fields = {"l0_density": float(hc.model_density(layers, log_alpha))}
+  for layer, value in zip(layers, np.asarray(hc.layer_densities(layers, log_alpha))):
+    fields[f"l0_density_{layer.name.replace('/', '_')}"] = float(value)
+  return fields
+
+
+def purged_size(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+  """The purged network's parameters and MACs, and their shares of the dense model's."""
+  if config.l0.structure != "structured" or config.architecture not in DELETABLE_ARCHITECTURES:
+    return {}
+  layers = layers_of(config)
+  log_alpha = state.objective_state.log_alpha
+  gates = {l.name: hc.test_gates(log_alpha[l.name], config.l0.test_gate) for l in layers}
+  activation = build_model(config).activation
+  shape = input_shape(config) if config.dataset != "teacher_student" else None
+  net = purge.purge(hc.gate_params(layers, state.params, gates),
+                    {name: np.asarray(g) > 0 for name, g in gates.items()}, activation)
+  dense = purge.purge(state.params, {l.name: np.ones(l.n_gates, bool) for l in layers},
+                      activation)
+  small, full = purge.count(net, shape), purge.count(dense, shape)
+  return {"purged_params": small["params"], "purged_macs": small["macs"],
+          "purged_params_pct": 100 * small["params"] / full["params"],
+          "purged_macs_pct": 100 * small["macs"] / full["macs"]}
+
+
+def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
+  state = outcome.state
+  fields = densities(config, state.objective_state.log_alpha)
+  for k, value in enumerate(np.asarray(jax.device_get(state.objective_state.multipliers))):
+    fields[f"l0_multiplier_{k}"] = float(value)
+  fields.update(purged_size(config, state))
+  return fields
+
+
+register_recipe(Recipe(name="l0", defaults=defaults, validate=validate, plan=plan, row=row))

@@ -1,0 +1,95 @@
+"""The hard-concrete L0 recipe on a small slice of real MNIST: constraints, penalties, purging."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common, l0_lenet5_mnist, l0_mlp_mnist
+from sparsejax.objectives import hard_concrete as hc
+from sparsejax.recipes import l0
+from sparsejax.runner import load_run, run
+from sparsejax.runner.build import build_model
+from sparsejax.runner.config import ConfigError, validate
+from tests.conftest import data_path
+
+
+def small(module=l0_mlp_mnist, formulation="constrained", **fields):
+  config = module.get_config(formulation)
+  config.manual_dir = str(data_path("mnist"))
+  config.train_set_size, config.val_set_size, config.test_set_size = 2000, 500, 500
+  config.max_epochs = config.min_epochs = 4
+  config.prune_window = 2
+  config.quiet = True
+  common.set_fields(config, fields)
+  return config
+
+
+def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp_path):
+  # Fast duals and gates, so that 6 epochs of 16 steps reach the target (and
+  # overshoot it: the restarts zero the multiplier, Adam's momentum goes on).
+  config = small(**{"l0.target_density": (0.3,), "l0.gates_lr": 0.1, "l0.dual_lr": 1.0,
+                    "seeds": 2, "max_epochs": 6, "min_epochs": 6})
+  rows = run(config, tmp_path)
+  for row in rows:
+    assert row["status"] == "finished" and row["train_epochs"] == 6
+    assert 0.15 <= row["l0_density"] <= 0.3
+    assert row["l0_multiplier_0"] >= 0
+    assert {"l0_density_Dense_0", "l0_density_Dense_1", "l0_density_Dense_2"} <= set(row)
+    assert 0 < row["purged_params"] < 266_610
+    assert row["purged_params_pct"] == pytest.approx(100 * row["purged_params"] / 266_610)
+    assert row["kept_params"] < 266_610          # the dead gates' weights are masked
+    assert row["final_test_accuracy"] > 0.6
+  state = load_run(tmp_path, rows[0]["run_id"]).state
+  layers = hc.gated_layers(state.params)
+  alive = hc.test_gates(state.objective_state.log_alpha["Dense_0"], "median") > 0
+  kernel_mask = np.asarray(state.masks["Dense_0"]["kernel"])
+  np.testing.assert_array_equal(kernel_mask.all(axis=1), np.asarray(alive))
+  assert rows[0]["l0_density"] == pytest.approx(
+      float(hc.model_density(layers, state.objective_state.log_alpha)), rel=1e-5)
+
+
+def test_penalized_runs_keep_their_penalty_weights(tmp_path):
+  config = small(formulation="penalized", **{"l0.penalty": (0.5,), "max_epochs": 2,
+                                             "min_epochs": 2})
+  row = run(config, tmp_path)[0]
+  assert row["l0_multiplier_0"] == pytest.approx(0.5)
+  assert row["l0_density"] < 0.95  # the penalty closed gates (0.93 at initialisation)
+
+
+def test_initial_kernels_are_divided_by_one_minus_the_droprate():
+  config = small()
+  layers = l0.layers_of(config)
+  prepare = l0.plan(config, None).prepare
+  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
+  from sparsejax.train.state import TrainState
+  state = TrainState(0, params, (), {}, (), None)
+  scaled = prepare(state).params
+  assert [l.name for l in layers] == ["Dense_0", "Dense_1", "Dense_2"]
+  for name, d in [("Dense_0", 0.2), ("Dense_1", 0.5), ("Dense_2", 0.5)]:
+    np.testing.assert_allclose(scaled[name]["kernel"], params[name]["kernel"] / (1 - d), rtol=1e-6)
+    np.testing.assert_array_equal(scaled[name]["bias"], params[name]["bias"])
+  assert l0.plan(small(**{"l0.rescale_init": False}), None).prepare is None
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("l0.target_density", (0.3, 0.3), "one value or one per gated layer (3: Dense_0, Dense_1"),
+    ("l0.target_density", (1.5,), "kept densities in (0, 1]"),
+    ("l0.droprate_init", (1.0,), "in (0, 1)"),
+    ("l0.formulation", "cooper", "accepted values: lagrangian"),
+    ("l0.dual_lr", 0.0, "> 0"),
+])
+def test_bad_l0_fields_are_named(field, value, message):
+  config = small()
+  common.set_fields(config, {field: value})
+  with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as error:
+    validate(config)
+  assert message in str(error.value)
+
+
+def test_lenet5_config_is_layerwise_with_four_targets():
+  config = small(l0_lenet5_mnist, **{"l0.target_density": (0.5, 0.3, 0.7, 0.1)})
+  validate(config)
+  assert [l.name for l in l0.layers_of(config)] == ["Conv_0", "Conv_1", "Dense_0", "Dense_1"]
+  objective = l0.objective(config, l0.layers_of(config))
+  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
+  assert objective.init(jax.random.key(0), params).multipliers.shape == (4,)
