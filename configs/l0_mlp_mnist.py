@@ -15,6 +15,12 @@ constrained-sparsity code's MNIST one (reference notes, section 3.1): Adam
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.35 --config.seeds=3
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density='(0.3,0.3,0.3)'
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py:penalized --config.l0.penalty=0.1
+
+``penalty_grid`` is the reference's lambda search set-up (its bisection
+script: penalised, Adam 1e-3, batch 256, 100 epochs) over the grid
+``PENALTY_GRID`` of log10 lambda in [-3, 0], every value a seed of one
+vmapped program; ``python -m sparsejax.studies.l0_bisection`` bisects on top
+of it.
 """
 
 import ml_collections
@@ -23,7 +29,9 @@ from configs import common
 
 #: The argument -> l0.formulation.
 FORMULATIONS = {"constrained": "lagrangian", "augmented": "augmented_lagrangian",
-                "penalized": "penalized"}
+                "penalized": "penalized", "penalty_grid": "penalized"}
+#: The penalty weights of ``penalty_grid``: log10 lambda = -3, -2.5, ..., 0.
+PENALTY_GRID = tuple(round(10 ** (-3 + 0.5 * i), 6) for i in range(7))
 
 
 def get_config(formulation: str = "constrained") -> ml_collections.ConfigDict:
@@ -35,4 +43,17 @@ def get_config(formulation: str = "constrained") -> ml_collections.ConfigDict:
   common.l0_mnist_setup(config, FORMULATIONS[formulation])
   config.l0.target_density = (0.5,)
   config.l0.droprate_init = (0.2, 0.5, 0.5)
+  if formulation == "penalty_grid":
+    bisection_setup(config)
+    config.l0.penalty = PENALTY_GRID
+    config.l0.penalty_sweep = True
+    config.seeds = len(PENALTY_GRID)
   return config
+
+
+def bisection_setup(config: ml_collections.ConfigDict) -> None:
+  """The reference's bisection trainings: Adam 1e-3, batch 256, 100 epochs."""
+  config.lr = 1e-3
+  config.l0.gates_lr = 1e-3
+  config.train_batch_size = 256
+  config.max_epochs = config.min_epochs = 100

@@ -63,7 +63,7 @@ def test_initial_kernels_are_divided_by_one_minus_the_droprate():
   params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
   from sparsejax.train.state import TrainState
   state = TrainState(0, params, (), {}, (), None)
-  scaled = prepare(state).params
+  scaled = prepare(state, 42).params
   assert [l.name for l in layers] == ["Dense_0", "Dense_1", "Dense_2"]
   for name, d in [("Dense_0", 0.2), ("Dense_1", 0.5), ("Dense_2", 0.5)]:
     np.testing.assert_allclose(scaled[name]["kernel"], params[name]["kernel"] / (1 - d), rtol=1e-6)
@@ -93,3 +93,20 @@ def test_lenet5_config_is_layerwise_with_four_targets():
   objective = l0.objective(config, l0.layers_of(config))
   params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
   assert objective.init(jax.random.key(0), params).multipliers.shape == (4,)
+
+
+def test_a_penalty_sweep_gives_each_seed_its_own_weight(tmp_path):
+  grid = (0.0, 0.3, 3.0)
+  config = small(formulation="penalized", **{"l0.penalty": grid, "l0.penalty_sweep": True,
+                                             "seeds": 3, "max_epochs": 2, "min_epochs": 2})
+  validate(config)
+  rows = sorted(run(config, tmp_path), key=lambda row: row["seed"])
+  assert [row["l0_multiplier_0"] for row in rows] == pytest.approx(grid)
+  densities = [row["l0_density"] for row in rows]
+  assert densities[0] > densities[1] > densities[2]   # a larger weight closes more gates
+  for bad, message in [({"l0.formulation": "lagrangian"}, "l0.penalty_sweep"),
+                       ({"seeds": 2}, "one value per seed")]:
+    wrong = config.copy_and_resolve_references()
+    common.set_fields(wrong, bad)
+    with pytest.raises(ConfigError, match=message):
+      validate(wrong)

@@ -68,13 +68,14 @@ class Plan(NamedTuple):
     init_aux: ``states -> aux``, the recipe's per-seed arrays carried beside
       the states (leading seed axis; ``{}`` if none). They are checkpointed
       and handed to the stages, hooks and the row function.
-    prepare: ``None`` or ``state -> state`` (one seed, traceable), applied
-      to every freshly initialised state before training (hard-concrete L0's kernel
-      rescaling); not to a run started from ``init_from``.
+    prepare: ``None`` or ``(state, seed) -> state`` (one seed, traceable;
+      ``seed`` an int32 scalar), applied to every freshly initialised state
+      before training (hard-concrete L0's kernel rescaling, a penalty weight
+      per seed); not to a run started from ``init_from``.
   """
   steps: Sequence[Phase | Stage]
   init_aux: Callable[[TrainState], Any] = lambda states: {}
-  prepare: Callable[[TrainState], TrainState] | None = None
+  prepare: Callable[[TrainState, Any], TrainState] | None = None
 
 
 class Outcome(NamedTuple):

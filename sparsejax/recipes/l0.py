@@ -11,6 +11,9 @@ layer), Cooper 1.0's augmented Lagrangian, or Louizos et al.'s penalty
 ``config.lr``) trains the weights, the same kind at ``l0.gates_lr`` the
 gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
 (``optax.multi_transform``); penalised runs hold the penalty weights fixed.
+``l0.penalty_sweep`` makes the seeds of one program a grid of penalty weights
+(seed ``config.seed + i`` trains with ``l0.penalty[i]``, model-wise): the
+reference's lambda search as one vmapped program.
 The kernels start divided by ``1 - droprate_init`` (the reference's
 rescaling; ``l0.rescale_init``).
 
@@ -24,6 +27,7 @@ LeNet-5-Caffe) the purged network's size (:mod:`sparsejax.pruning.purge`):
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -38,13 +42,18 @@ from sparsejax.runner.config import DELETABLE_ARCHITECTURES, choice, require
 from sparsejax.train.driver import Phase
 from sparsejax.train.state import TrainState
 
+#: Gate sampling: one draw per gate and batch (the reference's).
+SAMPLING = ("per_batch",)
+
 
 def defaults() -> dict:
   l0 = ml_collections.ConfigDict()
   l0.formulation = "lagrangian"    # lagrangian, augmented_lagrangian or penalized
   l0.target_density = (0.5,)       # kept densities: one (model-wise) or one per gated layer
   l0.penalty = (0.1,)              # penalized: lambda, one value or one per gated layer
+  l0.penalty_sweep = False         # penalized: seed i of the run trains with lambda = penalty[i]
   l0.structure = "structured"      # structured (input features, conv channels) or unstructured
+  l0.sampling = "per_batch"        # one gate sample per batch (the reference)
   l0.droprate_init = (0.5,)        # one value or one per gated layer (MNIST MLP: 0.2, 0.5, 0.5)
   l0.rescale_init = True           # divide the initial kernels by 1 - droprate_init
   l0.test_gate = "median"          # median (constrained-sparsity code) or mean (Louizos Eq. 13)
@@ -73,6 +82,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "l0.formulation", constrained_l0.FORMULATIONS)
   choice(config, "l0.structure", hc.STRUCTURES)
   choice(config, "l0.test_gate", hc.TEST_GATES)
+  choice(config, "l0.sampling", SAMPLING)
   l0 = config.l0
   require(l0.dual_lr > 0, "l0.dual_lr", l0.dual_lr, "> 0")
   require(l0.gates_lr == -1 or l0.gates_lr > 0, "l0.gates_lr", l0.gates_lr,
@@ -85,16 +95,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "in (0, 1)")
   layers = layers_of(config)
   names = ", ".join(layer.name for layer in layers)
-  for field in ("target_density", "penalty", "droprate_init"):
+  fields = ("target_density", "droprate_init") + (() if l0.penalty_sweep else ("penalty",))
+  for field in fields:
     require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
             f"one value or one per gated layer ({len(layers)}: {names})")
+  if l0.penalty_sweep:
+    require(l0.formulation == "penalized", "l0.penalty_sweep", l0.penalty_sweep,
+            "false unless l0.formulation is 'penalized'")
+    require(len(l0.penalty) == config.seeds, "l0.penalty", l0.penalty,
+            f"one value per seed ({config.seeds}) with l0.penalty_sweep")
 
 
 def objective(config: ml_collections.ConfigDict, layers) -> Objective:
   l0 = config.l0
   return constrained_l0.hard_concrete_l0(
       layers, formulation=l0.formulation, targets=tuple(l0.target_density),
-      penalty=tuple(l0.penalty), droprates=per_layer(l0.droprate_init, layers),
+      penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty), droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
       test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr)
 
@@ -115,13 +131,29 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   train = Phase("train", objective(config, layers), max_epochs=config.max_epochs,
                 min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
                 optimizer=optimizer(config))
-  prepare = None
-  if config.l0.rescale_init:
-    droprates = per_layer(config.l0.droprate_init, layers)
+  return Plan(steps=(train,), prepare=preparation(config, layers))
 
-    def prepare(state: TrainState) -> TrainState:
-      return state._replace(params=hc.rescale_kernels(layers, state.params, droprates))
-  return Plan(steps=(train,), prepare=prepare)
+
+def preparation(config: ml_collections.ConfigDict, layers):
+  """``(state, seed) -> state`` before training: the kernels divided by ``1 - d``
+  (``l0.rescale_init``) and, with ``l0.penalty_sweep``, seed ``config.seed + i``'s
+  penalty weight ``l0.penalty[i]``; ``None`` if neither applies."""
+  l0 = config.l0
+  if not (l0.rescale_init or l0.penalty_sweep):
+    return None
+  droprates = per_layer(l0.droprate_init, layers)
+  grid = jnp.asarray(l0.penalty, jnp.float32)
+
+  def prepare(state: TrainState, seed) -> TrainState:
+    if l0.rescale_init:
+      state = state._replace(params=hc.rescale_kernels(layers, state.params, droprates))
+    if l0.penalty_sweep:
+      weight = grid[seed - config.seed]
+      objective_state = state.objective_state
+      state = state._replace(objective_state=objective_state._replace(
+          multipliers=jnp.full_like(objective_state.multipliers, weight)))
+    return state
+  return prepare
 
 
 def densities(config: ml_collections.ConfigDict, log_alpha) -> dict:

@@ -148,7 +148,8 @@ class Program:
     if not self.config.init_from:
       if self.plan.prepare is None:
         return states
-      return jax.jit(driver.map_seeds(self.plan.prepare, 0, len(self.seeds)))(states)
+      return jax.jit(driver.map_seeds(self.plan.prepare, 0, len(self.seeds)))(
+          states, jnp.asarray(self.seeds, jnp.int32))
     params, model_state = pretrained(self.config.init_from, self.seeds,
                                      records.per_seed(states, 0))
 
