@@ -254,3 +254,91 @@ def test_purge_removes_units_by_the_next_layers_gates():
   net = purge.purge(params, alive, "relu")
   assert [k.shape for k, _ in net.denses] == [(100, 30), (30, 7), (7, 10)]
   np.testing.assert_array_equal(net.features, np.arange(100))
+
+
+# --------------------------------------------------------------------------
+# L0 BatchNorm
+
+
+def test_l0_batchnorm_normalises_active_channels_only():
+  from flax import linen as nn
+  from sparsejax.models.batchnorm import L0BatchNorm
+  x = jax.random.normal(jax.random.key(0), (8, 4, 4, 3)) * 2 + 1
+  x = x.at[..., 1].set(0.0)                       # channel 1 gated off
+  l0_bn, bn = L0BatchNorm(momentum=0.9), nn.BatchNorm(momentum=0.9, use_running_average=False)
+  variables = l0_bn.init(jax.random.key(1), x)
+  variables = {"params": {"scale": jnp.asarray([1.5, 2.0, 0.5]),
+                          "bias": jnp.asarray([0.1, 0.7, -0.2])},
+               "batch_stats": variables["batch_stats"]}
+  y, new = l0_bn.apply(variables, x, mutable=["batch_stats"])
+  expected, expected_stats = bn.apply(variables, x, mutable=["batch_stats"])
+  live = np.asarray([0, 2])
+  np.testing.assert_allclose(y[..., live], expected[..., live], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(y[..., 1], 0.0)   # a plain BatchNorm gives the offset 0.7
+  assert float(jnp.max(jnp.abs(expected[..., 1] - 0.7))) < 1e-6
+  stats, plain = new["batch_stats"], expected_stats["batch_stats"]
+  np.testing.assert_allclose(stats["mean"][live], plain["mean"][live], rtol=1e-5)
+  np.testing.assert_allclose(stats["var"][live], plain["var"][live], rtol=1e-5)
+  assert float(stats["mean"][1]) == 0.0 and float(stats["var"][1]) == 1.0  # not updated
+  # Evaluation: the running statistics, and the dead channel still passes its zeros.
+  evaluated = L0BatchNorm(use_running_average=True).apply({**variables, **new}, x)
+  np.testing.assert_array_equal(evaluated[..., 1], 0.0)
+  np.testing.assert_allclose(
+      evaluated[..., 0],
+      (x[..., 0] - stats["mean"][0]) / jnp.sqrt(stats["var"][0] + 1e-5) * 1.5 + 0.1, rtol=1e-5)
+
+
+def test_a_gated_resnet_with_l0_batchnorm_ignores_its_dead_channels():
+  model = models.ResNet(stage_sizes=(1, 1), width=4, batchnorm="l0")
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  variables = model.init(jax.random.key(1), x)
+  params, stats = variables["params"], variables["batch_stats"]
+  layers = hc.gated_layers(params)
+  assert all(l.kind in ("conv", "dense") for l in layers)
+  gates = {l.name: jnp.ones(l.n_gates).at[0].set(0.0) if l.kind == "conv" else jnp.ones(l.n_gates)
+           for l in layers}
+  effective = hc.gate_params(layers, params, gates)
+  out, _ = model.apply({"params": effective, "batch_stats": stats}, x, train=True,
+                       mutable=["batch_stats"])
+  # Whatever the dead channels' BatchNorm scale and offset, the output is the same.
+  changed = jax.tree_util.tree_map_with_path(
+      lambda path, p: p.at[0].add(3.0) if "BatchNorm" in str(path[0]) else p, effective)
+  out2, _ = model.apply({"params": changed, "batch_stats": stats}, x, train=True,
+                        mutable=["batch_stats"])
+  np.testing.assert_allclose(out, out2, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Per-example gates
+
+
+@pytest.mark.parametrize("architecture", ["lenet_300_100", "lenet5_caffe"])
+def test_per_example_gates_are_each_examples_gated_weights(architecture):
+  from sparsejax.train.step import apply_model
+  model = models.get_model(architecture)
+  x = jax.random.uniform(jax.random.key(3), (5, 28, 28, 1))
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  layers = hc.gated_layers(params)
+  log_alpha = random_log_alpha(layers, 2)
+  key = jax.random.key(7)
+  gates = hc.per_example_gates(layers, log_alpha, key, hc.chain_sites(layers))
+  out, _ = apply_model(model, params, {}, x, train=True, gates=gates)
+  # The same draws, example by example, on the weights.
+  keys = jax.random.split(key, len(layers))
+  z = {l.name: hc.draw_gates(k, jnp.broadcast_to(log_alpha[l.name], (5, l.n_gates)))
+       for k, l in zip(keys, layers)}
+  for b in range(5):
+    gated = hc.gate_params(layers, params, {name: zs[b] for name, zs in z.items()})
+    np.testing.assert_allclose(out[b], model.apply({"params": gated}, x[b:b + 1])[0],
+                               rtol=1e-4, atol=1e-5)
+  assert not np.allclose(out[0], out[1])
+
+
+def test_per_example_gates_need_a_chain():
+  model = models.ResNet(stage_sizes=(1,), width=4)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  nested = {"Block_0": params}
+  with pytest.raises(ValueError, match="chain"):
+    hc.chain_sites(hc.gated_layers(nested))
+  with pytest.raises(ValueError, match="chain"):
+    hc.chain_sites(hc.gated_layers(params, "unstructured"))

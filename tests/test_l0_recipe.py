@@ -110,3 +110,11 @@ def test_a_penalty_sweep_gives_each_seed_its_own_weight(tmp_path):
     common.set_fields(wrong, bad)
     with pytest.raises(ConfigError, match=message):
       validate(wrong)
+
+
+def test_per_example_sampling_needs_structured_gates_on_a_chain():
+  config = small(**{"l0.sampling": "per_example"})
+  validate(config)
+  common.set_fields(config, {"l0.structure": "unstructured"})
+  with pytest.raises(ConfigError, match="l0.sampling"):
+    validate(config)

@@ -16,7 +16,10 @@ module with
   function ``activations -> gated activations``, for noise drawn per
   activation element (the BMRS log-uniform gates,
   :mod:`sparsejax.objectives.log_uniform`). A missing site is ungated; an
-  unknown site is a ``ValueError``.
+  unknown site is a ``ValueError``. The reserved site ``"input"``
+  (:data:`INPUT_SITE`, a callable) gates the model's input; the train step
+  (:func:`sparsejax.train.step.apply_model`) applies it before the model
+  (hard-concrete gates drawn per example on the first layer's inputs).
 * ``gate_sites() -> {site: n_units}``, in network order, computed from the
   configuration (no parameters needed).
 * ``unit_covers() -> {site: [(leaf_path, axis), ...]}``: the ``params`` leaves
@@ -46,6 +49,9 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
+
+#: The reserved gate site of the model's input (module docstring).
+INPUT_SITE = "input"
 
 #: Activations selectable by name.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

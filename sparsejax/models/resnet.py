@@ -58,6 +58,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.batchnorm import batch_norm
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates
 
@@ -98,6 +99,7 @@ class ResNet(nn.Module):
       conv, then 3x3 stride-2 max-pool).
     num_classes: number of outputs.
     width: stem width and inner width of the first stage.
+    batchnorm: ``"standard"`` or ``"l0"`` (:mod:`sparsejax.models.batchnorm`).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -106,6 +108,7 @@ class ResNet(nn.Module):
   stem: str = "cifar"
   num_classes: int = 10
   width: int = 64
+  batchnorm: str = "standard"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -180,9 +183,9 @@ class ResNet(nn.Module):
                 strides=(layer.stride, layer.stride), padding=((pad, pad), (pad, pad)),
                 use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype,
                 param_dtype=self.param_dtype, name=f"Conv_{layer.index}")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
-                     epsilon=BATCHNORM_EPSILON, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f"BatchNorm_{layer.index}")(x)
+    x = batch_norm(self.batchnorm, use_running_average=not train,
+                   momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name=f"BatchNorm_{layer.index}")(x)
     return apply_gate(x, gates, f"BatchNorm_{layer.index}")
 
   @nn.compact

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.batchnorm import batch_norm
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten
 
@@ -47,12 +48,14 @@ class VGG16BN(nn.Module):
     num_classes: number of outputs.
     fc_size: width of the two hidden classifier layers.
     dropout: dropout rate after each hidden classifier layer.
+    batchnorm: ``"standard"`` or ``"l0"`` (:mod:`sparsejax.models.batchnorm`).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
   num_classes: int = 10
   fc_size: int = 512
   dropout: float = 0.4
+  batchnorm: str = "standard"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -99,9 +102,9 @@ class VGG16BN(nn.Module):
         continue
       x = Conv(entry, (3, 3), padding="SAME", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=f"Conv_{layer}")(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
-                       dtype=self.dtype, param_dtype=self.param_dtype,
-                       name=f"BatchNorm_{layer}")(x)
+      x = batch_norm(self.batchnorm, use_running_average=not train,
+                     momentum=BATCHNORM_MOMENTUM, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name=f"BatchNorm_{layer}")(x)
       x = apply_gate(nn.relu(x), gates, f"Conv_{layer}")
       layer += 1
     if x.shape[1:3] != (1, 1):

@@ -75,7 +75,7 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
                      droprates: dict[str, float] | None = None, weight_decay: float = 0.0,
                      l2_detach_gates: bool = True, test_gate: str = "median",
                      dual_restarts: bool = True, penalty_coefficient: float = 1e-4,
-                     ) -> Objective:
+                     sampling: str = "per_batch") -> Objective:
   """The hard-concrete L0 objective (module docstring).
 
   Args:
@@ -92,12 +92,18 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     test_gate: ``"median"`` (constrained-sparsity code) or ``"mean"`` (Louizos Eq. 13).
     dual_restarts: reset the multipliers of strictly satisfied constraints (lagrangian).
     penalty_coefficient: the augmented Lagrangian's :math:`c`.
+    sampling: ``"per_batch"`` (gates on the weights) or ``"per_example"``
+      (gates on the activations of a chain network;
+      :func:`~sparsejax.objectives.hard_concrete.per_example_gates`).
   """
   layers = tuple(layers)
   if formulation not in FORMULATIONS:
     raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
   if test_gate not in hc.TEST_GATES:
     raise ValueError(f"test_gate must be one of {hc.TEST_GATES}, got {test_gate!r}")
+  if sampling not in hc.SAMPLING:
+    raise ValueError(f"sampling must be one of {hc.SAMPLING}, got {sampling!r}")
+  sites = hc.chain_sites(layers) if sampling == "per_example" else None
   constrained = formulation != "penalized"
   values = tuple(targets if constrained else penalty)
   if len(values) not in (1, len(layers)):
@@ -115,6 +121,8 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     return L0State(log_alpha, start)
 
   def forward(params, state: L0State, key, train):
+    if train and sites:
+      return params, hc.per_example_gates(layers, state.log_alpha, key, sites)
     if train:
       keys = jax.random.split(key, len(layers))
       gates = {l.name: hc.draw_gates(k, state.log_alpha[l.name]) for k, l in zip(keys, layers)}

@@ -44,9 +44,20 @@ reference also divides the initial kernels by :math:`1 - d`
 weight decay; with ``l2_detach_gates`` (the reference's configs) the
 probabilities are constants to it, so weight decay does not move the gates.
 
-**Sampling.** One :math:`u` per gate and forward pass, shared by the batch
-(the reference). Gating the weights is then exactly gating the activations,
-so :func:`gate_params` multiplies the kernels and leaves the model as it is.
+**Sampling.** ``"per_batch"``: one :math:`u` per gate and forward pass,
+shared by the batch (the constrained-sparsity code). Gating the weights is
+then exactly gating the activations, so :func:`gate_params` multiplies the
+kernels and leaves the model as it is. ``"per_example"`` (Louizos et al.'s
+code): every example draws its own gates, which act on the activations
+(:func:`per_example_gates`) at the model's gate sites: a Dense layer's input
+gates on the previous layer's activations (on the model's input, the
+reserved site ``"input"``, for the first layer; on the last conv's
+activations before its 2x2 max pooling, repeated over each window, after a
+conv), a conv's channel gates on its own. Scaling by :math:`z \\ge 0`
+commutes with relu and with max pooling, so this is the network with gated
+weights, one per example. It needs the chain of
+:class:`sparsejax.models.MLP` and :class:`sparsejax.models.LeNet5Caffe`
+(:func:`chain_sites`).
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
+
+from sparsejax.models.mlp import INPUT_SITE
 
 GAMMA = -0.1
 ZETA = 1.1
@@ -73,6 +86,7 @@ L0_SHIFT = -BETA * math.log(-GAMMA / ZETA)
 
 TEST_GATES = ("mean", "median")
 STRUCTURES = ("structured", "unstructured")
+SAMPLING = ("per_batch", "per_example")
 
 Key = tuple[str, ...]
 
@@ -238,3 +252,68 @@ def rescale_kernels(layers: Sequence[GatedLayer], params: Any,
   for layer in layers:
     flat[layer.kernel] = flat[layer.kernel] / (1.0 - droprates[layer.name])
   return traverse_util.unflatten_dict(flat)
+
+
+# --------------------------------------------------------------------------
+# Per-example gates on the activations
+
+
+def chain_sites(layers: Sequence[GatedLayer]) -> dict[str, tuple[str, str]]:
+  """``{layer: (site, how)}``: where each structured gate acts on the activations.
+
+  For the chain ``Conv_0 ... Conv_K, Dense_0 ... Dense_L`` (module docstring):
+  ``Conv_i`` -> ``("Conv_i", "channels")``; ``Dense_0`` -> ``("input",
+  "features")`` without convs, ``("Conv_K", "pooled_features")`` after them;
+  ``Dense_k`` -> ``("Dense_{k-1}", "features")``. The names are checked; the
+  topology (no residual paths, ``VALID`` convs, 2x2 pooling) is the caller's
+  to ensure (the L0 recipe allows the MLPs and LeNet-5-Caffe).
+
+  Raises:
+    ValueError: the layers are not such a chain of structured gates.
+  """
+  convs = [l for l in layers if l.kind == "conv"]
+  denses = [l for l in layers if l.kind == "dense"]
+  expected = [f"Conv_{i}" for i in range(len(convs))] + [f"Dense_{i}" for i in range(len(denses))]
+  if len(convs) + len(denses) != len(layers) or sorted(expected) != [l.name for l in layers]:
+    raise ValueError("per-example gates need structured gates on a chain Conv_0.., Dense_0.. "
+                     f"(an MLP or LeNet-5-Caffe); the gated layers are {[l.name for l in layers]}")
+  sites = {c.name: (c.name, "channels") for c in convs}
+  for k in range(len(denses)):
+    if k:
+      sites[f"Dense_{k}"] = (f"Dense_{k - 1}", "features")
+    else:
+      sites["Dense_0"] = ((f"Conv_{len(convs) - 1}", "pooled_features") if convs
+                          else (INPUT_SITE, "features"))
+  return sites
+
+
+def _site_factor(how: str, z: jax.Array, x: jax.Array) -> jax.Array:
+  """Per-example gates ``z`` (``(batch, n)``) as a factor broadcastable to ``x``."""
+  if how == "features":
+    return z.reshape(x.shape)
+  if how == "channels":
+    return z[:, None, None, :]
+  batch, height, width, channels = x.shape
+  z = z.reshape(batch, height // 2, width // 2, channels)
+  z = jnp.repeat(jnp.repeat(z, 2, axis=1), 2, axis=2)
+  # Rows and columns a 2x2 VALID pooling drops read no gate.
+  return jnp.pad(z, ((0, 0), (0, height - z.shape[1]), (0, width - z.shape[2]), (0, 0)))
+
+
+def per_example_gates(layers: Sequence[GatedLayer], log_alpha: dict[str, jax.Array],
+                      key: jax.Array, sites: dict[str, tuple[str, str]]) -> dict:
+  """``{site: activations -> gated activations}``, every example with its own gates."""
+  by_site: dict[str, list] = {}
+  for k, layer in zip(jax.random.split(key, len(layers)), layers):
+    site, how = sites[layer.name]
+    by_site.setdefault(site, []).append((k, layer, how))
+
+  def gate_of(entries):
+    def gate(x):
+      for k, layer, how in entries:
+        a = log_alpha[layer.name]
+        z = draw_gates(k, jnp.broadcast_to(a, (x.shape[0], layer.n_gates)))
+        x = x * _site_factor(how, z, x).astype(x.dtype)
+      return x
+    return gate
+  return {site: gate_of(entries) for site, entries in by_site.items()}

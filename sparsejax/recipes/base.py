@@ -14,7 +14,9 @@ manner of ``optax.GradientTransformation`` and the
   convergence, selection, hooks between chunks) and :class:`Stage`
   (one-shot steps between phases: pruning, rewinding);
 * ``row(config, outcome)``: the fields it adds to each seed's result row
-  (and artifacts it writes).
+  (and artifacts it writes);
+* ``model_options(config)``: model fields the family sets (hard-concrete
+  L0's BatchNorm), ``{}`` for most.
 
 ``register_recipe(recipe)`` files it under ``recipe.name``; the runner looks
 the method up with :func:`get_recipe` and knows nothing else about it.
@@ -104,6 +106,7 @@ class Recipe(NamedTuple):
   validate: Callable[[ml_collections.ConfigDict], None]
   plan: Callable[[ml_collections.ConfigDict, Any], Plan]
   row: Callable[[ml_collections.ConfigDict, Outcome], dict]
+  model_options: Callable[[ml_collections.ConfigDict], dict] = lambda config: {}
 
 
 _REGISTRY: dict[str, Recipe] = {}

@@ -15,7 +15,8 @@ gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
 (seed ``config.seed + i`` trains with ``l0.penalty[i]``, model-wise): the
 reference's lambda search as one vmapped program.
 The kernels start divided by ``1 - droprate_init`` (the reference's
-rescaling; ``l0.rescale_init``).
+rescaling; ``l0.rescale_init``). Models with BatchNorm use L0 BatchNorm
+(:mod:`sparsejax.models.batchnorm`; ``l0.batchnorm``).
 
 The final state is tested with the deterministic test gates. The row adds
 the expected densities (``l0_density`` for the model, ``l0_density_<layer>``),
@@ -32,18 +33,17 @@ import ml_collections
 import numpy as np
 import optax
 
+from sparsejax.models.batchnorm import BATCHNORMS
 from sparsejax.objectives import constrained_l0
 from sparsejax.objectives import hard_concrete as hc
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import purge
 from sparsejax.recipes.base import Outcome, Plan, Recipe, register_recipe
 from sparsejax.runner.build import build_model, input_shape, param_shapes
-from sparsejax.runner.config import DELETABLE_ARCHITECTURES, choice, require
+from sparsejax.runner.config import (BATCHNORM_ARCHITECTURES, DELETABLE_ARCHITECTURES, choice,
+                                     require)
 from sparsejax.train.driver import Phase
 from sparsejax.train.state import TrainState
-
-#: Gate sampling: one draw per gate and batch (the reference's).
-SAMPLING = ("per_batch",)
 
 
 def defaults() -> dict:
@@ -53,7 +53,8 @@ def defaults() -> dict:
   l0.penalty = (0.1,)              # penalized: lambda, one value or one per gated layer
   l0.penalty_sweep = False         # penalized: seed i of the run trains with lambda = penalty[i]
   l0.structure = "structured"      # structured (input features, conv channels) or unstructured
-  l0.sampling = "per_batch"        # one gate sample per batch (the reference)
+  l0.sampling = "per_batch"        # per_batch (the reference) or per_example (MLPs, LeNet-5)
+  l0.batchnorm = "l0"              # BatchNorm models: l0 (active channels only) or standard
   l0.droprate_init = (0.5,)        # one value or one per gated layer (MNIST MLP: 0.2, 0.5, 0.5)
   l0.rescale_init = True           # divide the initial kernels by 1 - droprate_init
   l0.test_gate = "median"          # median (constrained-sparsity code) or mean (Louizos Eq. 13)
@@ -82,7 +83,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "l0.formulation", constrained_l0.FORMULATIONS)
   choice(config, "l0.structure", hc.STRUCTURES)
   choice(config, "l0.test_gate", hc.TEST_GATES)
-  choice(config, "l0.sampling", SAMPLING)
+  choice(config, "l0.sampling", hc.SAMPLING)
+  choice(config, "l0.batchnorm", BATCHNORMS)
   l0 = config.l0
   require(l0.dual_lr > 0, "l0.dual_lr", l0.dual_lr, "> 0")
   require(l0.gates_lr == -1 or l0.gates_lr > 0, "l0.gates_lr", l0.gates_lr,
@@ -99,6 +101,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in fields:
     require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
             f"one value or one per gated layer ({len(layers)}: {names})")
+  if l0.sampling == "per_example":
+    require(l0.structure == "structured" and config.architecture in DELETABLE_ARCHITECTURES,
+            "l0.sampling", l0.sampling, "per_batch unless the gates are structured and the "
+            f"architecture is one of {', '.join(DELETABLE_ARCHITECTURES)}")
   if l0.penalty_sweep:
     require(l0.formulation == "penalized", "l0.penalty_sweep", l0.penalty_sweep,
             "false unless l0.formulation is 'penalized'")
@@ -112,7 +118,8 @@ def objective(config: ml_collections.ConfigDict, layers) -> Objective:
       layers, formulation=l0.formulation, targets=tuple(l0.target_density),
       penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty), droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
-      test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr)
+      test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr,
+      sampling=l0.sampling)
 
 
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -193,4 +200,12 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   return fields
 
 
-register_recipe(Recipe(name="l0", defaults=defaults, validate=validate, plan=plan, row=row))
+def model_options(config: ml_collections.ConfigDict) -> dict:
+  """L0 BatchNorm (``l0.batchnorm``) for the models that have BatchNorm layers."""
+  if config.architecture in BATCHNORM_ARCHITECTURES:
+    return {"batchnorm": config.l0.batchnorm}
+  return {}
+
+
+register_recipe(Recipe(name="l0", defaults=defaults, validate=validate, plan=plan, row=row,
+                       model_options=model_options))

@@ -99,9 +99,11 @@ def input_shape(config) -> tuple[int, int, int]:
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model of ``config.architecture``, sized for the data set's inputs and classes."""
+  """The model of ``config.architecture``, sized for the data set's inputs and classes,
+  with the fields the method's recipe sets (``Recipe.model_options``)."""
+  from sparsejax.recipes import get_recipe
   dtype = dtype_of(config)
-  kwargs = dict(dtype=dtype, param_dtype=dtype)
+  kwargs = dict(dtype=dtype, param_dtype=dtype, **get_recipe(config.method).model_options(config))
   if config.architecture == "mlp":
     return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
                       **kwargs)

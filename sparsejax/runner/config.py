@@ -304,5 +304,7 @@ def _check_model_fits_images(config: ml_collections.ConfigDict) -> None:
 DENSE_ARCHITECTURES = ("mlp", "lenet_300_100")
 #: Architectures whose dead units (neurons, conv channels) sparsejax.pruning.neurons deletes.
 DELETABLE_ARCHITECTURES = DENSE_ARCHITECTURES + ("lenet5_caffe",)
+#: Architectures with BatchNorm layers (``batchnorm="standard"`` or ``"l0"``).
+BATCHNORM_ARCHITECTURES = ("vgg16_bn", "resnet18", "resnet50")
 #: Architectures built for BMRS's 32x32 (or 224x224) inputs, with gates everywhere.
 GATED_ARCHITECTURES = ("bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")

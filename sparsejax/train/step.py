@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from sparsejax import masks as masks_lib
+from sparsejax.models.mlp import INPUT_SITE
 from sparsejax.objectives.base import Objective
 from sparsejax.train.losses import Task
 from sparsejax.train.state import TrainState, trainables
@@ -41,8 +42,12 @@ def apply_model(model: nn.Module, params, model_state, x, *, train: bool,
   """Runs the model; returns ``(outputs, new_model_state)``.
 
   In train mode the mutable collections (BatchNorm statistics) are updated and
-  ``key`` feeds the ``dropout`` stream.
+  ``key`` feeds the ``dropout`` stream. A gate at the reserved site
+  ``"input"`` (a callable) is applied to ``x`` before the model.
   """
+  if gates and INPUT_SITE in gates:
+    gates = dict(gates)
+    x = gates.pop(INPUT_SITE)(x)
   variables = {"params": params, **model_state}
   rngs = {"dropout": key} if key is not None else None
   if train and model_state:
