@@ -118,3 +118,32 @@ def test_per_example_sampling_needs_structured_gates_on_a_chain():
   common.set_fields(config, {"l0.structure": "unstructured"})
   with pytest.raises(ConfigError, match="l0.sampling"):
     validate(config)
+
+
+def test_the_bisection_brackets_the_target_in_the_grid_and_halves_it(monkeypatch, tmp_path):
+  from sparsejax.studies import l0_bisection
+  density = lambda penalty: 1 / (1 + 10 * penalty)  # noqa: E731  (falls with lambda)
+  calls = []
+
+  def fake_run(config, workdir):
+    penalties = config.l0.penalty if config.l0.penalty_sweep else config.l0.penalty[:1]
+    calls.append(len(penalties))
+    return [{"l0_multiplier_0": p, "l0_density": density(p), "final_test_accuracy": 0.9,
+             "wall_time_s": 1.0} for p in penalties]
+  monkeypatch.setattr(l0_bisection, "run", fake_run)
+  config = l0_mlp_mnist.get_config("penalty_grid")
+  frame = l0_bisection.search(config, tmp_path, 0.5, 0.005, 8)
+  grid = frame[frame["source"] == "grid"]
+  assert len(grid) == 7 and calls[0] == 7           # one program for the whole grid
+  # density 0.5 at lambda = 0.1, a grid point: no bisection needed.
+  assert len(frame) == 7
+  frame = l0_bisection.search(config, tmp_path, 0.3, 0.005, 8)
+  bisections = frame[frame["source"] == "bisection"]
+  assert 1 <= len(bisections) <= 8 and all(c == 1 for c in calls[2:])
+  assert abs(bisections["expected density"].iloc[-1] - 0.3) <= 0.005
+  # Every midpoint stays inside the bracket log10 lambda in [-1, -0.5].
+  assert bisections["log10 lambda"].between(-1, -0.5).all()
+  with pytest.raises(ValueError, match="straddle"):
+    l0_bisection.bracket(grid, 0.999)
+  with pytest.raises(ConfigError, match="penalty sweep"):
+    l0_bisection.grid(l0_mlp_mnist.get_config("penalized"), tmp_path)
