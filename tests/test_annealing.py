@@ -1,0 +1,116 @@
+"""The simulated-annealing mask search: moves, schedules, acceptance, vmapped chains."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sparsejax.pruning import annealing
+
+
+@pytest.mark.parametrize("n", [1, 7, 30, 200])
+def test_the_swap_move_keeps_the_sparsity_at_hamming_distance_2n(n):
+  mask = annealing.random_mask(jax.random.key(0), 100, 70)
+  assert int(mask.sum()) == 30
+  for i in range(5):
+    moved = annealing.swap_move(jax.random.key(i), mask, n)
+    assert int(moved.sum()) == 30
+    # Both sides are cut to the smaller pool (30 ones here).
+    assert int(jnp.sum(moved ^ mask)) == 2 * min(n, 30)
+
+
+def test_the_sawtooth_resets_where_the_reference_does():
+  sizes = annealing.neighbourhood_sizes(480, 600)
+  assert sizes[0] == 480 and sizes[1] == 475
+  resets = [level for level in range(1, 600) if sizes[level] > sizes[level - 1]]
+  assert resets[:4] == [62, 121, 177, 228]
+  assert [int(sizes[level]) for level in resets[:4]] == [360, 270, 202, 151]
+  assert sizes.min() == 1
+
+
+def test_level_schedules_match_the_reference_counts():
+  iterations, temperatures = annealing.level_schedule(annealing.CNN_SCHEDULE)
+  assert len(iterations) == 1000 and int(iterations.sum()) == 8219
+  assert iterations[0] == 2 and iterations.max() == 10
+  assert temperatures[0] == pytest.approx(0.005)
+  assert temperatures[-1] == pytest.approx(0.005 * 0.995 ** 999, rel=1e-4)  # about 3.3e-5
+  iterations, temperatures = annealing.level_schedule(annealing.MLP_SCHEDULE)
+  assert int(iterations.sum()) == 100_000 and iterations.max() == 50
+  assert 2590 <= len(iterations) <= 2600          # "about 2,596 levels"
+  assert temperatures[1] / temperatures[0] == pytest.approx(0.999)
+
+
+def test_acceptance_rule():
+  key = jax.random.key(0)
+  assert bool(annealing.accept(key, 60.0, 61.0, 1e-9))      # better: always
+  assert bool(annealing.accept(key, 60.0, 60.0, 1e-9))      # ties: always
+  assert not bool(annealing.accept(key, 60.0, 59.0, 1e-9))  # worse at T -> 0: never
+  # A 0.5-point drop at T0 = 0.005 is accepted with probability e^-1.
+  keys = jax.random.split(jax.random.key(1), 20_000)
+  rate = jnp.mean(jax.vmap(lambda k: annealing.accept(k, 60.0, 59.5, 0.005))(keys))
+  assert float(rate) == pytest.approx(np.exp(-1), abs=0.01)
+
+
+def tiny(levels=1, iterations=3, t0=1e-6):
+  return annealing.Schedule(t0=t0, t_decay=1.0, levels=levels, iters_start=iterations,
+                            iters_growth=1.0, iters_cap=iterations, tabu_size=4)
+
+
+def test_the_running_mean_starts_at_5_and_averages_the_accepted():
+  # Every candidate scores 50 > 5: the first is accepted outright, the rest are ties.
+  result = annealing.anneal(lambda m: jnp.asarray(50.0), jax.random.key(0), 20, 0.5, tiny())
+  assert int(result.accepted) == 3 and int(result.evaluations) == 3
+  assert float(result.best_mean) == 50.0
+  # Every candidate scores 3 < 5: at T ~ 0 nothing is accepted; the start mask stays.
+  start = annealing.random_mask(jax.random.split(jax.random.key(0))[0], 20, 10)
+  result = annealing.anneal(lambda m: jnp.asarray(3.0), jax.random.key(0), 20, 0.5, tiny())
+  assert int(result.accepted) == 0 and float(result.level_means[0]) == 5.0
+  np.testing.assert_array_equal(result.mask, start)
+
+
+def test_the_search_finds_a_planted_mask():
+  target = annealing.random_mask(jax.random.key(9), 40, 20)
+
+  def evaluate(mask):  # accuracy % = overlap with the planted mask
+    return 100.0 * jnp.sum(mask & target) / 20
+  schedule = annealing.Schedule(t0=0.05, t_decay=0.97, levels=150, iters_start=5,
+                                iters_cap=5, tabu_size=10)
+  result = annealing.anneal(evaluate, jax.random.key(1), 40, 0.5, schedule)
+  assert int(result.evaluations) == 750
+  assert float(evaluate(result.best_mask)) >= 90.0
+  assert int(result.best_mask.sum()) == 20
+
+
+def test_vmapped_chains_equal_single_chains():
+  weights = jax.random.normal(jax.random.key(3), (64,))
+  evaluate = lambda mask: 50.0 + jnp.sum(jnp.where(mask, weights, 0.0))  # noqa: E731
+  schedule = annealing.Schedule(levels=20, iters_start=3, iters_cap=5, tabu_size=8,
+                                tabu="within_n")
+  keys = jax.random.split(jax.random.key(5), 3)
+  run = jax.jit(lambda key: annealing.anneal(evaluate, key, 64, 0.7, schedule))
+  vmapped = jax.jit(jax.vmap(lambda key: annealing.anneal(evaluate, key, 64, 0.7, schedule)))(
+      keys)
+  for i in range(3):
+    single = run(keys[i])
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(vmapped)):
+      np.testing.assert_allclose(a, b[i], rtol=1e-6)
+
+
+def test_the_tabu_memory_redraws_repeats():
+  # From [1, 1, 0, 0] a one-swap move has 4 neighbours; with 3 of them in the
+  # memory, every proposal (enough attempts allowed) is the fourth.
+  current = jnp.asarray([True, True, False, False])
+  neighbours = [jnp.asarray(m) for m in ([0, 1, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [1, 0, 0, 1])]
+  neighbours = [m.astype(bool) for m in neighbours]
+  schedule = annealing.Schedule(tabu_size=3, tabu_attempts=200)
+  chain = annealing.Chain(
+      mask=current, ave=0.0, level_sum=0.0, level_count=0, best_mask=current, best_mean=0.0,
+      tabu=jnp.stack(neighbours[:3]), tabu_filled=jnp.ones(3, bool), tabu_next=0,
+      evaluations=0, accepted=0)
+  for i in range(10):
+    proposal = annealing._propose(jax.random.key(i), chain, 1, schedule)
+    np.testing.assert_array_equal(proposal, neighbours[3])
+  # Within-n: a memory entry at Hamming distance 2 < n = 3 blocks candidates near it.
+  near = chain._replace(tabu=jnp.stack([current] * 3))
+  assert bool(annealing._is_tabu(near, neighbours[0], 3))
+  assert not bool(annealing._is_tabu(near, neighbours[0], 1))
