@@ -22,7 +22,7 @@ import flax.linen as nn
 
 from sparsejax.models.bmrs import BMRSLeNet5, bmrs_mlp
 from sparsejax.models.lenet import LeNet5Caffe
-from sparsejax.models.mlp import ACTIVATIONS, MLP, lenet_300_100
+from sparsejax.models.mlp import ACTIVATIONS, MLP, lenet_300_100, lenet_300_100_no_bias
 from sparsejax.models.resnet import ResNet, resnet18, resnet50
 from sparsejax.models.vgg import VGG16_CONFIG, VGG16BN
 from sparsejax.models.vit import ViT, vit_b16, vit_small_cifar
@@ -31,6 +31,7 @@ from sparsejax.models.vit import ViT, vit_b16, vit_small_cifar
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet_300_100": lenet_300_100,
+    "lenet_300_100_no_bias": lenet_300_100_no_bias,
     "lenet5_caffe": LeNet5Caffe,
     "vgg16_bn": VGG16BN,
     "bmrs_mlp": bmrs_mlp,
@@ -73,6 +74,7 @@ __all__ = [
     "ViT",
     "bmrs_mlp",
     "get_model",
+    "lenet_300_100_no_bias",
     "lenet_300_100",
     "resnet18",
     "resnet50",

@@ -99,14 +99,16 @@ def apply_gate(x: jax.Array, gates: Mapping[str, Any] | None, site: str) -> jax.
   return x * gate
 
 
-def dense_covers(names: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+def dense_covers(names: Sequence[str], use_bias: bool = True) -> dict[str, list[tuple[str, int]]]:
   """Unit covers of a chain of Dense layers: every layer but the last is a site.
 
   The units of ``names[i]`` own its kernel columns (axis -1), its bias entries
-  (axis 0) and the kernel rows of ``names[i + 1]`` (axis 0).
+  (axis 0, if the layers have biases) and the kernel rows of ``names[i + 1]``
+  (axis 0).
   """
   return {
-      name: [(f"{name}/kernel", -1), (f"{name}/bias", 0), (f"{nxt}/kernel", 0)]
+      name: [(f"{name}/kernel", -1)] + ([(f"{name}/bias", 0)] if use_bias else [])
+      + [(f"{nxt}/kernel", 0)]
       for name, nxt in zip(names[:-1], names[1:])
   }
 
@@ -122,6 +124,7 @@ class MLP(nn.Module):
   Attributes:
     widths: ``(d_in, h_1, ..., h_L, d_out)``, input and output included.
     activation: hidden nonlinearity, one of :data:`ACTIVATIONS`.
+    use_bias: whether the Dense layers have biases.
     dtype: computation dtype.
     param_dtype: parameter dtype.
 
@@ -130,6 +133,7 @@ class MLP(nn.Module):
   """
   widths: Sequence[int]
   activation: str = "tanh"
+  use_bias: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -154,7 +158,7 @@ class MLP(nn.Module):
   @nn.nowrap
   def unit_covers(self) -> dict[str, list[tuple[str, int]]]:
     """Each hidden unit's kernel column, bias entry and next-layer kernel row."""
-    return dense_covers(self._layer_names())
+    return dense_covers(self._layer_names(), self.use_bias)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False,
@@ -169,7 +173,8 @@ class MLP(nn.Module):
           f"input has {x.shape[-1]} features per example, widths[0] = {self.widths[0]}")
     names = self._layer_names()
     for name, width in zip(names, self.widths[1:]):
-      x = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+      x = nn.Dense(width, use_bias=self.use_bias, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name=name)(x)
       if name in sites:
         x = apply_gate(act(x), gates, name)
     return x
@@ -182,3 +187,13 @@ def lenet_300_100(**kwargs) -> MLP:
     **kwargs: further :class:`MLP` fields (``dtype``, ``param_dtype``).
   """
   return MLP(widths=(784, 300, 100, 10), activation="relu", **kwargs)
+
+
+def lenet_300_100_no_bias(**kwargs) -> MLP:
+  """LeNet-300-100 without biases (266,200 weights): the EEE 198 annealing study's MLP
+  (Sanchez and Reyes, 2020, ``DeconsNet``).
+
+  Args:
+    **kwargs: further :class:`MLP` fields (``dtype``, ``param_dtype``).
+  """
+  return MLP(widths=(784, 300, 100, 10), activation="relu", use_bias=False, **kwargs)

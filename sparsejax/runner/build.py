@@ -107,7 +107,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   if config.architecture == "mlp":
     return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
                       **kwargs)
-  if config.architecture in ("lenet_300_100", "lenet5_caffe", "vgg16_bn"):
+  if config.architecture in ("lenet_300_100", "lenet_300_100_no_bias", "lenet5_caffe",
+                             "vgg16_bn"):
     return models.get_model(config.architecture, **kwargs)
   height, width, channels = input_shape(config)
   kwargs["num_classes"] = NUM_CLASSES[config.dataset]
@@ -130,10 +131,15 @@ def param_shapes(config: ml_collections.ConfigDict):
 
 def build_optimizer(config: ml_collections.ConfigDict, lr: float | None = None
                     ) -> optax.GradientTransformation:
-  """``config.optimizer`` (Adam or SGD) at ``lr`` (default ``config.lr``)."""
+  """``config.optimizer`` (Adam, SGD or Adadelta) at ``lr`` (default ``config.lr``).
+
+  Adadelta has PyTorch's defaults (``rho=0.9``, ``eps=1e-6``).
+  """
   lr = config.lr if lr is None else lr
   if config.optimizer == "adam":
     return optax.adam(lr)
+  if config.optimizer == "adadelta":
+    return optax.adadelta(lr, rho=0.9, eps=1e-6)
   return optax.sgd(lr)
 
 

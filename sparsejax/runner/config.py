@@ -26,10 +26,10 @@ from typing import Any
 import ml_collections
 
 DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
-ARCHITECTURES = ("mlp", "lenet_300_100", "lenet5_caffe", "vgg16_bn", "bmrs_mlp", "bmrs_lenet5",
-                 "resnet18", "resnet50", "vit_small", "vit_b16")
+ARCHITECTURES = ("mlp", "lenet_300_100", "lenet_300_100_no_bias", "lenet5_caffe", "vgg16_bn",
+                 "bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adadelta")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
 PRUNABLE = ("all", "kernels")

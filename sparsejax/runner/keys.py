@@ -25,6 +25,7 @@ STREAMS = {
     "prune": 4,
     "gradual": 5,
     "posthoc": 7,
+    "search": 8,
     "model": 43,
 }
 
