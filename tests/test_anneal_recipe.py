@@ -96,3 +96,86 @@ def test_bad_anneal_fields_are_named(field, value, message):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as error:
     validate(config)
   assert message in str(error.value)
+
+
+# --------------------------------------------------------------------------
+# The CNN path on generated CIFAR-shaped data
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory):
+  from tests.test_images import write_fake_cifar10
+  folder = tmp_path_factory.mktemp("cifar")
+  write_fake_cifar10(folder / "cifar-10-python.tar.gz", per_batch=60, n_test=40)
+  return folder
+
+
+def cnn(criterion, folder, **fields):
+  from configs import anneal_cnn_cifar
+  config = anneal_cnn_cifar.get_config(criterion)
+  config.manual_dir = str(folder)
+  config.data_dir = str(folder / "tfds")
+  config.val_fraction = 0.2
+  config.train_batch_size = 50
+  config.eval_batch_size = 50
+  config.anneal.k_epochs = min(config.anneal.k_epochs, 1)
+  config.anneal.levels, config.anneal.eval_examples = 30, 64
+  config.finetuning_max_epochs = config.finetuning_min_epochs = 1
+  config.quiet = True
+  common.set_fields(config, fields)
+  return config
+
+
+@pytest.mark.parametrize("criterion", ["sa", "magsign"])
+def test_the_cnn_path_searches_rewinds_deletes_and_retrains(criterion, fake_cifar, tmp_path):
+  rows = run(cnn(criterion, fake_cifar), tmp_path)
+  row = rows[0]
+  assert row["status"] == "finished"
+  kept = [row[f"filters_Conv_{i}"] for i in range(4)]
+  assert sum(kept) == 960 - int(960 * 0.7)
+  assert 0 < row["small_params_pct"] < 100 and 0 < row["small_macs_pct"] < 100
+  if criterion == "sa":
+    assert row["sa_evaluations"] == sum(annealing_levels(30))
+
+
+def annealing_levels(levels):
+  from sparsejax.pruning import annealing
+  schedule = annealing.CNN_SCHEDULE._replace(levels=levels)
+  return annealing.level_schedule(schedule)[0].tolist()
+
+
+def test_filter_deletion_computes_the_masked_network():
+  from sparsejax import models
+  from sparsejax.pruning import filters
+  model = models.BasicCNN()
+  x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  params = variables["params"]
+  # Non-trivial BatchNorm statistics and affine parameters.
+  stats = jax.tree.map(lambda s: s + jax.random.uniform(jax.random.key(2), s.shape),
+                       variables["batch_stats"])
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, v: v + 0.1 if "BatchNorm" in str(p[0]) else v, params)
+  kept = {f"Conv_{i}": jax.random.bernoulli(jax.random.key(10 + i), 0.4, (c,))
+          for i, c in enumerate(models.basic_cnn.CHANNELS)}
+  masks = masks_lib.unit_masks(params, kept, model.unit_covers())
+  masked = model.apply({"params": masks_lib.apply(masks, params), "batch_stats": stats}, x)
+  deleted = filters.delete_filters(params, stats, {k: np.asarray(v) for k, v in kept.items()})
+  small = models.BasicCNN(channels=deleted.channels)
+  out = small.apply({"params": deleted.params, "batch_stats": deleted.batch_stats}, x)
+  np.testing.assert_allclose(out, masked, rtol=1e-4, atol=1e-5)
+  assert deleted.channels == tuple(int(np.sum(v)) for v in kept.values())
+  dense = filters.count(models.basic_cnn.CHANNELS)
+  assert dense["params"] == sum(np.size(v) for v in jax.tree.leaves(params))
+  assert filters.count(deleted.channels)["params"] == sum(
+      np.size(v) for v in jax.tree.leaves(deleted.params))
+
+
+def test_filter_scores_by_hand():
+  from sparsejax.pruning import filters
+  init = {"Conv_0": {"kernel": jnp.asarray([-1.0, 2.0, 1.0]).reshape(1, 1, 1, 3)}}
+  final = {"Conv_0": {"kernel": jnp.asarray([-3.0, -0.5, 0.2]).reshape(1, 1, 1, 3)}}
+  np.testing.assert_allclose(filters.filter_scores("magnitude", final, init)["Conv_0"],
+                             [3.0, 0.5, 0.2])
+  np.testing.assert_allclose(filters.filter_scores("magsign", final, init)["Conv_0"],
+                             [3.0, -0.5, 0.2])

@@ -20,6 +20,7 @@ from typing import Callable
 
 import flax.linen as nn
 
+from sparsejax.models.basic_cnn import BasicCNN
 from sparsejax.models.bmrs import BMRSLeNet5, bmrs_mlp
 from sparsejax.models.lenet import LeNet5Caffe
 from sparsejax.models.mlp import ACTIVATIONS, MLP, lenet_300_100, lenet_300_100_no_bias
@@ -34,6 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_300_100_no_bias": lenet_300_100_no_bias,
     "lenet5_caffe": LeNet5Caffe,
     "vgg16_bn": VGG16BN,
+    "basic_cnn": BasicCNN,
     "bmrs_mlp": bmrs_mlp,
     "bmrs_lenet5": BMRSLeNet5,
     "resnet18": resnet18,
@@ -47,9 +49,10 @@ def get_model(name: str, **kwargs) -> nn.Module:
   """Builds the model registered as ``name`` with the given fields.
 
   Args:
-    name: one of ``"mlp"``, ``"lenet_300_100"``, ``"lenet5_caffe"``,
-      ``"vgg16_bn"``, ``"bmrs_mlp"``, ``"bmrs_lenet5"``, ``"resnet18"``,
-      ``"resnet50"``, ``"vit_small"``, ``"vit_b16"``.
+    name: one of :data:`MODELS` (``"mlp"``, ``"lenet_300_100"``,
+      ``"lenet_300_100_no_bias"``, ``"lenet5_caffe"``, ``"vgg16_bn"``,
+      ``"basic_cnn"``, ``"bmrs_mlp"``, ``"bmrs_lenet5"``, ``"resnet18"``,
+      ``"resnet50"``, ``"vit_small"``, ``"vit_b16"``).
     **kwargs: model fields, e.g. ``widths`` and ``activation`` for ``"mlp"``,
       ``in_channels`` for ``"bmrs_lenet5"``, ``num_classes`` for all but
       ``"mlp"`` and ``"lenet_300_100"``.
@@ -64,6 +67,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "ACTIVATIONS",
+    "BasicCNN",
     "BMRSLeNet5",
     "LeNet5Caffe",
     "MLP",

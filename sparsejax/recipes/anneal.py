@@ -2,7 +2,8 @@
 
 ``method="anneal"`` (Sanchez and Reyes, 2020, EEE 198; reference notes
 ``jax_ecosystem_and_annealing.md``, part 2), for the unstructured mask of an
-MLP's weights:
+MLP's weights (``anneal.units="weights"``) or the filter mask of
+:class:`~sparsejax.models.BasicCNN` (``"filters"``):
 
 1. ``train``: ``anneal.k_epochs`` epochs of dense training (0: the mask is
    chosen at initialisation);
@@ -19,6 +20,11 @@ MLP's weights:
      initialisation on one random batch of ``anneal.snip_batch`` training
      images (Lee et al., 2019);
    * ``random``: uniformly random;
+   * filters only: ``magnitude`` (mean :math:`|w|` of the filter after
+     training) and ``magsign`` (:math:`\\mathrm{sign}(\\bar w_0)\\bar w_K`,
+     signed filter means; :mod:`sparsejax.pruning.filters`); a pruned filter
+     loses its kernel slice, bias, BatchNorm scale and offset and the next
+     conv's input channel, so it outputs exactly 0;
 
    then the kept weights are **rewound** to their initial values and the
    masked initial network is tested (``rewind_test_accuracy``);
@@ -31,7 +37,16 @@ The row adds the rewind accuracy, the search's statistics (``sa_best_mean``,
 the best level mean on the evaluation subset in %; ``sa_evaluations``;
 ``sa_accepted``) and the orthogonality score of every masked layer at
 initialisation, :math:`\\mathrm{mean}(((W \\odot M)(W \\odot M)^\\top - I)^2)`
-over the layer's inputs (Lee et al., 2020; ``os_<layer>``, ``os_sum``).
+over the layer's inputs (Lee et al., 2020; ``os_<layer>``, ``os_sum``), or
+for filters the kept filters per conv (``filters_<conv>``) and the smaller
+dense CNN left after deleting the pruned ones (``small_params``,
+``small_macs`` and their % of the dense ones).
+
+The optimiser is ``config.optimizer`` at ``config.lr``, with
+``anneal.momentum`` (SGD), coupled ``anneal.weight_decay`` and the learning
+rate multiplied by ``anneal.lr_decay_factor`` at each epoch of
+``anneal.lr_decay_epochs`` (the CNN recipe: SGD 0.1, momentum 0.9, 1e-4,
+x0.1 at 30 and 60).
 """
 
 from __future__ import annotations
@@ -40,29 +55,39 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
-from sparsejax.pruning import annealing
+from sparsejax.models.basic_cnn import CHANNELS
+from sparsejax.pruning import annealing, filters
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.runner import keys as keys_lib
-from sparsejax.runner.build import build_optimizer
-from sparsejax.runner.config import choice, require
+from sparsejax.runner.build import build_optimizer, input_shape
+from sparsejax.runner.config import FILTER_ARCHITECTURES, choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
 from sparsejax.train.state import TrainState
 from sparsejax.train.step import apply_model
 
-CRITERIA = ("sa", "lth", "deconst", "snip", "random")
+UNITS = ("weights", "filters")
+#: The criteria of each kind of unit.
+CRITERIA = {"weights": ("sa", "lth", "deconst", "snip", "random"),
+            "filters": ("sa",) + filters.FILTER_CRITERIA + ("random",)}
 
 
 def defaults() -> dict:
   a = ml_collections.ConfigDict()
-  a.criterion = "sa"             # sa, lth, deconst, snip, random
-  a.sparsity = 0.7               # share of the prunable weights removed
+  a.criterion = "sa"             # sa, lth, deconst, snip, random; filters: sa, magnitude, magsign, random
+  a.units = "weights"            # weights (unstructured) or filters (BasicCNN)
+  a.sparsity = 0.7               # share of the prunable weights (or filters) removed
   a.k_epochs = 0                 # dense training epochs before the criterion
   a.eval_examples = 2000         # sa: accuracy on the first n training images
   a.snip_batch = 64              # snip: the batch the gradient is taken on
+  a.momentum = 0.0               # SGD momentum
+  a.weight_decay = 0.0           # coupled weight decay
+  a.lr_decay_epochs = ()         # epochs at which the learning rate is multiplied by ...
+  a.lr_decay_factor = 0.1        # ... this factor
   schedule = annealing.MLP_SCHEDULE
   for name in annealing.Schedule._fields:
     a[name] = getattr(schedule, name)
@@ -75,9 +100,15 @@ def schedule_of(config: ml_collections.ConfigDict) -> annealing.Schedule:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  choice(config, "anneal.criterion", CRITERIA)
+  choice(config, "anneal.units", UNITS)
+  choice(config, "anneal.criterion", CRITERIA[config.anneal.units])
   choice(config, "anneal.tabu", annealing.TABU_RULES)
   a = config.anneal
+  if a.units == "filters":
+    require(config.architecture in FILTER_ARCHITECTURES, "architecture", config.architecture,
+            f"one of {', '.join(FILTER_ARCHITECTURES)} for anneal.units 'filters'")
+  for name in ("momentum", "weight_decay", "lr_decay_factor"):
+    require(a[name] >= 0, f"anneal.{name}", a[name], ">= 0")
   require(0 < a.sparsity < 1, "anneal.sparsity", a.sparsity, "in (0, 1)")
   require(a.k_epochs >= 0, "anneal.k_epochs", a.k_epochs, ">= 0")
   for name in ("eval_examples", "snip_batch", "levels", "tabu_size", "tabu_attempts"):
@@ -139,6 +170,16 @@ def orthogonality(params, masks) -> dict[str, jax.Array]:
   return scores
 
 
+def filter_masks(flat: jax.Array, model, params, masks):
+  """A boolean vector over every conv's filters (in order) as a mask tree."""
+  sites = model.gate_sites()
+  units, offset = {}, 0
+  for site, n in sites.items():
+    units[site] = flat[offset:offset + n]
+    offset += n
+  return masks_lib.unit_masks(params, units, model.unit_covers(), masks)
+
+
 # --------------------------------------------------------------------------
 # The search stage
 
@@ -148,25 +189,32 @@ def make_search(config: ml_collections.ConfigDict, program):
   a = config.anneal
   model, task = program.model, program.task
   schedule = schedule_of(config)
+  by_filter = a.units == "filters"
 
   def search(trained: TrainState, initial: TrainState, key, data):
     masks = initial.masks
+    to_tree = ((lambda flat: filter_masks(flat, model, trained.params, masks)) if by_filter
+               else (lambda flat: unflatten_mask(flat, masks)))
     w_k = flat_prunable(trained.params, masks)
     w_0 = flat_prunable(initial.params, masks)
-    n = w_k.size
+    n = sum(model.gate_sites().values()) if by_filter else w_k.size
     n_keep = n - int(n * a.sparsity)
-    stats = {"sa_best_mean": jnp.nan, "sa_evaluations": 0, "sa_accepted": 0}
+    stats = {"sa_best_mean": jnp.asarray(jnp.nan), "sa_evaluations": jnp.asarray(0),
+             "sa_accepted": jnp.asarray(0)}
     if a.criterion == "sa":
       x, y = data.train.x[:a.eval_examples], data.train.y[:a.eval_examples]
 
       def evaluate(flat_mask):
-        params = masks_lib.apply(unflatten_mask(flat_mask, masks), trained.params)
+        params = masks_lib.apply(to_tree(flat_mask), trained.params)
         outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
         return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
       result = annealing.anneal(evaluate, key, n, a.sparsity, schedule)
       flat = result.best_mask
       stats = {"sa_best_mean": result.best_mean, "sa_evaluations": result.evaluations,
                "sa_accepted": result.accepted}
+    elif a.criterion in filters.FILTER_CRITERIA:
+      scores = filters.filter_scores(a.criterion, trained.params, initial.params)
+      flat = top_mask(jnp.concatenate([scores[site] for site in model.gate_sites()]), n_keep)
     elif a.criterion == "lth":
       flat = top_mask(jnp.abs(w_k), n_keep)
     elif a.criterion == "deconst":
@@ -182,15 +230,31 @@ def make_search(config: ml_collections.ConfigDict, program):
       flat = top_mask(jnp.abs(flat_prunable(grads, masks) * w_0), n_keep)
     else:
       flat = annealing.random_mask(key, n, n - n_keep)
-    return unflatten_mask(flat, masks), stats
+    return to_tree(flat), stats
   return search
+
+
+def optimizer(config: ml_collections.ConfigDict, n_train: int) -> optax.GradientTransformation:
+  """``config.optimizer`` with the family's momentum, weight decay and step schedule."""
+  a = config.anneal
+  steps_per_epoch = -(-n_train // (config.train_batch_size or n_train))
+  lr = optax.piecewise_constant_schedule(
+      config.lr, {epoch * steps_per_epoch: a.lr_decay_factor for epoch in a.lr_decay_epochs})
+  if config.optimizer == "sgd":
+    base = optax.sgd(lr, momentum=a.momentum or None)
+  else:
+    base = build_optimizer(config, lr)
+  if a.weight_decay:
+    return optax.chain(optax.add_decayed_weights(a.weight_decay), base)
+  return base
 
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   a = config.anneal
+  n_train = parts.data.train.x.shape[1 if parts.data_axis == 0 else 0]
   dense = Phase("train", objectives.plain(), max_epochs=a.k_epochs, min_epochs=a.k_epochs,
                 chunk_epochs=max(1, min(a.k_epochs, config.prune_window)),
-                optimizer=build_optimizer(config))
+                optimizer=optimizer(config, n_train))
 
   def search_stage(inputs: StageInput):
     program = inputs.program
@@ -202,7 +266,8 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
       return initial._replace(masks=masks, params=masks_lib.apply(masks, initial.params))
     states = program.vmap(rewind, with_data=False)(inputs.initial, masks)
     rewound = program.evaluate(objectives.plain(), states, "test")
-    scores = program.vmap(lambda s: orthogonality(s.params, s.masks), with_data=False)(states)
+    scores = ({} if a.units == "filters" else
+              program.vmap(lambda s: orthogonality(s.params, s.masks), with_data=False)(states))
     stats, scores = jax.device_get((stats, scores))
     records = []
     for i in range(program.size):
@@ -210,16 +275,36 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                 "sa_best_mean": float(stats["sa_best_mean"][i]),
                 "sa_evaluations": int(stats["sa_evaluations"][i]),
                 "sa_accepted": int(stats["sa_accepted"][i])}
-      record.update({f"os_{layer}": float(v[i]) for layer, v in scores.items()})
-      record["os_sum"] = float(sum(v[i] for v in scores.values()))
+      if scores:
+        record.update({f"os_{layer}": float(v[i]) for layer, v in scores.items()})
+        record["os_sum"] = float(sum(v[i] for v in scores.values()))
       records.append(record)
     return states, inputs.aux, records
 
   retrain = Phase("finetune", objectives.plain(), max_epochs=config.finetuning_max_epochs,
                   min_epochs=config.finetuning_max_epochs, chunk_epochs=1,
-                  optimizer=build_optimizer(config),
+                  optimizer=optimizer(config, n_train),
                   selection=selection.best_metric("val_accuracy"))
   return Plan(steps=(dense, Stage("search", search_stage), retrain))
+
+
+def kept_filters(state: TrainState) -> dict[str, np.ndarray]:
+  """``{conv: bool[out]}``: the filters whose kernel slice is kept."""
+  return {name: np.asarray(state.masks[name]["kernel"]).any(axis=(0, 1, 2))
+          for name in filters.conv_names(state.params)}
+
+
+def smaller_cnn(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+  """Kept filters per conv and the deleted CNN's size beside the dense one's."""
+  kept = kept_filters(state)
+  deleted = filters.delete_filters(state.params, state.model_state["batch_stats"], kept)
+  shape = input_shape(config)
+  small, full = filters.count(deleted.channels, shape), filters.count(CHANNELS, shape)
+  fields = {f"filters_{name}": int(k.sum()) for name, k in kept.items()}
+  fields.update(small_params=small["params"], small_macs=small["macs"],
+                small_params_pct=100 * small["params"] / full["params"],
+                small_macs_pct=100 * small["macs"] / full["macs"])
+  return fields
 
 
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
@@ -227,6 +312,8 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   if config.anneal.criterion != "sa":
     for name in ("sa_best_mean", "sa_evaluations", "sa_accepted"):
       record.pop(name)
+  if config.anneal.units == "filters":
+    record.update(smaller_cnn(config, outcome.state))
   return record
 
 

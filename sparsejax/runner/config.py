@@ -27,7 +27,7 @@ import ml_collections
 
 DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
 ARCHITECTURES = ("mlp", "lenet_300_100", "lenet_300_100_no_bias", "lenet5_caffe", "vgg16_bn",
-                 "bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
+                 "basic_cnn", "bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
 OPTIMIZERS = ("adam", "sgd", "adadelta")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
@@ -306,5 +306,7 @@ DENSE_ARCHITECTURES = ("mlp", "lenet_300_100")
 DELETABLE_ARCHITECTURES = DENSE_ARCHITECTURES + ("lenet5_caffe",)
 #: Architectures with BatchNorm layers (``batchnorm="standard"`` or ``"l0"``).
 BATCHNORM_ARCHITECTURES = ("vgg16_bn", "resnet18", "resnet50")
+#: Architectures whose conv filters the pruning-at-initialisation recipe masks and deletes.
+FILTER_ARCHITECTURES = ("basic_cnn",)
 #: Architectures built for BMRS's 32x32 (or 224x224) inputs, with gates everywhere.
 GATED_ARCHITECTURES = ("bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
