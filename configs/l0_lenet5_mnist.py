@@ -8,14 +8,17 @@ find the model matching Louizos' final model"; four values are layer-wise.
 The set-up is the constrained-sparsity code's MNIST one (see
 ``configs/l0_mlp_mnist.py``) with ``droprate_init`` 0.5 everywhere.
 
-  python -m sparsejax.main --config=configs/l0_lenet5_mnist.py
+  python -m sparsejax.main --config=configs/l0_lenet5_mnist.py:constrained --config.max_epochs=30
   python -m sparsejax.main --config=configs/l0_lenet5_mnist.py --config.l0.target_density='(0.5,0.3,0.7,0.1)'
 """
 
 import ml_collections
 
 from configs import common
-from configs.l0_mlp_mnist import FORMULATIONS
+from configs.l0_mlp_mnist import FORMULATIONS as MLP_FORMULATIONS
+
+#: The argument -> l0.formulation (the penalty grid is the MLP's).
+FORMULATIONS = {k: v for k, v in MLP_FORMULATIONS.items() if k != "penalty_grid"}
 
 
 def get_config(formulation: str = "constrained") -> ml_collections.ConfigDict:

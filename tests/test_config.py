@@ -30,6 +30,12 @@ STANDARD_METHODS = {
 BMRS_CRITERIA = ("none", "snr", "expected_theta", "l2", "bmrs_n", "bmrs_u8", "bmrs_u4")
 DEEPHOYER_SETUPS = ("deephoyer_lenet300_mnist", "deephoyer_lenet5_mnist")
 DEEPHOYER_REGULARISERS = ("none", "l1", "hoyer", "hs", "tl1", "group_lasso", "group_hs")
+#: The formulations of the L0 set-ups (the penalty grid: the MLP's lambda search).
+L0_SETUPS = {"l0_mlp_mnist": ("constrained", "augmented", "penalized", "penalty_grid"),
+             "l0_lenet5_mnist": ("constrained", "augmented", "penalized")}
+#: The criteria of the pruning-at-initialisation set-ups.
+ANNEAL_SETUPS = {"anneal_mlp_mnist": ("sa", "lth", "deconst", "snip", "random"),
+                 "anneal_cnn_cifar": ("sa", "magnitude", "magsign", "random")}
 MAGNITUDE_MISSING = "method 'magnitude' is not registered in sparsejax.recipes yet"
 
 
@@ -46,6 +52,10 @@ def load(name, *args):
 
 
 def accepted(name):
+  if name in L0_SETUPS:
+    return L0_SETUPS[name]
+  if name in ANNEAL_SETUPS:
+    return ANNEAL_SETUPS[name]
   if name == "deephoyer_lenet300_mnist":  # also the magnitude baseline
     return (*DEEPHOYER_REGULARISERS, "magnitude")
   if name in DEEPHOYER_SETUPS:
@@ -54,13 +64,14 @@ def accepted(name):
 
 
 def default_argument(name):
-  return {**{s: "bmrs_n" for s in BMRS_SETUPS}, **{s: "hs" for s in DEEPHOYER_SETUPS}}.get(
+  return {**{s: "bmrs_n" for s in BMRS_SETUPS}, **{s: "hs" for s in DEEPHOYER_SETUPS},
+          **{s: "constrained" for s in L0_SETUPS}, **{s: "sa" for s in ANNEAL_SETUPS}}.get(
       name, "drr")
 
 
 def test_the_config_files_are_the_expected_ones():
   assert [p.stem for p in CONFIGS] == sorted([*STANDARD_METHODS, *BMRS_SETUPS,
-                                              *DEEPHOYER_SETUPS])
+                                              *DEEPHOYER_SETUPS, *L0_SETUPS, *ANNEAL_SETUPS])
   assert (REPO / "configs" / "__init__.py").exists()
 
 
@@ -71,7 +82,8 @@ def test_each_config_accepts_its_arguments():
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n in sorted([*STANDARD_METHODS, *BMRS_SETUPS,
-                                                              *DEEPHOYER_SETUPS])
+                                                              *DEEPHOYER_SETUPS, *L0_SETUPS,
+                                                              *ANNEAL_SETUPS])
                                       for a in accepted(n)])
 def test_every_config_loads_and_validates_for_every_argument(name, arg):
   if arg == "magnitude" and "magnitude" not in recipe_names():
@@ -86,6 +98,10 @@ def test_every_config_loads_and_validates_for_every_argument(name, arg):
     assert config.method == "magnitude" and config.pruning.density == 0.028
   elif name in DEEPHOYER_SETUPS:
     assert config.method == "deephoyer" and config.deephoyer.regulariser == arg
+  elif name in L0_SETUPS:
+    assert config.method == "l0" and config.l0.penalty_sweep == (arg == "penalty_grid")
+  elif name in ANNEAL_SETUPS:
+    assert config.method == "anneal" and config.anneal.criterion == arg
   else:
     assert config.method == arg
 
