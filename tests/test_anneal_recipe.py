@@ -116,8 +116,8 @@ def cnn(criterion, folder, **fields):
   config.manual_dir = str(folder)
   config.data_dir = str(folder / "tfds")
   config.val_fraction = 0.2
-  config.train_batch_size = 50
-  config.eval_batch_size = 50
+  config.train_batch_size = 40   # multiples of the 4 fake test devices (data parallel)
+  config.eval_batch_size = 20
   config.anneal.k_epochs = min(config.anneal.k_epochs, 1)
   config.anneal.levels, config.anneal.eval_examples = 30, 64
   config.finetuning_max_epochs = config.finetuning_min_epochs = 1
