@@ -34,7 +34,6 @@ import common
 from sparsejax import masks as masks_lib
 from sparsejax.models import lenet_300_100_no_bias
 from sparsejax.pruning import annealing
-from sparsejax.recipes.anneal import unflatten_mask
 
 EVAL_EXAMPLES, SPARSITY, CHAINS = 2_000, 0.7, 8
 WORKLOAD = "W6_annealing_mlp"
@@ -50,7 +49,7 @@ def make_search(x, y, evaluations: int):
   schedule = annealing.MLP_SCHEDULE._replace(max_evaluations=evaluations)
 
   def evaluate(flat_mask):
-    masked = masks_lib.apply(unflatten_mask(flat_mask, masks), params)
+    masked = masks_lib.apply(masks_lib.unflatten_like(flat_mask, masks), params)
     return 100.0 * jnp.mean(jnp.argmax(model.apply({"params": masked}, x), -1) == y)
 
   def search(key):

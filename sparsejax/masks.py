@@ -215,11 +215,17 @@ def global_magnitude_threshold(params: Params, masks: Masks, threshold) -> Masks
       masks, params)
 
 
+def flatten_prunable(tree: Params, masks: Masks) -> jax.Array:
+  """The entries of ``tree``'s prunable leaves (``masks`` not ``None``), raveled and
+  concatenated in leaf order; :func:`unflatten_like` is its inverse."""
+  leaves = map_masked(lambda m, p: None if m is None else jnp.ravel(p), masks, tree)
+  return jnp.concatenate(jax.tree_util.tree_leaves(leaves))
+
+
 def _prunable_magnitudes(params: Params, masks: Masks) -> jax.Array:
-  mags = map_masked(
-      lambda m, p: None if m is None else jnp.where(m, jnp.abs(p), -1.0).ravel(),
-      masks, params)
-  return jnp.concatenate([x for x in jax.tree_util.tree_leaves(mags)])
+  """``|w|`` of the kept prunable entries, -1 for the pruned ones (flattened)."""
+  return flatten_prunable(map_masked(
+      lambda m, p: None if m is None else jnp.where(m, jnp.abs(p), -1.0), masks, params), masks)
 
 
 def global_magnitude_density(params: Params, masks: Masks, density: float) -> Masks:
@@ -236,10 +242,11 @@ def global_magnitude_density(params: Params, masks: Masks, density: float) -> Ma
   order = jnp.argsort(-mags, stable=True)
   keep_flat = jnp.zeros(mags.size, dtype=bool).at[order[:n_keep]].set(True)
   keep_flat = jnp.logical_and(keep_flat, mags >= 0)
-  return _unflatten_like(keep_flat, masks)
+  return unflatten_like(keep_flat, masks)
 
 
-def _unflatten_like(flat: jax.Array, masks: Masks) -> Masks:
+def unflatten_like(flat: jax.Array, masks: Masks) -> Masks:
+  """A flat vector back onto the prunable leaves of ``masks`` (``None`` leaves stay)."""
   leaves, treedef = jax.tree_util.tree_flatten(masks, is_leaf=_is_none)
   out, offset = [], 0
   for m in leaves:

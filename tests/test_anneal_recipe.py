@@ -48,9 +48,9 @@ def test_a_mask_at_the_sparsity_is_rewound_retrained_and_stays(criterion, tmp_pa
 def test_flat_masks_round_trip_over_the_prunable_leaves():
   params = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.arange(2.0), "c": jnp.ones(4)}
   masks = {"a": jnp.ones((2, 3), bool), "b": None, "c": jnp.ones(4, bool)}
-  flat = anneal.flat_prunable(params, masks)
+  flat = masks_lib.flatten_prunable(params, masks)
   np.testing.assert_array_equal(flat, [0, 1, 2, 3, 4, 5, 1, 1, 1, 1])
-  tree = anneal.unflatten_mask(jnp.arange(10) % 2 == 0, masks)
+  tree = masks_lib.unflatten_like(jnp.arange(10) % 2 == 0, masks)
   assert tree["b"] is None and tree["c"].tolist() == [True, False, True, False]
   np.testing.assert_array_equal(anneal.top_mask(jnp.asarray([3.0, 1.0, 2.0, 5.0]), 2),
                                 [True, False, False, True])

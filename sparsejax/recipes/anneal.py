@@ -130,26 +130,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # Masks as flat vectors over the prunable leaves
 
 
-def flat_prunable(tree, masks) -> jax.Array:
-  """The prunable leaves of ``tree`` (where ``masks`` is not None), concatenated."""
-  mask_leaves = jax.tree.leaves(masks, is_leaf=lambda x: x is None)
-  return jnp.concatenate([jnp.ravel(leaf) for m, leaf in zip(mask_leaves, jax.tree.leaves(tree))
-                          if m is not None])
-
-
-def unflatten_mask(flat: jax.Array, masks):
-  """A boolean vector back onto the prunable leaves of ``masks`` (None leaves stay)."""
-  out, offset = [], 0
-  leaves, treedef = jax.tree.flatten(masks, is_leaf=lambda x: x is None)
-  for leaf in leaves:
-    if leaf is None:
-      out.append(None)
-      continue
-    out.append(flat[offset:offset + leaf.size].reshape(leaf.shape))
-    offset += leaf.size
-  return jax.tree.unflatten(treedef, out)
-
-
 def top_mask(scores: jax.Array, n_keep: int) -> jax.Array:
   """The ``n_keep`` largest scores (global ranking)."""
   keep = jnp.zeros(scores.shape, bool)
@@ -194,9 +174,9 @@ def make_search(config: ml_collections.ConfigDict, program):
   def search(trained: TrainState, initial: TrainState, key, data):
     masks = initial.masks
     to_tree = ((lambda flat: filter_masks(flat, model, trained.params, masks)) if by_filter
-               else (lambda flat: unflatten_mask(flat, masks)))
-    w_k = flat_prunable(trained.params, masks)
-    w_0 = flat_prunable(initial.params, masks)
+               else (lambda flat: masks_lib.unflatten_like(flat, masks)))
+    w_k = masks_lib.flatten_prunable(trained.params, masks)
+    w_0 = masks_lib.flatten_prunable(initial.params, masks)
     n = sum(model.gate_sites().values()) if by_filter else w_k.size
     n_keep = n - int(n * a.sparsity)
     stats = {"sa_best_mean": jnp.asarray(jnp.nan), "sa_evaluations": jnp.asarray(0),
@@ -227,7 +207,7 @@ def make_search(config: ml_collections.ConfigDict, program):
         outputs, _ = apply_model(model, params, initial.model_state, xb, train=False)
         return jnp.mean(task.loss(outputs, yb))
       grads = jax.grad(loss)(initial.params)
-      flat = top_mask(jnp.abs(flat_prunable(grads, masks) * w_0), n_keep)
+      flat = top_mask(jnp.abs(masks_lib.flatten_prunable(grads, masks) * w_0), n_keep)
     else:
       flat = annealing.random_mask(key, n, n - n_keep)
     return to_tree(flat), stats
