@@ -225,7 +225,7 @@ def flatten_prunable(tree: Params, masks: Masks) -> jax.Array:
 def _prunable_magnitudes(params: Params, masks: Masks) -> jax.Array:
   """``|w|`` of the kept prunable entries, -1 for the pruned ones (flattened)."""
   return flatten_prunable(map_masked(
-      lambda m, p: None if m is None else jnp.where(m, jnp.abs(p), -1.0), masks, params), masks)
+      lambda m, p: p if m is None else jnp.where(m, jnp.abs(p), -1.0), masks, params), masks)
 
 
 def global_magnitude_density(params: Params, masks: Masks, density: float) -> Masks:
