@@ -224,6 +224,8 @@ def test_every_field_rejects_nan_infinity_and_the_wrong_type():
       bad = [float("nan"), float("inf"), -float("inf"), "0.1"]
     elif isinstance(default, str):
       bad = [3]
+    elif any(isinstance(v, float) for v in default):  # lists of numbers (L0's densities)
+      bad = [("a",), (float("nan"),), (0.5, float("inf")), ()]
     else:
       bad = [("a",), (2, 0, 1), (2, -1)]
     for value in bad:
