@@ -47,7 +47,9 @@ class ConfigError(ValueError):
 #: Fields that do not change what a run computes: left out of its id.
 BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_size",
                       "sweep.num_sub_batches", "sweep.sub_batch", "download", "data_dir",
-                      "manual_dir")
+                      "manual_dir", "parallel")
+#: How a program spreads over the local devices (``parallel``).
+PARALLEL = ("auto", "data", "seeds")
 
 
 def run_fields() -> ml_collections.ConfigDict:
@@ -119,6 +121,11 @@ def run_fields() -> ml_collections.ConfigDict:
   c.sweep.chunk_size = 64
   c.sweep.num_sub_batches = 1
   c.sweep.sub_batch = 0
+
+  # Devices: "data" splits every batch over the local devices (parameters
+  # replicated), "seeds" splits the seed axis; "auto" is "seeds" for the
+  # teacher-student problems (full-batch, per-seed data) and "data" otherwise.
+  c.parallel = "auto"
 
   # Bookkeeping.
   c.checkpoint_every_epochs = 100
@@ -228,7 +235,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          ("activation", ACTIVATIONS), ("method", tuple(recipe_names())),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
                          ("prunable", PRUNABLE), ("dtype", DTYPES),
-                         ("pruning.calibration", CALIBRATION)]:
+                         ("pruning.calibration", CALIBRATION), ("parallel", PARALLEL)]:
     choice(config, name, accepted)
   require(config.lr > 0, "lr", config.lr, "> 0")
   for name in ("noise", "pruning.threshold", "pruning.tolerated_relative_loss_increase"):

@@ -43,9 +43,9 @@ from sparsejax import masks as masks_lib
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
 from sparsejax.runner import errors, keys, locks, records
-from sparsejax.runner.config import validate
+from sparsejax.runner.config import ConfigError, validate
 from sparsejax.runner.progress import Progress
-from sparsejax.train import driver
+from sparsejax.train import driver, sharding
 from sparsejax.train.state import TrainState, create_train_state, trainables
 
 
@@ -101,6 +101,35 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   return rows
 
 
+def layout_of(config, parts, n_seeds: int):
+  """The devices' layout of ``config.parallel`` (``"auto"``: seeds for per-seed data).
+
+  Raises:
+    ConfigError: with ``"data"``, a training or evaluation batch that the
+      device count does not divide (before any compute).
+  """
+  kind = config.parallel
+  if kind == "auto":
+    kind = "seeds" if parts.data_axis == 0 else "data"
+  layout = sharding.layout_for(kind, n_seeds)
+  if kind == "data":
+    axis = 1 if parts.data_axis == 0 else 0
+    n_train = parts.data.train.x.shape[axis]
+    batches = {"train_batch_size": min(config.train_batch_size or n_train, n_train)}
+    for split in ("train", "val", "test"):
+      n = getattr(parts.data, split).x.shape[axis]
+      batches.setdefault("eval_batch_size", min(config.eval_batch_size, n))
+      if min(config.eval_batch_size, n) % layout.devices:
+        batches["eval_batch_size"] = min(config.eval_batch_size, n)
+    for name, size in batches.items():
+      if size % layout.devices:
+        raise ConfigError(
+            f"config field {name!r} gives batches of {size}; with parallel='data' over "
+            f"{layout.devices} devices it must be a multiple of {layout.devices} (or set "
+            "parallel='seeds')")
+  return layout
+
+
 class Program:
   """One program of seeds: its parts, plan, checkpoints and records (host orchestration).
 
@@ -114,9 +143,11 @@ class Program:
     self.workdir = workdir
     self.recipe: Recipe = get_recipe(config.method)
     self.parts = build_lib.build(config, seeds)
+    layout = layout_of(config, self.parts, len(self.seeds))
     self.program = driver.SeedProgram(
         seeds, self.parts.data, self.parts.data_axis, self.parts.model, self.parts.task,
-        train_batch_size=config.train_batch_size, eval_batch_size=config.eval_batch_size)
+        train_batch_size=config.train_batch_size, eval_batch_size=config.eval_batch_size,
+        layout=layout)
     self.plan: Plan = self.recipe.plan(config, self.parts)
     first = self.plan.steps[0]
     if not isinstance(first, driver.Phase) or first.optimizer is None:
@@ -144,14 +175,14 @@ class Program:
         key, model, sample, first.objective, first.optimizer, prunable=prunable), 0,
         len(self.seeds)))
     model_keys = jax.vmap(keys.model_key)(jnp.asarray(self.seeds))
-    states = init(model_keys)
+    states = self.program.place(init(model_keys))
     if not self.config.init_from:
       if self.plan.prepare is None:
         return states
       return jax.jit(driver.map_seeds(self.plan.prepare, 0, len(self.seeds)))(
           states, jnp.asarray(self.seeds, jnp.int32))
-    params, model_state = pretrained(self.config.init_from, self.seeds,
-                                     records.per_seed(states, 0))
+    params, model_state = self.program.place(pretrained(self.config.init_from, self.seeds,
+                                                        records.per_seed(states, 0)))
 
     def start_from(state, params, model_state, key):
       objective_state = first.objective.init(jax.random.split(key)[1], params)

@@ -38,6 +38,7 @@ import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax.objectives.base import Objective
+from sparsejax.train import sharding
 from sparsejax.train.convergence import push_tail, tail_length, tail_saturated
 from sparsejax.train.loop import make_epoch_fn
 from sparsejax.train.selection import Selection
@@ -189,9 +190,13 @@ class SeedProgram:
   """
 
   def __init__(self, seeds: Sequence[int], data, data_axis: int | None, model, task, *,
-               train_batch_size: int, eval_batch_size: int):
+               train_batch_size: int, eval_batch_size: int,
+               layout: sharding.Layout | None = None):
     self.seeds = np.asarray(seeds)
+    self.layout = layout
     self.data, self.data_axis = data, data_axis
+    if layout is not None:
+      self.data = layout.place_data(data, data_axis)
     self.model, self.task = model, task
     self.eval_batch_size = eval_batch_size
     n_train = data.train[0].shape[1 if data_axis == 0 else 0]
@@ -201,6 +206,15 @@ class SeedProgram:
   @property
   def size(self) -> int:
     return len(self.seeds)
+
+  def place(self, tree):
+    """Puts a tree with a leading seed axis on the program's devices (as it is without a layout)."""
+    return tree if self.layout is None else self.layout.place(tree)
+
+  @property
+  def batch_constraint(self):
+    """The constraint that splits each batch over the devices, or ``None``."""
+    return None if self.layout is None else self.layout.batch_constraint()
 
   def vmap(self, fn: Callable, *, with_data: bool = True) -> Callable:
     """``jit(vmap(fn))`` over the seeds, cached per ``fn``.
@@ -227,7 +241,8 @@ class SeedProgram:
     """Metrics of every seed's state on a split: ``{name: (seeds,)}``."""
     key = ("evaluate", objective)
     if key not in self._compiled:
-      evaluate = make_eval_fn(self.model, self.task, objective, self.eval_batch_size, jit=False)
+      evaluate = make_eval_fn(self.model, self.task, objective, self.eval_batch_size, jit=False,
+                              batch_constraint=self.batch_constraint)
       self._compiled[key] = self.vmap(lambda state, data: evaluate(state, *data))
     return jax.device_get(self._compiled[key](states, getattr(self.data, split)))
 
@@ -330,10 +345,12 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
   cache_key = ("chunk", phase, n_epochs)
   if cache_key in program._compiled:
     return program._compiled[cache_key]
-  step = make_train_step(program.model, program.task, phase.objective, phase.optimizer, jit=False)
+  constraint = program.batch_constraint
+  step = make_train_step(program.model, program.task, phase.objective, phase.optimizer, jit=False,
+                         batch_constraint=constraint)
   epoch_fn = make_epoch_fn(step, program.train_batch_size, jit=False)
   evaluate = make_eval_fn(program.model, program.task, phase.objective, program.eval_batch_size,
-                          jit=False)
+                          jit=False, batch_constraint=constraint)
   axis = program.data_axis
 
   def one_seed(state, active, data, key, first_epoch):

@@ -1,14 +1,25 @@
-"""Data parallelism over a ``jax.sharding.Mesh`` with one ``data`` axis.
+"""Spreading a program over the local devices: a ``jax.sharding.Mesh`` with one ``data`` axis.
 
-The batch is split over the ``data`` axis and parameters, optimiser and
-objective state are replicated. One device is the same code path with a mesh
-of size one; several CPU devices can be faked for tests with
+Two layouts (:class:`Layout`):
+
+* ``"data"`` (data parallelism): every batch is split over the ``data``
+  axis, and parameters, optimiser and objective state are replicated; the
+  gradient is the global batch's (XLA inserts the all-reduce), BatchNorm
+  statistics are over the global batch. The batch size must be a multiple of
+  the device count.
+* ``"seeds"``: the leading seed axis of every state and per-seed data array
+  is split over the ``data`` axis, so a sweep of 256 seeds on 8 devices runs
+  32 per device; each seed's computation stays on one device. The mesh uses
+  the largest device count that divides the number of seeds.
+
+One device is the same code path with a mesh of size one; several CPU
+devices can be faked for tests with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -55,3 +66,49 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
     raise ValueError(
         f"batch_size {batch_size} is not divisible by the {n} devices of the "
         f"'{DATA_AXIS}' mesh axis; choose a multiple of {n}")
+
+
+LAYOUTS = ("data", "seeds")
+
+
+class Layout(NamedTuple):
+  """Where a program's arrays live (module docstring).
+
+  Attributes:
+    kind: ``"data"`` or ``"seeds"``.
+    mesh: the one-axis ``data`` mesh.
+  """
+  kind: str
+  mesh: Mesh
+
+  @property
+  def devices(self) -> int:
+    return self.mesh.shape[DATA_AXIS]
+
+  def place(self, tree: Any) -> Any:
+    """Puts a tree with a leading seed axis where the layout wants it."""
+    if self.kind == "data":
+      return replicate(tree, self.mesh)
+    return jax.device_put(tree, batch_sharded(self.mesh))
+
+  def place_data(self, data: Any, data_axis: int | None) -> Any:
+    """The data: replicated, or split with the seeds when they are per seed."""
+    if self.kind == "seeds" and data_axis == 0:
+      return jax.device_put(data, batch_sharded(self.mesh))
+    return replicate(data, self.mesh)
+
+  def batch_constraint(self):
+    """The constraint that splits a batch over the devices (``None`` for ``"seeds"``)."""
+    return batch_constraint(self.mesh) if self.kind == "data" else None
+
+
+def layout_for(kind: str, n_seeds: int, devices: Sequence[jax.Device] | None = None) -> Layout:
+  """The layout ``kind`` over ``devices`` (default all): for ``"seeds"``, over the
+  largest number of them that divides ``n_seeds``."""
+  if kind not in LAYOUTS:
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {kind!r}")
+  devices = list(jax.devices() if devices is None else devices)
+  if kind == "seeds":
+    count = max(d for d in range(1, len(devices) + 1) if n_seeds % d == 0)
+    devices = devices[:count]
+  return Layout(kind, data_mesh(devices))
