@@ -26,7 +26,7 @@ def small(criterion, **fields):
   return config
 
 
-@pytest.mark.parametrize("criterion", ["sa", "deconst"])
+@pytest.mark.parametrize("criterion", ["sa", pytest.param("deconst", marks=pytest.mark.slow)])
 def test_a_mask_at_the_sparsity_is_rewound_retrained_and_stays(criterion, tmp_path):
   rows = run(small(criterion, seeds=2), tmp_path)
   for row in rows:
@@ -126,7 +126,7 @@ def cnn(criterion, folder, **fields):
   return config
 
 
-@pytest.mark.parametrize("criterion", ["sa", "magsign"])
+@pytest.mark.parametrize("criterion", ["sa", pytest.param("magsign", marks=pytest.mark.slow)])
 def test_the_cnn_path_searches_rewinds_deletes_and_retrains(criterion, fake_cifar, tmp_path):
   rows = run(cnn(criterion, fake_cifar), tmp_path)
   row = rows[0]

@@ -48,6 +48,7 @@ def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp
       float(hc.model_density(layers, state.objective_state.log_alpha)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_penalized_runs_keep_their_penalty_weights(tmp_path):
   config = small(formulation="penalized", **{"l0.penalty": (0.5,), "max_epochs": 2,
                                              "min_epochs": 2})
