@@ -105,13 +105,14 @@ def test_the_tabu_memory_redraws_repeats():
   schedule = annealing.Schedule(tabu_size=3, tabu_attempts=200)
   chain = annealing.Chain(
       mask=current, ave=0.0, level_sum=0.0, level_count=0, best_mask=current, best_mean=0.0,
-      tabu=jnp.stack(neighbours[:3]), tabu_filled=jnp.ones(3, bool), tabu_next=0,
+      tabu=jnp.stack([annealing.pack(m) for m in neighbours[:3]]), tabu_filled=jnp.ones(3, bool),
+      tabu_next=0,
       evaluations=0, accepted=0)
   for i in range(10):
     proposal = annealing._propose(jax.random.key(i), chain, 1, schedule)
     np.testing.assert_array_equal(proposal, neighbours[3])
   # Within-n: a memory entry at Hamming distance 2 < n = 3 blocks candidates near it.
-  near = chain._replace(tabu=jnp.stack([current] * 3))
+  near = chain._replace(tabu=jnp.stack([annealing.pack(current)] * 3))
   assert bool(annealing._is_tabu(near, neighbours[0], 3))
   assert not bool(annealing._is_tabu(near, neighbours[0], 1))
 

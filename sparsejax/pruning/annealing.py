@@ -178,7 +178,7 @@ class Chain(NamedTuple):
   level_count: jax.Array
   best_mask: jax.Array
   best_mean: jax.Array
-  tabu: jax.Array          # (tabu_size, N) recent candidates
+  tabu: jax.Array          # (tabu_size, ceil(N / 8)) recent candidates, bit-packed
   tabu_filled: jax.Array   # (tabu_size,) which rows hold a candidate
   tabu_next: jax.Array     # the row the next candidate goes to
   evaluations: jax.Array
@@ -210,8 +210,15 @@ def accept(key: jax.Array, ave, accuracy, temperature) -> jax.Array:
   return (delta < 0) | (jax.random.uniform(key) < jnp.exp(-delta / temperature))
 
 
+def pack(mask: jax.Array) -> jax.Array:
+  """A boolean mask as bytes (8 entries each), as the tabu memory stores it."""
+  return jnp.packbits(mask)
+
+
 def _is_tabu(chain: Chain, candidate: jax.Array, threshold) -> jax.Array:
-  distances = jnp.sum(chain.tabu ^ candidate[None, :], axis=1)
+  """Whether a stored candidate lies within Hamming distance ``< threshold``."""
+  differing = jax.lax.population_count(chain.tabu ^ pack(candidate)[None, :])
+  distances = jnp.sum(differing.astype(jnp.int32), axis=1)
   return jnp.any(chain.tabu_filled & (distances < threshold))
 
 
@@ -257,7 +264,7 @@ def anneal(evaluate: Callable[[jax.Array], jax.Array], key: jax.Array, n_units: 
   chain = Chain(mask=mask, ave=jnp.asarray(schedule.start_accuracy, dtype),
                 level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32),
                 best_mask=mask, best_mean=jnp.asarray(-jnp.inf, dtype),
-                tabu=jnp.zeros((schedule.tabu_size, n_units), bool),
+                tabu=jnp.zeros((schedule.tabu_size, -(-n_units // 8)), jnp.uint8),
                 tabu_filled=jnp.zeros(schedule.tabu_size, bool),
                 tabu_next=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
                 accepted=jnp.zeros((), jnp.int32))
@@ -274,7 +281,7 @@ def anneal(evaluate: Callable[[jax.Array], jax.Array], key: jax.Array, n_units: 
           mask=jnp.where(ok, candidate, chain.mask),
           ave=jnp.where(ok, level_sum / jnp.maximum(level_count, 1), chain.ave),
           level_sum=level_sum, level_count=level_count,
-          tabu=chain.tabu.at[chain.tabu_next].set(candidate),
+          tabu=chain.tabu.at[chain.tabu_next].set(pack(candidate)),
           tabu_filled=chain.tabu_filled.at[chain.tabu_next].set(True),
           tabu_next=(chain.tabu_next + 1) % schedule.tabu_size,
           evaluations=chain.evaluations + 1, accepted=chain.accepted + ok)
