@@ -114,14 +114,10 @@ def layout_of(config, parts, n_seeds: int):
   layout = sharding.layout_for(kind, n_seeds)
   if kind == "data":
     axis = 1 if parts.data_axis == 0 else 0
-    n_train = parts.data.train.x.shape[axis]
-    batches = {"train_batch_size": min(config.train_batch_size or n_train, n_train)}
-    for split in ("train", "val", "test"):
-      n = getattr(parts.data, split).x.shape[axis]
-      batches.setdefault("eval_batch_size", min(config.eval_batch_size, n))
-      if min(config.eval_batch_size, n) % layout.devices:
-        batches["eval_batch_size"] = min(config.eval_batch_size, n)
-    for name, size in batches.items():
+    sizes = [getattr(parts.data, split).x.shape[axis] for split in ("train", "val", "test")]
+    batches = [("train_batch_size", min(config.train_batch_size or sizes[0], sizes[0]))]
+    batches += [("eval_batch_size", min(config.eval_batch_size, n)) for n in sizes]
+    for name, size in batches:
       if size % layout.devices:
         raise ConfigError(
             f"config field {name!r} gives batches of {size}; with parallel='data' over "
