@@ -26,7 +26,8 @@ def small(criterion, **fields):
   return config
 
 
-@pytest.mark.parametrize("criterion", ["sa", pytest.param("deconst", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["sa", "deconst"])
 def test_a_mask_at_the_sparsity_is_rewound_retrained_and_stays(criterion, tmp_path):
   rows = run(small(criterion, seeds=2), tmp_path)
   for row in rows:
