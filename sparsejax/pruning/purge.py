@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.models.mlp import get_activation
+from sparsejax.pruning.neurons import layer_names
 
 Layer = tuple[np.ndarray, np.ndarray]
 
@@ -54,10 +55,6 @@ class PurgedNetwork(NamedTuple):
   activation: str
 
 
-def _names(params, prefix: str) -> list[str]:
-  return sorted((k for k in params if k.startswith(prefix)), key=lambda k: int(k.split("_")[1]))
-
-
 def purge(params, alive: dict[str, np.ndarray], activation: str) -> PurgedNetwork:
   """The purged network of gated ``params`` (the gates already folded in).
 
@@ -68,7 +65,9 @@ def purge(params, alive: dict[str, np.ndarray], activation: str) -> PurgedNetwor
     activation: the hidden nonlinearity.
   """
   params = jax.tree.map(np.asarray, params)
-  conv_names, dense_names = _names(params, "Conv_"), _names(params, "Dense_")
+  names = layer_names(params)
+  conv_names = [n for n in names if n.startswith("Conv_")]
+  dense_names = [n for n in names if n.startswith("Dense_")]
   convs, channels = [], None
   for name in conv_names:
     kernel, bias = params[name]["kernel"], params[name]["bias"]

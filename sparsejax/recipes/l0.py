@@ -163,20 +163,18 @@ def preparation(config: ml_collections.ConfigDict, layers):
   return prepare
 
 
-def densities(config: ml_collections.ConfigDict, log_alpha) -> dict:
+def densities(layers, log_alpha) -> dict:
   """The expected kept densities: the model's and each layer's."""
-  layers = layers_of(config)
   fields = {"l0_density": float(hc.model_density(layers, log_alpha))}
   for layer, value in zip(layers, np.asarray(hc.layer_densities(layers, log_alpha))):
     fields[f"l0_density_{layer.name.replace('/', '_')}"] = float(value)
   return fields
 
 
-def purged_size(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+def purged_size(config: ml_collections.ConfigDict, layers, state: TrainState) -> dict:
   """The purged network's parameters and MACs, and their shares of the dense model's."""
   if config.l0.structure != "structured" or config.architecture not in DELETABLE_ARCHITECTURES:
     return {}
-  layers = layers_of(config)
   log_alpha = state.objective_state.log_alpha
   gates = {l.name: hc.test_gates(log_alpha[l.name], config.l0.test_gate) for l in layers}
   activation = build_model(config).activation
@@ -193,10 +191,11 @@ def purged_size(config: ml_collections.ConfigDict, state: TrainState) -> dict:
 
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   state = outcome.state
-  fields = densities(config, state.objective_state.log_alpha)
+  layers = hc.gated_layers(state.params, config.l0.structure)
+  fields = densities(layers, state.objective_state.log_alpha)
   for k, value in enumerate(np.asarray(jax.device_get(state.objective_state.multipliers))):
     fields[f"l0_multiplier_{k}"] = float(value)
-  fields.update(purged_size(config, state))
+  fields.update(purged_size(config, layers, state))
   return fields
 
 
