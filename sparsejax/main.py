@@ -119,8 +119,11 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   configure_logging(config.quiet)
   workdir = _WORKDIR.value or os.path.join("workdirs", config.experiment_name)
-  from sparsejax.runner import run
+  from sparsejax.runner import hosts, run
+  from sparsejax.runner.config import validate
   try:
+    validate(config)  # before the processes meet: a bad field fails alone, at once
+    hosts.initialize(config)
     run(config, workdir)
   except EXPECTED_ERRORS as error:
     _fail(str(error))

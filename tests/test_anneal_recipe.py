@@ -127,7 +127,8 @@ def cnn(criterion, folder, **fields):
   return config
 
 
-@pytest.mark.parametrize("criterion", ["sa", pytest.param("magsign", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["sa", "magsign"])
 def test_the_cnn_path_searches_rewinds_deletes_and_retrains(criterion, fake_cifar, tmp_path):
   rows = run(cnn(criterion, fake_cifar), tmp_path)
   row = rows[0]

@@ -119,9 +119,9 @@ def test_the_tabu_memory_redraws_repeats():
 
 def test_the_swap_move_picks_uniformly():
   mask = jnp.arange(20) < 10
-  keys = jax.random.split(jax.random.key(4), 4000)
+  keys = jax.random.split(jax.random.key(4), 1000)
   flips = jax.vmap(lambda k: annealing.swap_move(k, mask, 3) ^ mask)(keys)
   rate = np.asarray(jnp.mean(flips, axis=0))
-  # Each of the 10 ones and 10 zeros flips with probability 3/10.
-  np.testing.assert_allclose(rate, 0.3, atol=0.03)
+  # Each of the 10 ones and 10 zeros flips with probability 3/10 (sd 0.0145).
+  np.testing.assert_allclose(rate, 0.3, atol=0.05)
   assert np.all(np.asarray(jnp.sum(flips, axis=1)) == 6)

@@ -6,8 +6,11 @@ on 4 devices is compared with the same run on 1.
 """
 
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -107,3 +110,83 @@ def test_a_64_seed_sweep_sharded_over_4_devices_gives_each_seeds_result(tmp_path
   assert list(one["kept_params"]) == list(four["kept_params"])
   assert list(one["train_epochs"]) == list(four["train_epochs"])
   pd.testing.assert_series_equal(one["final_test_loss"], four["final_test_loss"], rtol=1e-10)
+
+
+# -- several processes (jax.distributed on localhost) ------------------------------------------
+
+#: LENET300 in float64 for 12 epochs, checkpointed every 2: long enough to kill mid-run.
+#: (In float32 the summation order of the gradient all-reduce, which differs between
+#: one process and two, moves a few weights across the pruning threshold by epoch 24.)
+LONGER = LENET300 + ("--config.dtype=float64", "--config.max_epochs=12",
+                     "--config.min_epochs=12", "--config.checkpoint_every_epochs=2")
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def start_processes(workdir, *args: str, processes: int = 2,
+                    devices: int = 2) -> list[subprocess.Popen]:
+  """``processes`` copies of one command, ``devices`` fake CPU devices each, meeting
+  at a localhost coordinator."""
+  env = clean_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                  SPARSEJAX_DATA_DIR=str(data_path("mnist").parent))
+  address = f"localhost:{free_port()}"
+  return [subprocess.Popen(
+      [sys.executable, "-m", "sparsejax.main", *args, f"--workdir={workdir}",
+       f"--config.distributed.coordinator_address={address}",
+       f"--config.distributed.num_processes={processes}",
+       f"--config.distributed.process_id={rank}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for rank in range(processes)]
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+  """Waits for every process; returns their stdout (each must exit 0)."""
+  outs = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    outs.append(out)
+  return outs
+
+
+def saved_checkpoints(workdir) -> int:
+  """How many program checkpoints have been completely written (orbax renames a
+  step's folder to its number when it is complete)."""
+  return len([p for p in (workdir / "checkpoints").glob("*+1/*") if p.name.isdigit()])
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_resume_after_a_kill(tmp_path):
+  reference = main(4, tmp_path / "one", *LONGER)
+  assert reference.returncode == 0, reference.stderr
+  one = final_row(tmp_path / "one")
+
+  # Two processes x two devices: the row of one process x four devices, written once.
+  outs = finish(start_processes(tmp_path / "two", *LONGER))
+  runs = pd.read_csv(tmp_path / "two" / "runs.csv")
+  assert len(runs) == 1
+  compare(one, runs.iloc[0].to_dict(), 1e-9)
+  # Only process 0 reports (gloo's own connection lines aside).
+  assert one["run_id"] in outs[0] and one["run_id"] not in outs[1] and "kept" not in outs[1]
+  assert (tmp_path / "two" / "artifacts" / one["run_id"] / "masks.npz").exists()
+
+  # Both killed (-9) mid-run, then restarted: they resume and end with the same row.
+  workdir = tmp_path / "killed"
+  procs = start_processes(workdir, *LONGER)
+  deadline = time.monotonic() + 600
+  while (saved_checkpoints(workdir) < 1 and time.monotonic() < deadline
+         and all(p.poll() is None for p in procs)):
+    time.sleep(0.05)
+  assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
+  for proc in procs:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert not (workdir / "runs.csv").exists()
+  finish(start_processes(workdir, *LONGER, "--config.quiet=False"))
+  runs = pd.read_csv(workdir / "runs.csv")
+  assert len(runs) == 1
+  compare(one, runs.iloc[0].to_dict(), 1e-9)

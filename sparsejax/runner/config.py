@@ -40,6 +40,10 @@ INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
+#: ``host:port`` of the ``jax.distributed`` coordinator.
+ADDRESS = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")
+
+
 class ConfigError(ValueError):
   """A config field is unknown or has a value outside its accepted set."""
 
@@ -47,7 +51,8 @@ class ConfigError(ValueError):
 #: Fields that do not change what a run computes: left out of its id.
 BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_size",
                       "sweep.num_sub_batches", "sweep.sub_batch", "download", "data_dir",
-                      "manual_dir", "parallel")
+                      "manual_dir", "parallel", "distributed.coordinator_address",
+                      "distributed.num_processes", "distributed.process_id")
 #: How a program spreads over the local devices (``parallel``).
 PARALLEL = ("auto", "data", "seeds")
 
@@ -126,6 +131,13 @@ def run_fields() -> ml_collections.ConfigDict:
   # replicated), "seeds" splits the seed axis; "auto" is "seeds" for the
   # teacher-student problems (full-batch, per-seed data) and "data" otherwise.
   c.parallel = "auto"
+  # Processes (sparsejax.runner.hosts): under SLURM with more than one task
+  # nothing needs setting; other launchers start num_processes copies of the
+  # command, each with its process_id and the coordinator's host:port.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
 
   # Bookkeeping.
   c.checkpoint_every_epochs = 100
@@ -175,10 +187,12 @@ def field_names() -> list[str]:
   return sorted(_flatten(base_config()))
 
 
-def check_field_name(name: str) -> None:
-  """Raises :class:`ConfigError` unless ``name`` is a valid dotted field."""
-  if name not in field_names():
-    raise ConfigError(f"unknown config field {name!r}; valid fields: {', '.join(field_names())}")
+def check_field_name(name: str, known: list[str] | None = None) -> None:
+  """Raises :class:`ConfigError` unless ``name`` is a valid dotted field (one of
+  ``known``, by default :func:`field_names`)."""
+  known = field_names() if known is None else known
+  if name not in known:
+    raise ConfigError(f"unknown config field {name!r}; valid fields: {', '.join(known)}")
 
 
 def choice(config, name: str, accepted) -> None:
@@ -201,8 +215,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from sparsejax.recipes import get_recipe, recipe_names
   flat = _flatten(config)
   defaults = _flatten(base_config())
+  known = sorted(defaults)
   for name in flat:
-    check_field_name(name)
+    check_field_name(name, known)
   for name, default in defaults.items():
     if name not in flat:
       raise ConfigError(f"config has no field {name!r}; start configs from base_config()")
@@ -272,6 +287,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
           config.sweep.num_sub_batches, f"<= seeds ({config.seeds}): every task needs a seed")
   require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
           config.sweep.sub_batch, f"in [0, sweep.num_sub_batches = {config.sweep.num_sub_batches})")
+  distributed = config.distributed
+  if distributed.coordinator_address:
+    require(ADDRESS.fullmatch(distributed.coordinator_address) is not None,
+            "distributed.coordinator_address", distributed.coordinator_address,
+            "'host:port' (e.g. 'node001:1234'), or '' for one process or SLURM")
+  require(distributed.num_processes >= 1, "distributed.num_processes",
+          distributed.num_processes, ">= 1")
+  require(0 <= distributed.process_id < distributed.num_processes, "distributed.process_id",
+          distributed.process_id, f"in [0, distributed.num_processes = "
+          f"{distributed.num_processes})")
   require(config.image_size >= 0, "image_size", config.image_size, ">= 0 (0 = native size)")
   require(config.input_scale > 0, "input_scale", config.input_scale, "> 0")
   require(0 <= config.val_fraction < 1, "val_fraction", config.val_fraction,

@@ -42,7 +42,7 @@ from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import errors, keys, locks, records
+from sparsejax.runner import errors, hosts, keys, locks, records
 from sparsejax.runner.config import ConfigError, validate
 from sparsejax.runner.progress import Progress
 from sparsejax.train import driver, sharding
@@ -74,11 +74,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   validate(config)
   workdir = pathlib.Path(workdir)
   records.check_writable(workdir)
-  progress = Progress(quiet=config.quiet)
+  progress = Progress(quiet=config.quiet or not hosts.is_writer(), warnings=hosts.is_writer())
   seeds = sweep_seeds(config)
   ids = {seed: records.run_id_of(seed_config(config, seed)) for seed in seeds}
   todo = [seed for seed in seeds if ids[seed] not in records.finished_rows(workdir, ids.values())]
-  with locks.hold(workdir, [ids[seed] for seed in todo]):
+  with hosts.writer_only(locks.hold(workdir, [ids[seed] for seed in todo])):
     finished = records.finished_rows(workdir, ids.values())  # others may have finished some
     todo = [seed for seed in seeds if ids[seed] not in finished]
     if len(todo) < len(seeds):
@@ -90,7 +90,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
         for row in run_program(config, workdir, program_seeds, progress):
           finished[row["run_id"]] = row
   rows = [finished[ids[seed]] for seed in seeds]
-  records.print_summary(config, workdir, rows)
+  if hosts.is_writer():
+    records.print_summary(config, workdir, rows)
   diverged = [records.diverged_line(row) for row in rows if row.get("status") == "diverged"]
   if len(diverged) == len(rows):
     raise errors.Diverged("; ".join(diverged) + f" (the last finite state is in "
@@ -110,7 +111,12 @@ def layout_of(config, parts, n_seeds: int):
   """
   kind = config.parallel
   if kind == "auto":
-    kind = "seeds" if parts.data_axis == 0 else "data"
+    kind = "seeds" if parts.data_axis == 0 and not hosts.several() else "data"
+  if kind == "seeds" and hosts.several():
+    raise ConfigError(
+        f"config field 'parallel' is 'seeds': seed sharding runs within one process, and this "
+        f"run has {jax.process_count()}; use parallel='data', or split the seeds over "
+        "separate jobs with sweep.num_sub_batches")
   layout = sharding.layout_for(kind, n_seeds)
   if kind == "data":
     axis = 1 if parts.data_axis == 0 else 0
@@ -205,7 +211,8 @@ class Program:
     return [s for s in self.plan.steps if isinstance(s, driver.Phase)][-1]
 
   def template(self, index: int, initial: TrainState, in_phase: bool):
-    """The shape of what the checkpoint at step ``index`` holds."""
+    """The shape of what the checkpoint at step ``index`` holds, placed on the
+    program's devices (a checkpoint restores into the template's shardings)."""
     states = initial
     for step in self.plan.steps[:index + 1]:
       if isinstance(step, driver.Phase):
@@ -214,7 +221,7 @@ class Program:
     if in_phase:
       phase = self.plan.steps[index]
       return driver.init_carry(self.program, phase, states, aux, self.optimizer_before(index))
-    return {"states": states, "aux": aux}
+    return self.program.place({"states": states, "aux": aux})
 
   # -- checkpoints ------------------------------------------------------------------------------
 
@@ -369,7 +376,9 @@ class Program:
                    for k, v in m.items()},
           phase_names=phase_names, curves=curves, meta=self.meta, seeds_in_program=len(self.seeds)))
     self.checkpointer.close()
-    shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
+    hosts.barrier("program-recorded")
+    if hosts.is_writer():
+      shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
     return rows
 
 

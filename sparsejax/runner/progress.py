@@ -31,8 +31,10 @@ class Progress:
   at convergence.
   """
 
-  def __init__(self, quiet: bool = False, every_s: float = 5.0, stream=None):
+  def __init__(self, quiet: bool = False, every_s: float = 5.0, stream=None,
+               warnings: bool = True):
     self.quiet = quiet
+    self.warnings = warnings
     self.every_s = every_s
     self.stream = stream or sys.stdout
     self._last_print = 0.0
@@ -68,8 +70,9 @@ class Progress:
     self.log("  ".join(parts))
 
   def warn(self, message: str) -> None:
-    """A warning: printed to stderr even when quiet."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A warning: printed to stderr even when quiet (unless ``warnings`` is off)."""
+    if self.warnings:
+      print(f"warning: {message}", file=sys.stderr, flush=True)
 
   def log(self, message: str) -> None:
     if not self.quiet:

@@ -45,6 +45,7 @@ from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
 from sparsejax import results
 from sparsejax.recipes import Outcome, Recipe
+from sparsejax.runner import hosts
 from sparsejax.runner.config import BOOKKEEPING_FIELDS, relevant_fields
 from sparsejax.runner.errors import WorkdirError
 from sparsejax.train.driver import per_seed
@@ -113,7 +114,7 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
                 seeds_in_program: int) -> dict[str, Any]:
   """Writes one seed's artifacts, final state and row (module docstring); returns the row."""
   run_id = run_id_of(config)
-  artifacts = results.artifact_dir(workdir, run_id)
+  artifacts = hosts.artifact_dir(results.artifact_dir(workdir, run_id))
   summary = masks_lib.summary(state.masks, state.params)
   total = summary["total"]
   row = dict(relevant_fields(config))
@@ -147,7 +148,8 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
   with checkpoint_lib.Checkpointer(final_state_dir(workdir, run_id), max_to_keep=1) as ckpt:
     step = (ckpt.latest_step() or 0) + 1
     ckpt.save(step, {"state": state}, {"run_id": run_id})
-  results.replace_runs(workdir, [row])  # one row per run id, whoever wrote it before
+  if hosts.is_writer():
+    results.replace_runs(workdir, [row])  # one row per run id, whoever wrote it before
   return row
 
 

@@ -337,7 +337,11 @@ def init_carry(program: SeedProgram, phase: Phase, states: TrainState, aux,
   chunk = _chunk_fn(program, phase._replace(optimizer=optimizer), 1)
   keys = jax.vmap(jax.random.key)(jnp.arange(n))
   shapes = jax.eval_shape(chunk, carry, keys, 0)[1]
-  return carry._replace(last={name: jnp.zeros(s.shape[:1], s.dtype) for name, s in shapes.items()})
+  # Every leaf on the program's devices: a fresh optimiser state from
+  # ``start_states`` is on the default device, and a checkpoint restored into
+  # this carry as a template must not pin it there.
+  return program.place(
+      carry._replace(last={name: jnp.zeros(s.shape[:1], s.dtype) for name, s in shapes.items()}))
 
 
 def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:

@@ -43,9 +43,24 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def put(tree: Any, sharding: NamedSharding) -> Any:
+  """``jax.device_put`` that also works when the mesh spans several processes.
+
+  Each process passes its own copy of the same values; typed PRNG keys travel
+  as their key data (``device_put`` takes only the devices of this process
+  for them).
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding),
+                                      impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
+  return jax.tree.map(one, tree)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places every array of ``tree`` on all devices of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  return put(tree, replicated(mesh))
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
@@ -89,12 +104,12 @@ class Layout(NamedTuple):
     """Puts a tree with a leading seed axis where the layout wants it."""
     if self.kind == "data":
       return replicate(tree, self.mesh)
-    return jax.device_put(tree, batch_sharded(self.mesh))
+    return put(tree, batch_sharded(self.mesh))
 
   def place_data(self, data: Any, data_axis: int | None) -> Any:
     """The data: replicated, or split with the seeds when they are per seed."""
     if self.kind == "seeds" and data_axis == 0:
-      return jax.device_put(data, batch_sharded(self.mesh))
+      return put(data, batch_sharded(self.mesh))
     return replicate(data, self.mesh)
 
   def batch_constraint(self):
