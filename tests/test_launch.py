@@ -12,6 +12,7 @@ SCRIPTS = {
     "sweep_array.slurm": ["configs/teacher_student.py", "4", "OUT"],
     "merge.slurm": ["OUT"],
     "bmrs_table1.sh": ["bmrs_mlp_mnist", "3", "OUT"],
+    "multinode.slurm": ["configs/vgg_cifar.py", "OUT"],
 }
 
 
@@ -28,6 +29,9 @@ def test_launch_scripts_use_the_active_environment_or_PYTHON(script, tmp_path):
   log = tmp_path / "calls.txt"
   fake_python(tmp_path / "env" / "bin", "python", log)
   named = fake_python(tmp_path / "named", "chosen", log)
+  srun = tmp_path / "env" / "bin" / "srun"  # runs the command once, here, without its options
+  srun.write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+  srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
   env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
   env.update(PATH=f"{tmp_path / 'env' / 'bin'}:{env['PATH']}", SLURM_ARRAY_TASK_COUNT="2",
              SLURM_ARRAY_TASK_ID="0", SLURM_SUBMIT_DIR=str(REPO))

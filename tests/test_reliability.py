@@ -247,6 +247,9 @@ def test_every_field_rejects_nan_infinity_and_the_wrong_type():
     ("layerwise_pruning_max_epochs", 10 ** 12, "layerwise_pruning_max_epochs"),
     ("input_offset", float("nan"), "input_offset"),
     ("bmrs.mu_p", float("nan"), "bmrs.mu_p"),
+    ("distributed.coordinator_address", "localhost", "distributed.coordinator_address"),
+    ("distributed.process_id", 1, "distributed.process_id"),
+    ("distributed.num_processes", 0, "distributed.num_processes"),
 ])
 def test_fields_that_escaped_validation_are_caught(name, value, what):
   with pytest.raises(ConfigError, match=re.escape(repr(what))):
