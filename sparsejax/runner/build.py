@@ -42,7 +42,15 @@ class Parts(NamedTuple):
 
 
 def dtype_of(config) -> jnp.dtype:
+  """The parameters', optimiser state's and data's dtype (float32 under ``"bfloat16"``)."""
   return jnp.float64 if config.dtype == "float64" else jnp.float32
+
+
+def compute_dtype_of(config) -> jnp.dtype:
+  """The dtype the model's layers compute in: bfloat16 for mixed precision
+  (``dtype="bfloat16"``: float32 parameters cast to bfloat16 in each layer,
+  BatchNorm statistics and the loss in float32), else :func:`dtype_of`."""
+  return jnp.bfloat16 if config.dtype == "bfloat16" else dtype_of(config)
 
 
 def build_data(config: ml_collections.ConfigDict, seeds: Sequence[int]):
@@ -102,8 +110,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The model of ``config.architecture``, sized for the data set's inputs and classes,
   with the fields the method's recipe sets (``Recipe.model_options``)."""
   from sparsejax.recipes import get_recipe
-  dtype = dtype_of(config)
-  kwargs = dict(dtype=dtype, param_dtype=dtype, **get_recipe(config.method).model_options(config))
+  kwargs = dict(dtype=compute_dtype_of(config), param_dtype=dtype_of(config), **get_recipe(config.method).model_options(config))
   if config.architecture == "mlp":
     return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
                       **kwargs)

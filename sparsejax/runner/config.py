@@ -33,7 +33,9 @@ OPTIMIZERS = ("adam", "sgd", "adadelta")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
 PRUNABLE = ("all", "kernels")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16")
+#: Models that compute in bfloat16 with ``dtype="bfloat16"`` (parameters stay float32).
+MIXED_PRECISION_ARCHITECTURES = ("lenet5_caffe", "vgg16_bn", "resnet18", "resnet50")
 #: Integer fields fit int32 (epochs and seeds become int32 arrays).
 INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
 #: An experiment name: it names run ids, files and folders in the workdir.
@@ -62,7 +64,7 @@ def run_fields() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment_name = "experiment"
   c.seed = 42
-  c.dtype = "float32"
+  c.dtype = "float32"  # or "float64"; "bfloat16": CNNs compute in bfloat16, parameters float32
 
   # Data.
   c.dataset = "teacher_student"
@@ -280,6 +282,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(student[0] == teacher[0] and student[-1] == teacher[-1], "architecture_student",
             student, f"a list whose first and last widths are the teacher's inputs and outputs "
             f"({teacher[0]} and {teacher[-1]}, from architecture_teacher)")
+  if config.dtype == "bfloat16":
+    require(config.architecture in MIXED_PRECISION_ARCHITECTURES, "dtype", config.dtype,
+            f"'float32' or 'float64' unless the architecture is one of "
+            f"{MIXED_PRECISION_ARCHITECTURES}")
   if config.pruning.delete_neurons:
     require(config.architecture in DELETABLE_ARCHITECTURES, "pruning.delete_neurons", True,
             f"false unless the architecture is one of {DELETABLE_ARCHITECTURES}")

@@ -16,13 +16,18 @@ PerExample = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Softmax cross-entropy with integer labels, one value per example."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  """Softmax cross-entropy with integer labels, one value per example (at least
+  float32: bfloat16 logits of a mixed-precision model are widened first)."""
+  return optax.softmax_cross_entropy_with_integer_labels(_widened(logits), labels)
 
 
 def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """1.0 where the arg-max class equals the label, else 0.0."""
-  return (jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype)
+  """1.0 where the arg-max class equals the label, else 0.0 (at least float32)."""
+  return (jnp.argmax(logits, axis=-1) == labels).astype(_widened(logits).dtype)
+
+
+def _widened(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
