@@ -89,10 +89,10 @@ def median_time(fn: Callable, *args, times: int = 3) -> float:
   return statistics.median(timed(fn, *args)[1] for _ in range(times))
 
 
-def matmul_gflops(n: int = 2048, times: int = 11) -> float:
-  """The float32 matrix-product rate, GFLOP/s: median of ``times`` ``n x n`` products."""
-  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+def matmul_gflops(n: int = 2048, times: int = 11, dtype=jnp.float32) -> float:
+  """The matrix-product rate in ``dtype``, GFLOP/s: median of ``times`` ``n x n`` products."""
+  a = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(2), (n, n), dtype)
   product = jax.jit(jnp.matmul)
   timed(product, a, b)  # Compiles.
   return 2 * n**3 / median_time(product, a, b, times=times) / 1e9
