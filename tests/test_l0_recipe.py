@@ -96,6 +96,7 @@ def test_lenet5_config_is_layerwise_with_four_targets():
   assert objective.init(jax.random.key(0), params).multipliers.shape == (4,)
 
 
+@pytest.mark.slow
 def test_a_penalty_sweep_gives_each_seed_its_own_weight(tmp_path):
   grid = (0.0, 0.3, 3.0)
   config = small(formulation="penalized", **{"l0.penalty": grid, "l0.penalty_sweep": True,

@@ -50,6 +50,7 @@ def test_the_command_line_exits_2_on_divergence(tmp_path):
   assert "diverged" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_diverged_seed_of_a_sweep_is_frozen_and_marked_while_the_others_go_on(tmp_path,
                                                                                  monkeypatch):
   build_data = build_lib.build_data

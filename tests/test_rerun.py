@@ -1,11 +1,14 @@
 """The regression check: re-running a workdir's runs with the current code."""
 
+import pytest
+
 from sparsejax import results
 from sparsejax.runner import run
 from sparsejax.studies import rerun
 from tests.test_runner import small_config
 
 
+@pytest.mark.slow
 def test_a_rerun_agrees_and_a_changed_result_is_caught(tmp_path, capsys):
   config = small_config(max_epochs=60, finetuning_max_epochs=20, dtype="float64")
   run(config, tmp_path / "old")
