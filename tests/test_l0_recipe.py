@@ -24,6 +24,7 @@ def small(module=l0_mlp_mnist, formulation="constrained", **fields):
   return config
 
 
+@pytest.mark.slow
 def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp_path):
   # Fast duals and gates, so that 6 epochs of 16 steps reach the target (and
   # overshoot it: the restarts zero the multiplier, Adam's momentum goes on).

@@ -60,7 +60,8 @@ def magnitude_config(**overrides):
   return config
 
 
-@pytest.mark.parametrize("scope", [pytest.param("global", marks=pytest.mark.slow), "layer"])
+@pytest.mark.slow
+@pytest.mark.parametrize("scope", ["global", "layer"])
 def test_the_recipe_prunes_to_the_density_and_keeps_the_zeros(tmp_path, scope):
   from sparsejax.runner import load_run, run
   rows = run(magnitude_config(**{"magnitude.scope": scope}), tmp_path)

@@ -3,6 +3,7 @@
 import pathlib
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from sparsejax.runner import run
@@ -11,6 +12,7 @@ from tests.test_runner import small_config
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
 
 
+@pytest.mark.slow
 def test_explore_notebook_runs_on_a_workdir(tmp_path, monkeypatch):
   workdir = tmp_path / "workdir"
   run(small_config(max_epochs=100, finetuning_max_epochs=50), workdir)

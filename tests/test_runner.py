@@ -155,7 +155,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(masks_a[name], masks_b[name])
 
 
-@pytest.mark.parametrize("method", ["drr", "pmmp", "layerwise"])
+@pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow),
+                                    "layerwise"])
 def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method):
   config = small_config(method=method, alpha=1e-3 if method != "layerwise" else 0.0,
                         max_epochs=100, finetuning_max_epochs=50)
