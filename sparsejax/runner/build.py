@@ -110,7 +110,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The model of ``config.architecture``, sized for the data set's inputs and classes,
   with the fields the method's recipe sets (``Recipe.model_options``)."""
   from sparsejax.recipes import get_recipe
-  kwargs = dict(dtype=compute_dtype_of(config), param_dtype=dtype_of(config), **get_recipe(config.method).model_options(config))
+  kwargs = dict(dtype=compute_dtype_of(config), param_dtype=dtype_of(config),
+                **get_recipe(config.method).model_options(config))
   if config.architecture == "mlp":
     return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
                       **kwargs)
