@@ -57,6 +57,23 @@ def parser(description: str, peer: str) -> argparse.ArgumentParser:
   return p
 
 
+def listed(p: argparse.ArgumentParser, option: str, value: str,
+           accepted: Iterable[str]) -> list[str]:
+  """The comma-separated entries of ``value``; a parser error names unknown ones.
+
+  Args:
+    p: the parser (for the error).
+    option: the option's name, as the user typed it (``"--dtypes"``).
+    value: its value.
+    accepted: the accepted entries.
+  """
+  entries, accepted = value.split(","), list(accepted)
+  unknown = sorted(set(entries) - set(accepted))
+  if unknown:
+    p.error(f"{option}: unknown {unknown}; accepted: {', '.join(accepted)}")
+  return entries
+
+
 def first_mnist_images(n: int, manual_dir: os.PathLike | str) -> tuple[Pair, Pair]:
   """The first ``n`` official MNIST training images and the 10,000 test images.
 

@@ -102,10 +102,7 @@ def main():
   p.add_argument("--no-peer", action="store_true", help="JAX only (the CPU smoke test)")
   p.set_defaults(peer=str(common.REPO / "benchmarks" / "peers" / "torch_vgg.py"))
   args = p.parse_args()
-  dtypes = args.dtypes.split(",")
-  unknown = sorted(set(dtypes) - set(DTYPES))
-  if unknown:
-    p.error(f"--dtypes: unknown {unknown}; accepted: {', '.join(DTYPES)}")
+  dtypes = common.listed(p, "--dtypes", args.dtypes, DTYPES)
   load_start = common.loadavg()
   machine = common.machine()
   for dtype in dtypes:

@@ -75,15 +75,19 @@ def test_kl_gradient_matches_finite_differences():
   with jax.enable_x64(True):
     mu = jnp.array([-1.0, -3.0, -8.0, 0.3])
     log_sigma = jnp.array([0.0, 1.0, 1.0, -2.0])
-    f = lambda m, s: jnp.sum(lu.kl_divergence(m, s))
-    g_mu, g_s = jax.grad(f, argnums=(0, 1))(mu, log_sigma)
-    h = 1e-6
-    for i in range(4):
-      e = jnp.zeros(4).at[i].set(h)
-      np.testing.assert_allclose(g_mu[i], (f(mu + e, log_sigma) - f(mu - e, log_sigma)) / (2 * h),
-                                 rtol=1e-6, atol=1e-9)
-      np.testing.assert_allclose(g_s[i], (f(mu, log_sigma + e) - f(mu, log_sigma - e)) / (2 * h),
-                                 rtol=1e-6, atol=1e-9)
+    _assert_gradients_match_finite_differences(
+        lambda m, s: jnp.sum(lu.kl_divergence(m, s)), mu, log_sigma, rtol=1e-6, atol=1e-9)
+
+
+def _assert_gradients_match_finite_differences(f, mu, log_sigma, rtol, atol, h=1e-6):
+  """jax.grad of ``f(mu, log_sigma)`` against central differences, entry by entry."""
+  g_mu, g_s = jax.grad(f, argnums=(0, 1))(mu, log_sigma)
+  for i in range(mu.shape[0]):
+    e = jnp.zeros_like(mu).at[i].set(h)
+    np.testing.assert_allclose(g_mu[i], (f(mu + e, log_sigma) - f(mu - e, log_sigma)) / (2 * h),
+                               rtol=rtol, atol=atol)
+    np.testing.assert_allclose(g_s[i], (f(mu, log_sigma + e) - f(mu, log_sigma - e)) / (2 * h),
+                               rtol=rtol, atol=atol)
 
 
 def test_far_outside_posterior_stays_finite():
@@ -192,3 +196,43 @@ def test_snr_is_accurate_over_the_whole_clipped_range_of_log_sigma():
   with jax.enable_x64():
     assert float(lu.snr(-19.0, -20.0)) == pytest.approx(4.85165195e8, rel=1e-8)
     assert float(lu.snr(-10.0, -15.0)) == pytest.approx(3.26901737e6, rel=1e-8)
+
+
+# Units at the prior's bounds, in the bulk, with theta clipped at b and with gamma clipped.
+GATED_MU = [0.0, -1.0, -8.0, -19.5, 0.4, -3.0]
+GATED_LOG_SIGMA = [-5.0, 0.0, 1.0, 2.0, 1.5, -19.0]
+
+
+@pytest.mark.parametrize("x64", [True, False])
+def test_gated_per_element_equals_the_sampler_and_its_automatic_gradient(x64):
+  """The hand-written VJP against jax.grad of x * sample_theta(key, mu, log sigma, x.shape)."""
+  with jax.enable_x64(x64):
+    dtype = jnp.float64 if x64 else jnp.float32
+    key = jax.random.key(0)
+    x = jax.random.normal(jax.random.key(1), (32, 3, 3, 6), dtype)
+    mu, log_sigma = jnp.asarray(GATED_MU, dtype), jnp.asarray(GATED_LOG_SIGMA, dtype)
+    head = jax.random.normal(jax.random.key(2), x.shape, dtype)
+
+    def loss(gate):
+      return lambda x, mu, log_sigma: jnp.sum(jnp.sin(head * gate(x, mu, log_sigma)))
+
+    fast = loss(lambda x, m, s: lu.gated_per_element(key, x, m, s))
+    auto = loss(lambda x, m, s: x * lu.sample_theta(key, m, s, x.shape))
+    assert float(fast(x, mu, log_sigma)) == float(auto(x, mu, log_sigma))  # same value, bit for bit
+    got = jax.jit(jax.grad(fast, (0, 1, 2)))(x, mu, log_sigma)
+    want = jax.jit(jax.grad(auto, (0, 1, 2)))(x, mu, log_sigma)
+    for g, w in zip(got, want):
+      assert g.dtype == dtype
+      np.testing.assert_allclose(g, w, rtol=1e-9 if x64 else 2e-4, atol=1e-12 if x64 else 1e-4)
+    # Every case contributes (the clipped unit has a zero mu-gradient through theta only).
+    assert np.all(np.abs(np.asarray(got[2])[:5]) > 0)
+
+
+def test_gated_per_element_gradient_matches_finite_differences():
+  with jax.enable_x64(True):
+    key = jax.random.key(3)
+    x = jax.random.normal(jax.random.key(4), (64, 4))
+    mu, log_sigma = jnp.array([-1.0, -0.3, -5.0, -2.0]), jnp.array([0.0, -1.0, 1.0, -3.0])
+    _assert_gradients_match_finite_differences(
+        lambda m, s: jnp.sum(jnp.tanh(lu.gated_per_element(key, x, m, s))), mu, log_sigma,
+        rtol=1e-5, atol=1e-8)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import MLP, Dtype, apply_gate, check_gates, flatten
+from sparsejax.models.pooling import max_pool
 
 #: LeNet-5 widths per input channel: conv channels, then hidden Dense units.
 LENET5_WIDTHS = (6, 16, 120, 84)
@@ -126,7 +127,7 @@ class BMRSLeNet5(nn.Module):
       x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=name)(x)
       x = apply_gate(nn.relu(x), gates, name)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2))
     x = flatten(x)
     for i, features in enumerate((h0, h1)):
       name = f"Dense_{i}"

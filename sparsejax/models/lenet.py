@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten, get_activation
+from sparsejax.models.pooling import max_pool
 
 #: Output channels of the two conv layers.
 CHANNELS = (20, 50)
@@ -88,7 +89,7 @@ class LeNet5Caffe(nn.Module):
       x = Conv(features, (5, 5), padding="VALID", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=name)(x)
       x = apply_gate(act(x), gates, name)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2))
     x = flatten(x)
     x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype,
                  name="Dense_0")(x)

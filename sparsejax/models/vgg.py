@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from sparsejax.models.batchnorm import batch_norm
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten
+from sparsejax.models.pooling import max_pool
 
 #: VGG configuration D: conv output channels, ``"M"`` = 2x2 max-pool.
 VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -98,7 +99,7 @@ class VGG16BN(nn.Module):
     layer = 0
     for entry in VGG16_CONFIG:
       if entry == "M":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2))
         continue
       x = Conv(entry, (3, 3), padding="SAME", dtype=self.dtype,
                   param_dtype=self.param_dtype, name=f"Conv_{layer}")(x)
