@@ -76,26 +76,35 @@ def _flat_index(shape: Sequence[int]) -> jax.Array:
   return index
 
 
-def fusible(key: jax.Array, dtype) -> bool:
-  """Whether :func:`uniform` computes the draws inline for this key and dtype."""
+def inline_threefry(key: jax.Array) -> bool:
+  """Whether draws from ``key`` are computed inline (a Threefry key, partitionable counters)."""
   return (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
           and str(jax.random.key_impl(key)) == "threefry2x32"
-          and jax.config.jax_threefry_partitionable
-          and np.dtype(dtype) in _FLOAT_LAYOUT)
+          and jax.config.jax_threefry_partitionable)
+
+
+def fusible(key: jax.Array, dtype) -> bool:
+  """Whether :func:`uniform` computes the draws inline for this key and dtype."""
+  return inline_threefry(key) and np.dtype(dtype) in _FLOAT_LAYOUT
 
 
 def random_bits(key: jax.Array, shape: Sequence[int], bit_width: int) -> jax.Array:
-  """``jax.random.bits(key, shape, uint{bit_width})`` for a Threefry key, computed inline."""
+  """``jax.random.bits(key, shape, uint{bit_width})``, computed inline for a Threefry key.
+
+  ``bit_width`` is 32 or 64; other keys go to ``jax.random.bits``.
+  """
   shape = tuple(shape)
+  if bit_width not in (32, 64):
+    raise ValueError(f"bit_width must be 32 or 64, got {bit_width}")
+  if not inline_threefry(key):
+    return jax.random.bits(key, shape, np.dtype(f"uint{bit_width}"))
   if math.prod(shape) >= 2**32:
     raise ValueError(f"shape {shape}: at most 2**32 - 1 elements are drawn inline")
   k1, k2 = jax.random.key_data(key)
   x1, x2 = threefry2x32(k1, k2, jnp.zeros(shape, np.uint32), _flat_index(shape))
   if bit_width == 32:
     return x1 ^ x2
-  if bit_width == 64:
-    return (x1.astype(np.uint64) << np.uint64(32)) | x2.astype(np.uint64)
-  raise ValueError(f"bit_width must be 32 or 64, got {bit_width}")
+  return (x1.astype(np.uint64) << np.uint64(32)) | x2.astype(np.uint64)
 
 
 def uniform(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:

@@ -125,3 +125,18 @@ def test_the_swap_move_picks_uniformly():
   # Each of the 10 ones and 10 zeros flips with probability 3/10 (sd 0.0145).
   np.testing.assert_allclose(rate, 0.3, atol=0.05)
   assert np.all(np.asarray(jnp.sum(flips, axis=1)) == 6)
+
+
+def test_ties_at_the_threshold_are_taken_in_index_order():
+  mask = jnp.array([True, False, True, True, False, False, True, False])
+  # Every entry tied: the first n of each pool by index flip.
+  flipped = annealing.swap_by_bits(mask, jnp.full(8, 7, jnp.uint32), 2) ^ mask
+  np.testing.assert_array_equal(flipped, [True, True, True, False, True, False, False, False])
+  # One smaller entry per pool, then ties: it and the first tied entry flip.
+  bits = jnp.array([9, 9, 9, 1, 9, 9, 9, 1], jnp.uint32)
+  flipped = annealing.swap_by_bits(mask, bits, 2) ^ mask
+  np.testing.assert_array_equal(flipped, [True, True, False, True, False, False, False, True])
+  # No tie beyond the room: the cheap branch gives the same as the ranked one.
+  bits = jnp.arange(8, dtype=jnp.uint32)[::-1]
+  flipped = annealing.swap_by_bits(mask, bits, 2) ^ mask
+  np.testing.assert_array_equal(flipped, [False, False, False, True, False, True, True, True])

@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax import prng
+
 TABU_RULES = ("exact", "within_n")
 
 
@@ -144,16 +146,23 @@ def _digit_threshold(digits, group, wanted, before):
 def swap_move(key: jax.Array, mask: jax.Array, n) -> jax.Array:
   """``n`` random ones -> zeros and ``n`` random zeros -> ones (cut to the smaller pool).
 
-  Every entry draws 32 random bits; in each pool (ones, zeros) the ``n``
+  Every entry draws 32 random bits (:func:`sparsejax.prng.random_bits`, bit
+  for bit ``jax.random.bits``, fused); in each pool (ones, zeros) the ``n``
   entries with the smallest bits flip, so the choice is uniform. The two
   thresholds are found by a two-digit radix select (a histogram of the high
   16 bits, then of the low 16 bits within the threshold's bin; no sort: a
-  sort of the MLP's 266,200 entries costs about 80 ms on a CPU core);
-  entries tied at a threshold are taken in index order.
+  sort of the MLP's 266,200 entries costs about 80 ms on a CPU core).
+  Entries tied at a threshold are taken in index order; the ranks that
+  needs (two prefix sums over every entry) are computed only when a pool
+  has more tied entries than room.
   """
+  return swap_by_bits(mask, prng.random_bits(key, mask.shape, 32), n)
+
+
+def swap_by_bits(mask: jax.Array, bits: jax.Array, n) -> jax.Array:
+  """:func:`swap_move` for given per-entry ``bits`` (uint32): the ``n`` smallest per pool flip."""
   kept = jnp.sum(mask)
   n = jnp.minimum(n, jnp.minimum(kept, mask.size - kept))
-  bits = jax.random.bits(key, mask.shape, jnp.uint32)
   group = jnp.where(mask, 0, 1)
   high = (bits >> 16).astype(jnp.int32)
   low = (bits & 0xFFFF).astype(jnp.int32)
@@ -166,8 +175,14 @@ def swap_move(key: jax.Array, mask: jax.Array, n) -> jax.Array:
   below = bits < limit
   tied = bits == limit
   room = n - jnp.stack([jnp.sum(below & mask), jnp.sum(below & ~mask)])
-  rank = jnp.where(mask, jnp.cumsum(tied & mask), jnp.cumsum(tied & ~mask))
-  return mask ^ (below | (tied & (rank <= room[group])))
+  tied_count = jnp.stack([jnp.sum(tied & mask), jnp.sum(tied & ~mask)])
+
+  def first_tied_by_index():
+    rank = jnp.where(mask, jnp.cumsum(tied & mask), jnp.cumsum(tied & ~mask))
+    return tied & (rank <= room[group])
+
+  take = jax.lax.cond(jnp.any(tied_count > room), first_tied_by_index, lambda: tied)
+  return mask ^ (below | take)
 
 
 class Chain(NamedTuple):
