@@ -21,7 +21,7 @@ import pandas as pd
 from absl import app, flags
 
 from sparsejax import results
-from sparsejax.studies.report import markdown
+from sparsejax.studies.report import markdown, mean_std
 
 #: (model, regulariser) -> (nonzero %, compression, test accuracy %) of the
 #: COMP6248 reproduction (reference notes, section 1.6).
@@ -36,12 +36,6 @@ REPRODUCTION = {
                "group_hs": (0.26, 383.86, 97.33)},
 }
 ORDER = ("none", "l1", "hoyer", "hs", "tl1", "group_lasso", "group_hs", "magnitude")
-
-
-def _mean_std(values: pd.Series, digits: int = 2) -> str:
-  values = values.astype(float).to_numpy()
-  std = values.std(ddof=1) if len(values) > 1 else 0.0
-  return f"{values.mean():.{digits}f} +- {std:.{digits}f}"
 
 
 def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -63,9 +57,9 @@ def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
         "decay": "" if name == "magnitude" else f"{decay:g}",
         "sensitivity": "" if name == "magnitude" else f"{sensitivity:g}",
         "seeds": len(group),
-        "nonzero %": _mean_std(100 * group["density"]),
-        "compression": _mean_std(group["compression"], 1),
-        "test accuracy %": _mean_std(100 * group["final_test_accuracy"]),
+        "nonzero %": mean_std(100 * group["density"]),
+        "compression": mean_std(group["compression"], 1),
+        "test accuracy %": mean_std(100 * group["final_test_accuracy"]),
         "reproduction nonzero %": "" if ref is None else f"{ref[0]:.2f}",
         "reproduction compression": "" if ref is None else f"{ref[1]:.2f}",
         "reproduction accuracy %": "" if ref is None else f"{ref[2]:.2f}"})

@@ -32,6 +32,13 @@ def markdown(frame: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
+def mean_std(values: pd.Series, digits: int = 2) -> str:
+  """``"mean +- std"`` over seeds (the sample standard deviation; 0 for one value)."""
+  values = values.astype(float).to_numpy()
+  std = values.std(ddof=1) if len(values) > 1 else 0.0
+  return f"{values.mean():.{digits}f} +- {std:.{digits}f}"
+
+
 def tables(runs: pd.DataFrame, columns: Sequence[str] = DEFAULT_COLUMNS) -> tuple[str, str]:
   """``(per-run table, medians per method and alpha)`` of the columns present."""
   present = [c for c in columns if c in runs.columns]

@@ -1,0 +1,112 @@
+"""Constrained L0 runs beside the constrained-sparsity repository's results.
+
+``python -m sparsejax.studies.l0_report WORKDIR [WORKDIR ...]`` prints one row
+per model, constraint (model-wise ``M`` with one target, layer-wise ``L``
+with one per gated layer), multiplier learning rate and epochs of the finished
+constrained runs (``l0.formulation`` ``lagrangian`` or
+``augmented_lagrangian``): the number of seeds, the final expected density
+(the reference's ``l0_model``, %) with the largest distance of a seed from
+its target, the test error, and the purged model's parameters and
+multiply-accumulates (% of the dense model), all mean +- std over seeds;
+beside them the reference's numbers for the same model and targets
+(reference notes, section 5: the 3-seed MNIST sweeps, and the 5-seed table
+rows with purged sizes).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pandas as pd
+from absl import app
+
+from sparsejax import results
+from sparsejax.studies.report import markdown, mean_std
+
+CONSTRAINED = ("lagrangian", "augmented_lagrangian")
+#: architecture -> the reference's model name.
+MODELS = {"lenet_300_100": "MLP", "lenet5_caffe": "LeNet"}
+#: (model, kind, targets) -> (l0 %, error %, params %, MACs %) of the reference
+#: (section 5; None where the repository has no figure).
+REFERENCE = {
+    ("MLP", "M", (0.2,)): (22.77, 2.11, None, None),
+    ("MLP", "M", (0.33,)): (34.17, 1.768, 26.58, 26.66),
+    ("MLP", "M", (0.35,)): (36.25, 1.75, None, None),
+    ("MLP", "M", (0.5,)): (50.89, 1.46, None, None),
+    ("MLP", "M", (0.65,)): (65.37, 1.50, None, None),
+    ("MLP", "M", (0.8,)): (80.02, 1.46, None, None),
+    ("MLP", "L", (0.2,) * 3): (23.28, 2.82, None, None),
+    ("MLP", "L", (0.3,) * 3): (30.87, 2.192, 7.59, 7.62),
+    ("MLP", "L", (0.35,) * 3): (36.02, 2.03, None, None),
+    ("MLP", "L", (0.5,) * 3): (50.42, 1.76, None, None),
+    ("MLP", "L", (0.65,) * 3): (65.07, 1.72, None, None),
+    ("MLP", "L", (0.8,) * 3): (80.08, 1.54, None, None),
+    ("LeNet", "M", (0.1,)): (12.24, 1.012, 7.75, 46.47),
+    ("LeNet", "M", (0.2,)): (20.27, 0.85, None, None),
+    ("LeNet", "M", (0.35,)): (35.06, 0.71, None, None),
+    ("LeNet", "M", (0.5,)): (50.58, 0.64, None, None),
+    ("LeNet", "M", (0.65,)): (65.47, 0.72, None, None),
+    ("LeNet", "M", (0.8,)): (80.36, 0.58, None, None),
+    ("LeNet", "L", (0.5, 0.3, 0.7, 0.1)): (67.01, 0.906, 2.35, 14.86),
+}
+
+
+def _targets(value) -> tuple[float, ...]:
+  targets = ast.literal_eval(value) if isinstance(value, str) else value
+  return tuple(float(t) for t in (targets if isinstance(targets, (list, tuple)) else [targets]))
+
+
+def _figure(value, digits: int = 2) -> str:
+  return "" if value is None else f"{value:.{digits}f}"
+
+
+def table(runs: pd.DataFrame) -> pd.DataFrame:
+  """One row per model, targets and multiplier learning rate (module docstring)."""
+  if runs.empty or "l0.formulation" not in runs:
+    return pd.DataFrame()
+  if "status" in runs:
+    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = runs[runs["l0.formulation"].isin(CONSTRAINED)].copy()
+  runs["targets"] = runs["l0.target_density"].map(_targets)
+  rows = []
+  for (architecture, targets, dual_lr, epochs), group in sorted(
+      runs.groupby(["architecture", "targets", "l0.dual_lr", "max_epochs"]),
+      key=lambda item: item[0]):
+    model = MODELS.get(architecture, architecture)
+    kind = "M" if len(targets) == 1 else "L"
+    density = 100 * group["l0_density"]
+    layer_targets = [100 * t for t in targets]
+    miss = (density - 100 * targets[0]).abs().max() if kind == "M" else max(
+        (100 * group[f"l0_density_{column}"] - target).abs().max()
+        for column, target in zip(_gated_layers(group), layer_targets))
+    ref = REFERENCE.get((model, kind, targets), (None,) * 4)
+    rows.append({
+        "model": model, "constraint": f"{kind} {', '.join(f'{t:g}' for t in targets)}",
+        "dual lr": f"{dual_lr:g}", "epochs": int(epochs), "seeds": len(group),
+        "expected density %": mean_std(density),
+        "largest miss (points)": f"{miss:.2f}",
+        "test error %": mean_std(100 * (1 - group["final_test_accuracy"])),
+        "purged params %": mean_std(group["purged_params_pct"]),
+        "purged MACs %": mean_std(group["purged_macs_pct"]),
+        "reference density %": _figure(ref[0]), "reference error %": _figure(ref[1], 3),
+        "reference params %": _figure(ref[2]), "reference MACs %": _figure(ref[3])})
+  return pd.DataFrame(rows)
+
+
+def _gated_layers(group: pd.DataFrame) -> list[str]:
+  """The gated layers with a density column, in the order of the layer-wise targets."""
+  columns = [c[len("l0_density_"):] for c in group if c.startswith("l0_density_")
+             and group[c].notna().all()]
+  return sorted(columns, key=lambda name: (not name.startswith("Conv"), name))
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("give one or more workdirs")
+  runs = pd.concat([results.read_runs(pathlib.Path(w)) for w in argv[1:]], ignore_index=True)
+  print(markdown(table(runs)))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,40 @@
+"""sparsejax.studies.l0_report: the constrained runs beside the reference's numbers."""
+
+import pandas as pd
+import pytest
+
+from sparsejax.studies import l0_report
+
+
+def _run(targets, density, accuracy, seed, layers=None, formulation="lagrangian"):
+  row = {"architecture": "lenet_300_100", "l0.formulation": formulation,
+         "l0.target_density": str(list(targets)), "l0.dual_lr": 1e-3, "max_epochs": 200,
+         "seed": seed, "l0_density": density, "final_test_accuracy": accuracy,
+         "purged_params_pct": 10.0 + seed, "purged_macs_pct": 9.0, "status": "finished"}
+  for name, value in zip(("Dense_0", "Dense_1", "Dense_2"), layers or (None,) * 3):
+    row[f"l0_density_{name}"] = value
+  return row
+
+
+def test_rows_per_target_with_the_largest_miss_and_the_reference():
+  runs = pd.DataFrame([
+      _run([0.2], 0.203, 0.979, 0), _run([0.2], 0.199, 0.981, 1),
+      _run([0.3, 0.3, 0.3], 0.31, 0.975, 0, layers=(0.30, 0.33, 0.29)),
+      _run([0.5], 0.4, 0.9, 0, formulation="penalized")])  # not constrained: left out
+  table = l0_report.table(runs).set_index("constraint")
+  assert list(table.index) == ["M 0.2", "L 0.3, 0.3, 0.3"]
+  model_wise = table.loc["M 0.2"]
+  assert model_wise["seeds"] == 2
+  assert model_wise["expected density %"] == "20.10 +- 0.28"
+  assert model_wise["largest miss (points)"] == "0.30"
+  assert model_wise["test error %"] == "2.00 +- 0.14"
+  assert model_wise["reference density %"] == "22.77" and model_wise["reference error %"] == "2.110"
+  layer_wise = table.loc["L 0.3, 0.3, 0.3"]
+  assert layer_wise["largest miss (points)"] == "3.00"  # Dense_1 at 33 % against 30 %
+  assert layer_wise["reference params %"] == "7.59"
+
+
+def test_no_constrained_runs_give_an_empty_table():
+  assert l0_report.table(pd.DataFrame()).empty
+  only_penalised = pd.DataFrame([_run([0.5], 0.4, 0.9, 0, formulation="penalized")])
+  assert l0_report.table(only_penalised).empty
