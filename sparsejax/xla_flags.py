@@ -4,12 +4,13 @@ XLA's CPU compiler hands convolutions, dots, reductions and element-wise ops
 to the YNNPACK library when ``--xla_cpu_experimental_ynn_fusion_type`` lists
 their kind. Its default includes the convolutions, whose YNNPACK versions are
 the slowest part of a small CNN's train step on the CPU. Profiled with
-``jax.profiler`` on the 2-core machine (``docs/benchmarks.md``, W5): the
-kernel gradient of LeNet-5's first convolution (one input channel) took 7.9
-ms of a BMRS LeNet-5 step of 20 ms, against 2 ms for XLA's own convolution.
-With ``dot`` only (YNNPACK keeps the matrix products and their element-wise
-neighbours) a LeNet-5-Caffe step goes from 44 to 31 ms and a BMRS LeNet-5
-step from 19 to 12.5 ms; LeNet-300-100 and VGG-16 steps do not change.
+``jax.profiler`` on the 2-core machine (``docs/benchmarks.md``, W5): one
+YNNPACK convolution, the kernel gradient of the BMRS LeNet-5's first
+convolution (one input channel), took 6.4 ms of a step of about 20 ms; with
+``dot`` only (YNNPACK keeps the matrix products and their element-wise
+neighbours) no convolution took more than 2.3 ms, a LeNet-5-Caffe step went
+from 44 to 31 ms and a BMRS LeNet-5 step from 19 to 12.5 ms (single steps,
+indicative), and LeNet-300-100 and VGG-16 steps did not change.
 
 :func:`apply` adds the option to ``XLA_FLAGS`` when it can matter and is
 safe:

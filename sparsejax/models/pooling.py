@@ -5,8 +5,8 @@
 ``reduce_window`` carrying the arg-max index along every axis (four ``s32``
 iotas the size of the input), a concatenation of those indices and a
 ``scatter``. Profiled on the 2-core CPU (``jax.profiler``, LeNet-5-Caffe,
-batch 100): the first pooling layer's gradient took about 16 of the 32 ms of
-a train step.
+batch 100): those ops of the first pooling layer's gradient took about 16 ms
+of the 32 ms that all the step's ops took.
 
 When the windows tile the input exactly (window = stride, ``VALID``, every
 spatial size a multiple of the window: every pooling of LeNet-5 and VGG),

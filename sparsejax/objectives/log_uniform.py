@@ -317,8 +317,8 @@ def gated_per_element(key: jax.Array, x: jax.Array, mu, log_sigma) -> jax.Array:
 
   The value is bit for bit the same. Automatic differentiation of the sampler
   takes several passes over the ~10^6 elements of a batch's activations; here
-  the forward pass computes, in one fused loop, :math:`\\theta` and its
-  derivatives per element, with :math:`\\Phi^{-1}{}'(\\gamma) =
+  the forward pass computes :math:`\\theta` and its derivatives per element
+  from one draw, with :math:`\\Phi^{-1}{}'(\\gamma) =
   1/\\phi(n)`, :math:`n = \\Phi^{-1}(\\gamma)` and :math:`\\gamma =
   (1 - u)\\Phi(\\alpha) + u\\Phi(\\beta)`:
 
