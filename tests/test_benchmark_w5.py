@@ -9,6 +9,7 @@ import pytest
 from tests.test_cli import REPO, clean_env
 
 
+@pytest.mark.slow  # about a minute: three programs compiled in a subprocess
 def test_w5_runs_at_a_tiny_size():
   done = subprocess.run(
       [sys.executable, "benchmarks/w5_lenet5.py", "--steps", "2", "--repeats", "1", "--no-peer"],
