@@ -1,5 +1,6 @@
 """The experiment runner end to end on small teacher-student runs."""
 
+import json
 import math
 import os
 import pathlib
@@ -89,6 +90,21 @@ def test_reloaded_run_reproduces_recorded_metrics_exactly(tmp_path):
   assert kept == recorded["kept_params"]
   for p, m in zip(jax_leaves(loaded.state.params), jax_leaves(loaded.state.masks)):
     assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def test_a_run_saved_before_a_field_existed_reloads_with_its_default(tmp_path):
+  run(small_config(), tmp_path)
+  run_id = results.read_runs(tmp_path)["run_id"].iloc[-1]
+  path = tmp_path / "artifacts" / run_id / "config.json"
+  saved = json.loads(path.read_text())
+  del saved["parallel"], saved["pruning"]["calibration"]  # fields added after such a run
+  path.write_text(json.dumps(saved))
+  loaded = load_run(tmp_path, run_id)
+  assert loaded.config.parallel == "auto"
+  assert loaded.config.pruning.calibration == base_config().pruning.calibration
+  assert loaded.config.seed == saved["seed"]  # saved values win
+  metrics = evaluate_run(loaded)
+  assert metrics["final_test_loss"] == loaded.row["final_test_loss"]
 
 
 def jax_leaves(tree):

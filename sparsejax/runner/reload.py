@@ -18,6 +18,7 @@ import numpy as np
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import results
 from sparsejax.runner import build as build_lib
+from sparsejax.runner import config as config_lib
 from sparsejax.runner import errors, records
 from sparsejax.runner.program import Program
 from sparsejax.train.driver import stack_seeds
@@ -33,8 +34,23 @@ class LoadedRun(NamedTuple):
 
 
 def load_config(workdir: str | pathlib.Path, run_id: str) -> ml_collections.ConfigDict:
+  """The run's saved ``config.json`` over today's defaults.
+
+  A run saved before a field existed gets that field's default (every new
+  field defaults to the behaviour before it), so older workdirs stay loadable.
+  """
   path = pathlib.Path(workdir) / "artifacts" / run_id / "config.json"
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(
+      _over_defaults(config_lib.base_config().to_dict(), json.loads(path.read_text())))
+
+
+def _over_defaults(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+  merged = dict(defaults)
+  for name, value in saved.items():
+    if isinstance(value, dict) and isinstance(defaults.get(name), dict):
+      value = _over_defaults(defaults[name], value)
+    merged[name] = value
+  return merged
 
 
 def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRun:
