@@ -90,6 +90,7 @@ def test_deconst_drops_sign_flips_and_snip_uses_the_gradient_at_init():
     ("anneal.sparsity", 1.0, "in (0, 1)"),
     ("anneal.tabu", "never", "accepted values: exact, within_n"),
     ("anneal.iters_cap", 0.5, ">= anneal.iters_start"),
+    ("anneal.weight_init", "kaiming", "accepted values: flax, torch"),
 ])
 def test_bad_anneal_fields_are_named(field, value, message):
   config = small("sa")
@@ -97,6 +98,15 @@ def test_bad_anneal_fields_are_named(field, value, message):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as error:
     validate(config)
   assert message in str(error.value)
+
+
+def test_the_torch_init_is_refused_for_a_model_without_it():
+  config = small("lth", architecture="lenet5_caffe")
+  with pytest.raises(ConfigError, match="architecture") as error:
+    validate(config)
+  assert "anneal.weight_init 'torch'" in str(error.value) and "basic_cnn" in str(error.value)
+  config.anneal.weight_init = "flax"
+  validate(config)
 
 
 # --------------------------------------------------------------------------

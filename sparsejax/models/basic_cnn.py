@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models import init as init_lib
 from sparsejax.models.conv import Conv
 from sparsejax.models.mlp import Dtype, apply_gate, check_gates, flatten
 
@@ -50,11 +51,14 @@ class BasicCNN(nn.Module):
     num_classes: number of outputs.
     channels: output channels of the four convs.
     dropout: the dropout rate after each relu.
+    weight_init: the initialisation scheme, ``"flax"`` or ``"torch"``
+      (:mod:`sparsejax.models.init`; the reference is PyTorch's).
     dtype, param_dtype: computation and parameter dtypes.
   """
   num_classes: int = 10
   channels: tuple[int, ...] = CHANNELS
   dropout: float = 0.3
+  weight_init: str = "flax"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -80,12 +84,14 @@ class BasicCNN(nn.Module):
     check_gates(gates, self.gate_sites())
     for i, (features, stride) in enumerate(zip(self.channels, STRIDES)):
       x = Conv(features, (3, 3), strides=(stride, stride), padding="VALID", dtype=self.dtype,
-               param_dtype=self.param_dtype, name=f"Conv_{i}")(x)
+               param_dtype=self.param_dtype, name=f"Conv_{i}",
+               **init_lib.layer_inits(self.weight_init, 9 * x.shape[-1]))(x)
       x = nn.relu(x)
       x = nn.Dropout(self.dropout, deterministic=not train, name=f"Dropout_{i}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
                        dtype=self.dtype, param_dtype=self.param_dtype,
                        name=f"BatchNorm_{i}")(x)
       x = apply_gate(x, gates, f"Conv_{i}")
+    x = flatten(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="Dense_0")(flatten(x))
+                    name="Dense_0", **init_lib.layer_inits(self.weight_init, x.shape[-1]))(x)

@@ -48,6 +48,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models import init as init_lib
+
 Dtype = Any
 
 #: The reserved gate site of the model's input (module docstring).
@@ -125,6 +127,8 @@ class MLP(nn.Module):
     widths: ``(d_in, h_1, ..., h_L, d_out)``, input and output included.
     activation: hidden nonlinearity, one of :data:`ACTIVATIONS`.
     use_bias: whether the Dense layers have biases.
+    weight_init: the initialisation scheme, ``"flax"`` or ``"torch"``
+      (:mod:`sparsejax.models.init`).
     dtype: computation dtype.
     param_dtype: parameter dtype.
 
@@ -134,6 +138,7 @@ class MLP(nn.Module):
   widths: Sequence[int]
   activation: str = "tanh"
   use_bias: bool = True
+  weight_init: str = "flax"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -172,9 +177,10 @@ class MLP(nn.Module):
       raise ValueError(
           f"input has {x.shape[-1]} features per example, widths[0] = {self.widths[0]}")
     names = self._layer_names()
-    for name, width in zip(names, self.widths[1:]):
+    for name, fan_in, width in zip(names, self.widths[:-1], self.widths[1:]):
       x = nn.Dense(width, use_bias=self.use_bias, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name=name)(x)
+                   param_dtype=self.param_dtype, name=name,
+                   **init_lib.layer_inits(self.weight_init, fan_in))(x)
       if name in sites:
         x = apply_gate(act(x), gates, name)
     return x

@@ -42,6 +42,10 @@ for filters the kept filters per conv (``filters_<conv>``) and the smaller
 dense CNN left after deleting the pruned ones (``small_params``,
 ``small_macs`` and their % of the dense ones).
 
+The initial weights follow PyTorch's default scheme (``anneal.weight_init="torch"``,
+:mod:`sparsejax.models.init`), as the study's networks do: the rewind
+accuracies and orthogonality scores are measured on them.
+
 The optimiser is ``config.optimizer`` at ``config.lr``, with
 ``anneal.momentum`` (SGD), coupled ``anneal.weight_decay`` and the learning
 rate multiplied by ``anneal.lr_decay_factor`` at each epoch of
@@ -59,6 +63,7 @@ import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.models import init as init_lib
 from sparsejax.models.basic_cnn import CHANNELS
 from sparsejax.pruning import annealing, filters
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
@@ -71,6 +76,8 @@ from sparsejax.train.state import TrainState
 from sparsejax.train.step import apply_model
 
 UNITS = ("weights", "filters")
+#: The architectures that take ``weight_init="torch"`` (:mod:`sparsejax.models.init`).
+TORCH_INIT_ARCHITECTURES = ("mlp", "lenet_300_100", "lenet_300_100_no_bias", "basic_cnn")
 #: The criteria of each kind of unit.
 CRITERIA = {"weights": ("sa", "lth", "deconst", "snip", "random"),
             "filters": ("sa",) + filters.FILTER_CRITERIA + ("random",)}
@@ -83,6 +90,7 @@ def defaults() -> dict:
   a.sparsity = 0.7               # share of the prunable weights (or filters) removed
   a.k_epochs = 0                 # dense training epochs before the criterion
   a.eval_examples = 2000         # sa: accuracy on the first n training images
+  a.weight_init = "torch"        # initial weights: torch (the study's PyTorch defaults) or flax
   a.snip_batch = 64              # snip: the batch the gradient is taken on
   a.momentum = 0.0               # SGD momentum
   a.weight_decay = 0.0           # coupled weight decay
@@ -103,6 +111,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "anneal.units", UNITS)
   choice(config, "anneal.criterion", CRITERIA[config.anneal.units])
   choice(config, "anneal.tabu", annealing.TABU_RULES)
+  choice(config, "anneal.weight_init", init_lib.INITS)
+  if config.anneal.weight_init == "torch":
+    require(config.architecture in TORCH_INIT_ARCHITECTURES, "architecture", config.architecture,
+            f"one of {', '.join(TORCH_INIT_ARCHITECTURES)} for anneal.weight_init 'torch' "
+            "(or anneal.weight_init 'flax')")
   a = config.anneal
   if a.units == "filters":
     require(config.architecture in FILTER_ARCHITECTURES, "architecture", config.architecture,
@@ -297,4 +310,15 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   return record
 
 
-register_recipe(Recipe(name="anneal", defaults=defaults, validate=validate, plan=plan, row=row))
+def model_options(config: ml_collections.ConfigDict) -> dict:
+  """The initialisation scheme (``anneal.weight_init``; the study's is PyTorch's).
+
+  Models without the option (``flax`` only, validated) get none.
+  """
+  if config.architecture not in TORCH_INIT_ARCHITECTURES:
+    return {}
+  return {"weight_init": config.anneal.weight_init}
+
+
+register_recipe(Recipe(name="anneal", defaults=defaults, validate=validate, plan=plan, row=row,
+                       model_options=model_options))

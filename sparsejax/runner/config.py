@@ -310,9 +310,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.architecture in GATED_ARCHITECTURES:
     require(config.dataset != "teacher_student", "dataset", config.dataset,
             f"an image data set for architecture {config.architecture!r}")
+  get_recipe(config.method).validate(config)  # names the family's fields before the model is built
   if config.dataset != "teacher_student":
     _check_model_fits_images(config)
-  get_recipe(config.method).validate(config)
 
 
 def _check_model_fits_images(config: ml_collections.ConfigDict) -> None:
