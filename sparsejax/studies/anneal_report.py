@@ -25,7 +25,7 @@ import pandas as pd
 from absl import app, flags
 
 from sparsejax import results
-from sparsejax.studies.report import markdown, mean_std
+from sparsejax.studies.report import finished, markdown, mean_std
 
 _OS_SPARSITY = flags.DEFINE_float("os_sparsity", 0.7, "sparsity of the orthogonality table")
 
@@ -50,8 +50,7 @@ def _finished_weight_runs(runs: pd.DataFrame) -> pd.DataFrame:
   if runs.empty or "anneal.criterion" not in runs:
     return pd.DataFrame()
   runs = runs[(runs["method"] == "anneal") & (runs["anneal.units"] == "weights")]
-  if "status" in runs:
-    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = finished(runs)
   runs = runs.copy()
   runs["budget"] = [int(e) if c == "sa" else 0 for c, e in
                     zip(runs["anneal.criterion"], runs["anneal.max_evaluations"])]

@@ -21,7 +21,7 @@ import pandas as pd
 from absl import app, flags
 
 from sparsejax import results
-from sparsejax.studies.report import markdown, mean_std
+from sparsejax.studies.report import finished, markdown, mean_std
 
 #: (model, regulariser) -> (nonzero %, compression, test accuracy %) of the
 #: COMP6248 reproduction (reference notes, section 1.6).
@@ -40,8 +40,7 @@ ORDER = ("none", "l1", "hoyer", "hs", "tl1", "group_lasso", "group_hs", "magnitu
 
 def table(runs: pd.DataFrame, model: str) -> pd.DataFrame:
   """One row per regulariser: ours (mean +- std) beside the reproduction's."""
-  if "status" in runs:
-    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = finished(runs)
   runs = runs[runs["method"].isin(["deephoyer", "magnitude"])].copy()
   runs["regulariser"] = np.where(runs["method"] == "magnitude", "magnitude",
                                  runs.get("deephoyer.regulariser", "magnitude"))

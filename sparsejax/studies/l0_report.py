@@ -22,7 +22,7 @@ import pandas as pd
 from absl import app
 
 from sparsejax import results
-from sparsejax.studies.report import markdown, mean_std
+from sparsejax.studies.report import finished, markdown, mean_std
 
 CONSTRAINED = ("lagrangian", "augmented_lagrangian")
 #: architecture -> the reference's model name.
@@ -65,8 +65,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
   """One row per model, targets and multiplier learning rate (module docstring)."""
   if runs.empty or "l0.formulation" not in runs:
     return pd.DataFrame()
-  if "status" in runs:
-    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = finished(runs)
   runs = runs[runs["l0.formulation"].isin(CONSTRAINED)].copy()
   runs["targets"] = runs["l0.target_density"].map(_targets)
   rows = []

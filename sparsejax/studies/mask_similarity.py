@@ -29,6 +29,7 @@ from matplotlib.backends import backend_agg
 
 from sparsejax import masks as masks_lib
 from sparsejax import results
+from sparsejax.studies.report import finished
 
 _SPARSITY = flags.DEFINE_float("sparsity", 0.7, "the runs' anneal.sparsity")
 _RANDOM = flags.DEFINE_integer("random", 5, "fresh random masks of equal density to add")
@@ -45,8 +46,7 @@ def run_masks(runs: pd.DataFrame, workdir: pathlib.Path,
   if runs.empty or "anneal.criterion" not in runs:
     return {}
   runs = runs[(runs["method"] == "anneal") & ((runs["anneal.sparsity"] - sparsity).abs() < 1e-9)]
-  if "status" in runs:
-    runs = runs[runs["status"].fillna("finished") == "finished"]
+  runs = finished(runs)
   return {f"{r['anneal.criterion']} K={int(r['anneal.k_epochs'])} s{int(r['seed'])}":
           results.read_masks(workdir / results.ARTIFACTS_DIR / r["run_id"])
           for _, r in runs.iterrows()}

@@ -32,6 +32,13 @@ def markdown(frame: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+  """The rows of runs that finished (a table without a ``status`` column: all of them)."""
+  if "status" not in runs:
+    return runs
+  return runs[runs["status"].fillna("finished") == "finished"]
+
+
 def mean_std(values: pd.Series, digits: int = 2) -> str:
   """``"mean +- std"`` over seeds (the sample standard deviation; 0 for one value)."""
   values = values.astype(float).to_numpy()
