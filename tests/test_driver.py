@@ -130,9 +130,34 @@ def test_readout_applies_the_objectives_masks_and_keeps_dense_leaves():
   assert out.masks["Dense_0"]["bias"] is None
 
 
+@pytest.mark.parametrize("loop", driver.SEED_LOOPS)
 @pytest.mark.parametrize("size", [1, 3])
-def test_map_seeds_equals_vmap(size):
-  fn = lambda x, y: (x * y).sum()
-  x, y = jnp.arange(size * 4.0).reshape(size, 4), jnp.ones(4)
-  np.testing.assert_array_equal(driver.map_seeds(fn, (0, None), size)(x, y),
-                                jax.vmap(fn, in_axes=(0, None))(x, y))
+def test_map_seeds_equals_vmap(size, loop):
+  fn = lambda x, y: {"sum": (x * y).sum(), "scaled": x * y[0]}
+  x, y = jnp.arange(size * 4.0).reshape(size, 4), jnp.arange(1.0, 5.0)
+  got = driver.map_seeds(fn, (0, None), size, loop)(x, y)
+  want = jax.vmap(fn, in_axes=(0, None))(x, y)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_map_seeds_runs_the_seeds_one_after_another_with_map():
+  # lax.map runs the unbatched function: a grouped convolution appears only under vmap.
+  def conv(kernel, x):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  kernels = jax.random.normal(jax.random.key(0), (3, 3, 3, 2, 4))
+  x = jax.random.normal(jax.random.key(1), (3, 1, 5, 5, 2))  # per-seed activations
+  hlo = {loop: jax.jit(driver.map_seeds(conv, 0, 3, loop)).lower(kernels, x).as_text()
+         for loop in driver.SEED_LOOPS}
+  assert "feature_group_count = 3" in hlo["vmap"]
+  assert "feature_group_count = 3" not in hlo["map"]
+  np.testing.assert_allclose(jax.jit(driver.map_seeds(conv, 0, 3, "map"))(kernels, x),
+                             jax.vmap(conv)(kernels, x), rtol=1e-5, atol=1e-6)
+
+
+def test_map_seeds_rejects_an_unknown_loop_and_axis():
+  with pytest.raises(ValueError, match="loop must be one of"):
+    driver.map_seeds(lambda x: x, 0, 2, "pmap")
+  with pytest.raises(ValueError, match="in_axes must be 0 or None"):
+    driver.map_seeds(lambda x: x, 1, 2, "map")(jnp.ones((2, 2)))

@@ -10,7 +10,7 @@ import pytest
 from sparsejax import results
 from sparsejax.runner import run
 from sparsejax.runner.config import ConfigError, validate
-from sparsejax.runner.program import seed_config, sweep_seeds
+from sparsejax.runner.program import seed_config, seed_loop_of, sweep_seeds
 from tests.test_runner import REPO, small_config
 
 
@@ -93,4 +93,50 @@ def test_sub_batches_split_the_seeds():
   assert parts == [[8, 9, 10, 11], [12, 13, 14], [15, 16, 17]]
   config.sweep.sub_batch = 3
   with pytest.raises(ConfigError, match="sweep.sub_batch"):
+    validate(config)
+
+
+@pytest.mark.slow
+def test_seed_loop_map_gives_the_rows_of_vmap_and_of_single_runs(tmp_path):
+  config = small_config(seeds=3, seed=8, dtype="float64", max_epochs=100,
+                        finetuning_max_epochs=50)
+  config.sweep.seed_loop = "map"
+  mapped = {row["seed"]: row for row in run(config, tmp_path / "map")}
+  config.sweep.seed_loop = "vmap"
+  vmapped = {row["seed"]: row for row in run(config, tmp_path / "vmap")}
+  [single] = run(seed_config(config, 9), tmp_path / "single")
+  assert sorted(mapped) == sorted(vmapped) == [8, 9, 10]
+  for seed in mapped:
+    assert mapped[seed]["run_id"] == vmapped[seed]["run_id"]  # a bookkeeping field
+    assert mapped[seed]["kept_params"] == vmapped[seed]["kept_params"]
+    assert mapped[seed]["final_test_loss"] == pytest.approx(vmapped[seed]["final_test_loss"],
+                                                            rel=1e-9)
+  assert mapped[9]["kept_params"] == single["kept_params"]
+  assert mapped[9]["final_test_loss"] == pytest.approx(single["final_test_loss"], rel=1e-12)
+
+
+@pytest.mark.parametrize("architecture, dataset, want", [
+    ("lenet5_caffe", "mnist", "map"), ("bmrs_lenet5", "mnist", "map"),
+    ("lenet_300_100", "mnist", "vmap")])
+def test_seed_loop_auto_maps_the_seeds_of_convolutional_models_on_a_cpu(architecture, dataset,
+                                                                         want):
+  import jax
+  import jax.numpy as jnp
+  from sparsejax.runner import build
+  config = small_config(architecture=architecture, dataset=dataset)
+  if architecture == "bmrs_lenet5":
+    config.image_size = 32
+  model = build.build_model(config)
+  sample = jnp.zeros((1, *build.input_shape(config)), jnp.float32)
+  assert jax.default_backend() == "cpu"
+  assert seed_loop_of(config, model, sample) == want
+  for loop in ("vmap", "map"):
+    config.sweep.seed_loop = loop
+    assert seed_loop_of(config, model, sample) == loop
+
+
+def test_seed_loop_rejects_an_unknown_value():
+  config = small_config()
+  config.sweep.seed_loop = "pmap"
+  with pytest.raises(ConfigError, match="'sweep.seed_loop'.*accepted values: auto, vmap, map"):
     validate(config)

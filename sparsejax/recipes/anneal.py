@@ -253,14 +253,14 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
     program = inputs.program
     search = make_search(config, program)
     keys = keys_lib.stream_keys(program.seeds, "search")
-    masks, stats = program.vmap(search)(inputs.states, inputs.initial, keys, program.data)
+    masks, stats = program.over_seeds(search)(inputs.states, inputs.initial, keys, program.data)
 
     def rewind(initial: TrainState, masks) -> TrainState:
       return initial._replace(masks=masks, params=masks_lib.apply(masks, initial.params))
-    states = program.vmap(rewind, with_data=False)(inputs.initial, masks)
+    states = program.over_seeds(rewind, with_data=False)(inputs.initial, masks)
     rewound = program.evaluate(objectives.plain(), states, "test")
     scores = ({} if a.units == "filters" else
-              program.vmap(lambda s: orthogonality(s.params, s.masks), with_data=False)(states))
+              program.over_seeds(lambda s: orthogonality(s.params, s.masks), with_data=False)(states))
     stats, scores = jax.device_get((stats, scores))
     records = []
     for i in range(program.size):

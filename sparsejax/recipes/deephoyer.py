@@ -121,7 +121,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                 optimizer=adam(config.lr, d.weight_decay))
 
   def prune(inputs: StageInput):
-    states = inputs.program.vmap(lambda s: prune_masks(s, d.rule, d.sensitivity),
+    states = inputs.program.over_seeds(lambda s: prune_masks(s, d.rule, d.sensitivity),
                                  with_data=False)(inputs.states)
     kept = jax.device_get(jax.vmap(lambda s: masks_lib.kept_count(s.masks, s.params))(states))
     return states, inputs.aux, [{"kept": int(k)} for k in kept]

@@ -274,11 +274,11 @@ def prune_stage(config: ml_collections.ConfigDict, pruning: Pruning) -> Stage:
       states = _host_per_seed(pruning.layerwise, states, xs)
       for record, k in zip(kept, jax.device_get(jax.vmap(_kept)(states))):
         record["kept_after_layerwise"] = int(k)
-    steps = program.vmap(lambda s, k, d: pruning.core(s, k, d, final=True))
+    steps = program.over_seeds(lambda s, k, d: pruning.core(s, k, d, final=True))
     states, info = steps(states, keys.stream_keys(program.seeds, "prune"), program.data)
     if config.pruning.delete_neurons:
       states = _host_per_seed(pruning.delete, states)
-    states = program.vmap(lambda s, d: pruning.tidy(s, final=True))(states, program.data)
+    states = program.over_seeds(lambda s, d: pruning.tidy(s, final=True))(states, program.data)
     records = _records(dict(info, kept=jax.vmap(_kept)(states)))
     return states, inputs.aux, [dict(a, **b) for a, b in zip(kept, records)]
 
@@ -305,7 +305,7 @@ def shrinking_hook(config: ml_collections.ConfigDict, pruning: Pruning, converge
       return carry
     program = ctx.program
     keys_now = keys.event_keys(program.seeds, "shrinking", ctx.epoch)
-    pruned, info = program.vmap(prune)(carry.states, keys_now, program.data)
+    pruned, info = program.over_seeds(prune)(carry.states, keys_now, program.data)
     kept = jax.device_get(jax.vmap(_kept)(pruned))
     ctx.events.append({"name": "shrinking", "epoch": ctx.epoch, "seeds": due_host.tolist(),
                        "kept": np.asarray(kept).tolist()})

@@ -93,7 +93,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
 
     def gradual_hook(carry: PhaseCarry, ctx: ChunkContext) -> PhaseCarry:
       step = ctx.epoch // m.epochs_per_step
-      prune = ctx.program.vmap(step_prune, with_data=False)
+      prune = ctx.program.over_seeds(step_prune, with_data=False)
       states = prune(carry.states, jnp.full((ctx.program.size,), step))
       return carry._replace(states=states)
 
@@ -102,14 +102,14 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                        between_chunks=gradual_hook))
 
   def prune_stage(inputs: StageInput):
-    prune = inputs.program.vmap(lambda s, d: _prune(s, d, m.scope), with_data=False)
+    prune = inputs.program.over_seeds(lambda s, d: _prune(s, d, m.scope), with_data=False)
     states = prune(inputs.states, jnp.full((inputs.program.size,), density))
     return states, inputs.aux, _kept_records(states)
   steps.append(Stage("prune", prune_stage))
 
   if m.rewind:
     def rewind_stage(inputs: StageInput):
-      states = inputs.program.vmap(_rewind, with_data=False)(inputs.states, inputs.initial)
+      states = inputs.program.over_seeds(_rewind, with_data=False)(inputs.states, inputs.initial)
       return states, inputs.aux, [{} for _ in range(inputs.program.size)]
     steps.append(Stage("rewind", rewind_stage))
 

@@ -51,12 +51,14 @@ class ConfigError(ValueError):
 
 
 #: Fields that do not change what a run computes: left out of its id.
-BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_size",
+BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_size", "sweep.seed_loop",
                       "sweep.num_sub_batches", "sweep.sub_batch", "download", "data_dir",
                       "manual_dir", "parallel", "distributed.coordinator_address",
                       "distributed.num_processes", "distributed.process_id")
 #: How a program spreads over the local devices (``parallel``).
 PARALLEL = ("auto", "data", "seeds")
+#: How a program runs its seeds (``sweep.seed_loop``; ``sparsejax.train.driver.SEED_LOOPS`` or auto).
+SEED_LOOPS = ("auto", "vmap", "map")
 
 
 def run_fields() -> ml_collections.ConfigDict:
@@ -128,6 +130,12 @@ def run_fields() -> ml_collections.ConfigDict:
   c.sweep.chunk_size = 64
   c.sweep.num_sub_batches = 1
   c.sweep.sub_batch = 0
+  # How a program runs its seeds: "vmap" vectorises them, "map" runs them one
+  # after another inside the program; "auto" is "map" on a CPU for a model
+  # with 2-D convolutions (vmapped, their kernels become grouped
+  # convolutions, which XLA:CPU runs several times more slowly) and "vmap"
+  # otherwise.
+  c.sweep.seed_loop = "auto"
 
   # Devices: "data" splits every batch over the local devices (parameters
   # replicated), "seeds" splits the seed axis; "auto" is "seeds" for the
@@ -252,7 +260,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          ("activation", ACTIVATIONS), ("method", tuple(recipe_names())),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
                          ("prunable", PRUNABLE), ("dtype", DTYPES),
-                         ("pruning.calibration", CALIBRATION), ("parallel", PARALLEL)]:
+                         ("pruning.calibration", CALIBRATION), ("parallel", PARALLEL),
+                         ("sweep.seed_loop", SEED_LOOPS)]:
     choice(config, name, accepted)
   require(config.lr > 0, "lr", config.lr, "> 0")
   for name in ("noise", "pruning.threshold", "pruning.tolerated_relative_loss_increase"):

@@ -132,6 +132,24 @@ def layout_of(config, parts, n_seeds: int):
   return layout
 
 
+def seed_loop_of(config, model, sample) -> str:
+  """``config.sweep.seed_loop`` with ``"auto"`` resolved (:func:`sparsejax.train.driver.map_seeds`).
+
+  ``"auto"`` is ``"map"`` (seeds one after another inside the program) on a
+  CPU backend for a model with a 2-D convolution (a 4-D kernel), whose
+  vmapped kernels XLA:CPU runs as a grouped convolution several times more
+  slowly (``benchmarks/seed_sweeps.py``, ``docs/benchmarks.md``), and
+  ``"vmap"`` otherwise. Checked on shapes alone (``jax.eval_shape``).
+  """
+  if config.sweep.seed_loop != "auto":
+    return config.sweep.seed_loop
+  if jax.default_backend() != "cpu":
+    return "vmap"
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample)
+  has_conv = any(leaf.ndim == 4 for leaf in jax.tree.leaves(shapes.get("params", {})))
+  return "map" if has_conv else "vmap"
+
+
 class Program:
   """One program of seeds: its parts, plan, checkpoints and records (host orchestration).
 
@@ -149,7 +167,7 @@ class Program:
     self.program = driver.SeedProgram(
         seeds, self.parts.data, self.parts.data_axis, self.parts.model, self.parts.task,
         train_batch_size=config.train_batch_size, eval_batch_size=config.eval_batch_size,
-        layout=layout)
+        layout=layout, seed_loop=seed_loop_of(config, self.parts.model, self.sample_input()))
     self.plan: Plan = self.recipe.plan(config, self.parts)
     first = self.plan.steps[0]
     if not isinstance(first, driver.Phase) or first.optimizer is None:
@@ -167,12 +185,16 @@ class Program:
 
   # -- states -----------------------------------------------------------------------------------
 
+  def sample_input(self) -> jax.Array:
+    """One training input with a batch axis of one (what initialises the model)."""
+    x = self.parts.data.train.x
+    return x[0, :1] if self.parts.data_axis == 0 else x[:1]
+
   def initial_states(self) -> TrainState:
     """Every seed's state at initialisation (a pure function of the seeds)."""
     first = self.plan.steps[0]
     model, prunable = self.parts.model, self.parts.prunable
-    x = self.parts.data.train.x
-    sample = x[0, :1] if self.parts.data_axis == 0 else x[:1]
+    sample = self.sample_input()
     init = jax.jit(driver.map_seeds(lambda key: create_train_state(
         key, model, sample, first.objective, first.optimizer, prunable=prunable), 0,
         len(self.seeds)))

@@ -3,9 +3,9 @@
 Every run trains ``S >= 1`` seeds at once; a single run is ``S = 1`` through
 the same compiled program. A :class:`Phase` runs in chunks of
 ``chunk_epochs`` epochs; one chunk is one compiled call (``jax.jit`` of
-``jax.vmap`` over seeds of a ``lax.scan`` over epochs, each epoch a
-``lax.scan`` of steps followed by the validation metrics), and the checks run
-inside it, vmapped, on the device:
+``jax.vmap``, or ``lax.map``, over seeds (:func:`map_seeds`) of a
+``lax.scan`` over epochs, each epoch a ``lax.scan`` of steps followed by the
+validation metrics), and the checks run inside it, vmapped, on the device:
 
 * **convergence**: the saturation test (:mod:`sparsejax.train.convergence`)
   on a fixed-length buffer of the watched curve's latest values, at chunk
@@ -158,30 +158,69 @@ class ChunkContext(NamedTuple):
   curves: "Curves"
 
 
-def map_seeds(fn: Callable, in_axes, size: int) -> Callable:
-  """``jax.vmap(fn, in_axes)`` over the leading seed axis of ``size`` seeds.
+#: How a program runs its seeds: vectorised (``jax.vmap``) or one after another (``lax.map``).
+SEED_LOOPS = ("vmap", "map")
+
+
+def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap") -> Callable:
+  """``fn`` over the leading seed axis of ``size`` seeds, inside one program.
+
+  ``loop="vmap"`` vectorises the seeds (``jax.vmap(fn, in_axes)``): the
+  seeds' matrix products become batched ones, which is what makes sweeps of
+  MLPs cheap. ``loop="map"`` runs them one after another in the same
+  compiled program (``lax.map``), each seed through the unbatched ``fn``:
+  vmapped per-seed convolution kernels become one grouped convolution
+  (``feature_group_count = size``), which XLA's CPU backend runs, with its
+  gradients, several times more slowly than the seeds' convolutions one at a
+  time (``benchmarks/seed_sweeps.py``).
 
   For one seed it is ``fn`` itself on the arguments without their seed axis
   (the axis is put back on the outputs): XLA rounds a vmapped axis of size
   one differently from the plain program (by about 1e-17 per step in
   float64, which thousands of epochs amplify), so this way a single run
-  reproduces the arithmetic of the per-seed program bit for bit.
+  reproduces the arithmetic of the per-seed program bit for bit, as every
+  seed of a ``"map"`` program does.
+
+  Args:
+    fn: the one-seed function.
+    in_axes: 0 (an argument with the seed axis) or ``None`` (shared), per
+      positional argument or one for all, as ``jax.vmap`` takes it.
+    size: the number of seeds.
+    loop: one of :data:`SEED_LOOPS`.
   """
-  if size > 1:
+  if loop not in SEED_LOOPS:
+    raise ValueError(f"loop must be one of {SEED_LOOPS}, got {loop!r}")
+  if size > 1 and loop == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
 
+  def axes_of(args):
+    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+    if any(axis not in (0, None) for axis in axes):
+      raise ValueError(f"in_axes must be 0 or None per argument, got {in_axes!r}")
+    return axes
+
   def single(*args):
-    axes = in_axes if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
     squeezed = [arg if axis is None else jax.tree.map(lambda x: x[0], arg)
-                for arg, axis in zip(args, axes)]
+                for arg, axis in zip(args, axes_of(args))]
     return jax.tree.map(lambda x: x[None], fn(*squeezed))
-  return single
+
+  def looped(*args):
+    mapped = [i for i, axis in enumerate(axes_of(args)) if axis is not None]
+
+    def one(seed_args):
+      full = list(args)
+      for i, arg in zip(mapped, seed_args):
+        full[i] = arg
+      return fn(*full)
+    return jax.lax.map(one, tuple(args[i] for i in mapped))
+  return single if size == 1 else looped
 
 
 class SeedProgram:
   """The seeds of one compiled program, their data, and helpers to compile for them.
 
   Attributes:
+    seed_loop: how the compiled functions run the seeds (:func:`map_seeds`).
     seeds: the seeds (host array).
     data: the :class:`~sparsejax.data.Splits`; with ``data_axis = 0`` every
       array has a leading seed axis (teacher-student data are drawn per
@@ -191,8 +230,9 @@ class SeedProgram:
 
   def __init__(self, seeds: Sequence[int], data, data_axis: int | None, model, task, *,
                train_batch_size: int, eval_batch_size: int,
-               layout: sharding.Layout | None = None):
+               layout: sharding.Layout | None = None, seed_loop: str = "vmap"):
     self.seeds = np.asarray(seeds)
+    self.seed_loop = seed_loop
     self.layout = layout
     self.data, self.data_axis = data, data_axis
     if layout is not None:
@@ -216,18 +256,18 @@ class SeedProgram:
     """The constraint that splits each batch over the devices, or ``None``."""
     return None if self.layout is None else self.layout.batch_constraint()
 
-  def vmap(self, fn: Callable, *, with_data: bool = True) -> Callable:
-    """``jit(vmap(fn))`` over the seeds, cached per ``fn``.
+  def over_seeds(self, fn: Callable, *, with_data: bool = True) -> Callable:
+    """``fn`` compiled over the seeds (:func:`map_seeds`, ``seed_loop``), cached per ``fn``.
 
     With ``with_data`` the last positional argument is the program's data
     (or a part of it), mapped on ``data_axis``; every other argument has the
     leading seed axis.
     """
-    key = ("vmap", fn, with_data)
+    key = ("over_seeds", fn, with_data)
     if key not in self._compiled:
       def batched(*args):
         in_axes = (0,) * (len(args) - 1) + ((self.data_axis,) if with_data else (0,))
-        return map_seeds(fn, in_axes, self.size)(*args)
+        return map_seeds(fn, in_axes, self.size, self.seed_loop)(*args)
       self._compiled[key] = jax.jit(batched)
     return self._compiled[key]
 
@@ -243,7 +283,7 @@ class SeedProgram:
     if key not in self._compiled:
       evaluate = make_eval_fn(self.model, self.task, objective, self.eval_batch_size, jit=False,
                               batch_constraint=self.batch_constraint)
-      self._compiled[key] = self.vmap(lambda state, data: evaluate(state, *data))
+      self._compiled[key] = self.over_seeds(lambda state, data: evaluate(state, *data))
     return jax.device_get(self._compiled[key](states, getattr(self.data, split)))
 
 
@@ -365,7 +405,7 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
     return jax.lax.scan(body, state, first_epoch + jnp.arange(n_epochs))
 
   def chunk(carry: PhaseCarry, keys, first_epoch):
-    states, metrics = map_seeds(one_seed, (0, 0, axis, 0, None), program.size)(
+    states, metrics = map_seeds(one_seed, (0, 0, axis, 0, None), program.size, program.seed_loop)(
         carry.states, carry.active, program.data, keys, first_epoch)
     return _checks(phase, carry, states, metrics, first_epoch, n_epochs), metrics
 
@@ -441,7 +481,7 @@ def readout(program: SeedProgram, objective: Objective, states: TrainState) -> T
       return state._replace(params=params)
     masks = masks_lib.map_masked(lambda m, r: None if m is None else m & r, state.masks, masks)
     return state._replace(params=masks_lib.apply(masks, params), masks=masks)
-  return program.vmap(one, with_data=False)(states)
+  return program.over_seeds(one, with_data=False)(states)
 
 
 class PhaseResult(NamedTuple):
