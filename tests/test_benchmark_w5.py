@@ -1,4 +1,5 @@
-"""W5 (benchmarks/w5_lenet5.py) at a tiny size without the peer: it runs and reports."""
+"""W5 (benchmarks/w5_lenet5.py) and the seed-sweep benchmark at a tiny size, without
+the peer: they run and report."""
 
 import json
 import subprocess
@@ -31,3 +32,18 @@ def test_unknown_cases_are_named():
       [sys.executable, "benchmarks/w5_lenet5.py", "--cases", "lenet7", "--no-peer"],
       cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
   assert done.returncode != 0 and "lenet7" in done.stderr and "lenet5_caffe" in done.stderr
+
+
+@pytest.mark.slow  # about a minute: two cases, each vmapped and one seed at a time
+def test_seed_sweeps_benchmark_runs_at_a_tiny_size():
+  done = subprocess.run(
+      [sys.executable, "benchmarks/seed_sweeps.py", "--seeds", "2", "--steps", "2", "--repeats",
+       "1", "--cases", "lenet_300_100,lenet5_caffe"],
+      cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = [json.loads(line) for line in done.stdout.splitlines()]
+  assert [r["workload"] for r in rows] == ["seed_sweep_lenet_300_100", "seed_sweep_lenet5_caffe"]
+  for row in rows:
+    assert row["vmapped_ms_per_seed_step"] > 0 and row["sequential_ms_per_seed_step"] > 0
+    assert row["vmapped_over_sequential"] == pytest.approx(
+        row["vmapped_ms_per_seed_step"] / row["sequential_ms_per_seed_step"], rel=0.01)
