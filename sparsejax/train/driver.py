@@ -171,15 +171,16 @@ def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap") -> Callable:
   compiled program (``lax.map``), each seed through the unbatched ``fn``:
   vmapped per-seed convolution kernels become one grouped convolution
   (``feature_group_count = size``), which XLA's CPU backend runs, with its
-  gradients, several times more slowly than the seeds' convolutions one at a
-  time (``benchmarks/seed_sweeps.py``).
+  gradients, more slowly than the seeds' convolutions one at a time
+  (``benchmarks/seed_sweeps.py``).
 
   For one seed it is ``fn`` itself on the arguments without their seed axis
   (the axis is put back on the outputs): XLA rounds a vmapped axis of size
   one differently from the plain program (by about 1e-17 per step in
   float64, which thousands of epochs amplify), so this way a single run
-  reproduces the arithmetic of the per-seed program bit for bit, as every
-  seed of a ``"map"`` program does.
+  reproduces the arithmetic of the per-seed program bit for bit. Each seed
+  of a ``"map"`` program runs the one-seed ``fn`` too (in float64 its rows
+  equal its single run's to 1e-12, ``tests/test_sweep.py``).
 
   Args:
     fn: the one-seed function.
