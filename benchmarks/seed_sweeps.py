@@ -5,12 +5,12 @@ The runner trains ``sweep.chunk_size`` seeds as one vmapped program
 turns the seeds' matrix products into batched ones, which is what makes a
 seed sweep of MLPs cheap. For convolutions, ``vmap`` over per-seed kernels
 becomes one convolution with ``feature_group_count = seeds``, and XLA's CPU
-backend runs grouped convolutions (and their gradients) far more slowly
-than the same convolutions one seed at a time. This benchmark measures
+backend runs grouped convolutions (and their gradients) more slowly than
+the same convolutions one seed at a time. This benchmark measures
 both for the W5 train steps (``benchmarks/w5_lenet5.py``) and, for
 contrast, LeNet-300-100: milliseconds per seed and step of ``jit(vmap(epoch))``
 over ``--seeds`` seeds against ``--seeds`` calls of the one-seed ``epoch``
-(what ``--config.sweep.chunk_size=1`` runs), and their ratio (> 1: one after
+(the arithmetic of ``--config.sweep.seed_loop=map``), and their ratio (> 1: one after
 another is faster).
 
 Usage (from the repository root, alone on the machine)::
