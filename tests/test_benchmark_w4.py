@@ -26,6 +26,7 @@ def test_the_flop_count_is_xlas():
   assert w4_vgg.FLOP_PER_IMAGE == 6 * w4_vgg.forward_macs_per_image()
 
 
+@pytest.mark.slow  # about 45 s: VGG-16-BN compiled in a subprocess
 def test_w4_runs_at_a_tiny_size():
   done = subprocess.run(
       [sys.executable, "benchmarks/w4_vgg.py", "--batch", "4", "--steps", "2", "--repeats", "1",

@@ -14,6 +14,7 @@ marked ``slow``.
 import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -55,15 +56,31 @@ def run_main(*args: str, **env: str) -> subprocess.CompletedProcess:
   return run_python("-m", "sparsejax.main", *args, **env)
 
 
+#: A line that the C++ side of jaxlib or TensorFlow logs through absl (``W0000 00:00:...``)
+#: and absl's preamble to the first one. The machine decides some of them (XLA's
+#: ``Allocation of ... exceeds 10% of free system memory`` when memory is short), so
+#: they may come before a run's error; they are never sparsejax's own output.
+_NATIVE_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+ |WARNING: All log messages "
+                              r"before absl::InitializeLog\(\) is called)")
+
+
+def own_stderr(result: subprocess.CompletedProcess) -> str:
+  """``result.stderr`` without the native libraries' log lines (:data:`_NATIVE_LOG_LINE`)."""
+  return "".join(line for line in result.stderr.splitlines(keepends=True)
+                 if not _NATIVE_LOG_LINE.match(line))
+
+
 def assert_expected_failure(result: subprocess.CompletedProcess, *names: str,
                             started: bool = False) -> None:
   """Exit status 2, ``error: ...`` naming ``names`` on stderr, no traceback.
 
-  Nothing is printed to stdout unless the run had ``started`` (its progress
-  lines).
+  The error is the first thing sparsejax prints on stderr; the C++ log lines
+  the machine may cause before it (:func:`own_stderr`) are left out of the
+  check. Nothing is printed to stdout unless the run had ``started`` (its
+  progress lines).
   """
   assert result.returncode == 2, result.stderr
-  assert result.stderr.startswith("error: "), result.stderr
+  assert own_stderr(result).startswith("error: "), result.stderr
   assert "Traceback" not in result.stderr, result.stderr
   for name in names:
     assert name in result.stderr, (name, result.stderr)
@@ -157,3 +174,18 @@ def test_quiet_run_preparing_mnist_prints_at_most_the_summary(mnist_dir, tmp_pat
   lines = result.stdout.splitlines()
   assert len(lines) <= 1, result.stdout
   assert all("kept" in line and "test accuracy" in line for line in lines), result.stdout
+
+
+def test_native_log_lines_are_left_out_of_the_error_check():
+  # The stderr of a CI run whose machine was short of memory (jaxlib's allocator warning).
+  stderr = ("WARNING: All log messages before absl::InitializeLog() is called are written to "
+            "STDERR\nW0000 00:00:1796131343.175890   31378 cpu_allocator_impl.cc:82] Allocation "
+            "of 47040000 exceeds 10% of free system memory.\nerror: config field 'lr' is -1\n")
+  done = subprocess.CompletedProcess([], 2, stdout="", stderr=stderr)
+  assert own_stderr(done) == "error: config field 'lr' is -1\n"
+  assert_expected_failure(done, "'lr'")
+  # sparsejax's own lines stay, wherever they are.
+  done = subprocess.CompletedProcess([], 2, stdout="", stderr="warning: x\nerror: y\n")
+  assert own_stderr(done) == done.stderr
+  with pytest.raises(AssertionError):
+    assert_expected_failure(done, "y")

@@ -21,6 +21,7 @@ from sparsejax.runner import build as build_lib
 from sparsejax.runner import errors, load_run, run
 from sparsejax.runner import program as program_lib
 from sparsejax.runner.config import ConfigError, _flatten, base_config, validate
+from tests.test_cli import own_stderr
 from tests.test_runner import REPO, latest_checkpoint, main_command, small_config
 
 # -- divergence ---------------------------------------------------------------------------------
@@ -41,6 +42,7 @@ def test_a_diverging_run_stops_names_phase_epoch_quantity_and_keeps_a_finite_sta
   assert len(results.read_runs(tmp_path)) == 1
 
 
+@pytest.mark.slow  # a subprocess; the divergence itself is tested in-process above
 def test_the_command_line_exits_2_on_divergence(tmp_path):
   done = subprocess.run(main_command(tmp_path, "optimizer=sgd", "lr=1e6", "max_epochs=200",
                                      "min_epochs=0", "finetuning_max_epochs=0",
@@ -115,7 +117,10 @@ def clean_row(tmp_path_factory):
   return run(_checkpointed_config(), tmp_path_factory.mktemp("clean"))[0]
 
 
-@pytest.mark.parametrize("damage", ["truncated_metadata", "truncated_arrays", "flipped_bytes"])
+# One damage in the default suite; the other two (about 35 s each) are slow.
+@pytest.mark.parametrize("damage", [pytest.param("truncated_metadata", marks=pytest.mark.slow),
+                                    pytest.param("truncated_arrays", marks=pytest.mark.slow),
+                                    "flipped_bytes"])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch,
                                                                     capfd, damage, clean_row):
   config, clean = _checkpointed_config(), clean_row
@@ -288,7 +293,7 @@ def _cli_error(tmp_path, workdir, *overrides):
   done = subprocess.run(main_command(workdir, *overrides), cwd=REPO, capture_output=True,
                         text=True, timeout=120)
   assert done.returncode == 2, (done.stdout[-500:], done.stderr[-2000:])
-  assert "Traceback" not in done.stderr and done.stderr.startswith("error: ")
+  assert "Traceback" not in done.stderr and own_stderr(done).startswith("error: ")
   return done.stderr
 
 

@@ -167,7 +167,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow),
-                                    "layerwise"])
+                                    pytest.param("layerwise", marks=pytest.mark.slow)])
 def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method):
   config = small_config(method=method, alpha=1e-3 if method != "layerwise" else 0.0,
                         max_epochs=100, finetuning_max_epochs=50)
