@@ -20,16 +20,20 @@ def test_rows_per_target_with_the_largest_miss_and_the_reference():
   runs = pd.DataFrame([
       _run([0.2], 0.203, 0.979, 0), _run([0.2], 0.199, 0.981, 1),
       _run([0.3, 0.3, 0.3], 0.31, 0.975, 0, layers=(0.30, 0.33, 0.29)),
+      _run([0.2], 0.135, 0.96, 0, formulation="augmented_lagrangian"),
       _run([0.5], 0.4, 0.9, 0, formulation="penalized")])  # not constrained: left out
-  table = l0_report.table(runs).set_index("constraint")
-  assert list(table.index) == ["M 0.2", "L 0.3, 0.3, 0.3"]
-  model_wise = table.loc["M 0.2"]
+  table = l0_report.table(runs).set_index(["constraint", "formulation"])
+  assert list(table.index) == [("M 0.2", "augmented_lagrangian"), ("M 0.2", "lagrangian"),
+                               ("L 0.3, 0.3, 0.3", "lagrangian")]
+  # The two formulations of one target stay apart.
+  assert table.loc[("M 0.2", "augmented_lagrangian"), "expected density %"] == "13.50 +- 0.00"
+  model_wise = table.loc[("M 0.2", "lagrangian")]
   assert model_wise["seeds"] == 2
   assert model_wise["expected density %"] == "20.10 +- 0.28"
   assert model_wise["largest miss (points)"] == "0.30"
   assert model_wise["test error %"] == "2.00 +- 0.14"
   assert model_wise["reference density %"] == "22.77" and model_wise["reference error %"] == "2.110"
-  layer_wise = table.loc["L 0.3, 0.3, 0.3"]
+  layer_wise = table.loc[("L 0.3, 0.3, 0.3", "lagrangian")]
   assert layer_wise["largest miss (points)"] == "3.00"  # Dense_1 at 33 % against 30 %
   assert layer_wise["reference params %"] == "7.59"
 

@@ -2,9 +2,10 @@
 
 ``python -m sparsejax.studies.l0_report WORKDIR [WORKDIR ...]`` prints one row
 per model, constraint (model-wise ``M`` with one target, layer-wise ``L``
-with one per gated layer), multiplier learning rate and epochs of the finished
-constrained runs (``l0.formulation`` ``lagrangian`` or
-``augmented_lagrangian``): the number of seeds, the final expected density
+with one per gated layer), formulation (``l0.formulation``: ``lagrangian``
+or ``augmented_lagrangian``), multiplier learning rate (the augmented
+Lagrangian's penalty coefficient) and epochs of the finished constrained
+runs: the number of seeds, the final expected density
 (the reference's ``l0_model``, %) with the largest distance of a seed from
 its target, the test error, and the purged model's parameters and
 multiply-accumulates (% of the dense model), all mean +- std over seeds;
@@ -62,15 +63,15 @@ def _figure(value, digits: int = 2) -> str:
 
 
 def table(runs: pd.DataFrame) -> pd.DataFrame:
-  """One row per model, targets and multiplier learning rate (module docstring)."""
+  """One row per model, targets, formulation and multiplier learning rate (module docstring)."""
   if runs.empty or "l0.formulation" not in runs:
     return pd.DataFrame()
   runs = finished(runs)
   runs = runs[runs["l0.formulation"].isin(CONSTRAINED)].copy()
   runs["targets"] = runs["l0.target_density"].map(_targets)
   rows = []
-  for (architecture, targets, dual_lr, epochs), group in sorted(
-      runs.groupby(["architecture", "targets", "l0.dual_lr", "max_epochs"]),
+  for (architecture, targets, formulation, dual_lr, epochs), group in sorted(
+      runs.groupby(["architecture", "targets", "l0.formulation", "l0.dual_lr", "max_epochs"]),
       key=lambda item: item[0]):
     model = MODELS.get(architecture, architecture)
     kind = "M" if len(targets) == 1 else "L"
@@ -82,7 +83,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     ref = REFERENCE.get((model, kind, targets), (None,) * 4)
     rows.append({
         "model": model, "constraint": f"{kind} {', '.join(f'{t:g}' for t in targets)}",
-        "dual lr": f"{dual_lr:g}", "epochs": int(epochs), "seeds": len(group),
+        "formulation": formulation, "dual lr": f"{dual_lr:g}", "epochs": int(epochs), "seeds": len(group),
         "expected density %": mean_std(density),
         "largest miss (points)": f"{miss:.2f}",
         "test error %": mean_std(100 * (1 - group["final_test_accuracy"])),
