@@ -16,9 +16,11 @@ reading with a small fake prepared copy stored by tensorflow-datasets.
 """
 
 import contextlib
+import fcntl
 import functools
 import gzip
 import io
+import os
 import pathlib
 import pickle
 import socket
@@ -65,14 +67,27 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> pathlib.Path:
-  """The session's tensorflow-datasets ``data_dir``, shared by all reads."""
-  return tmp_path_factory.mktemp("tensorflow_datasets")
+  """The session's tensorflow-datasets ``data_dir``, shared by all reads.
+
+  Under pytest-xdist the workers share one folder (beside their own
+  temporary folders), so a data set is prepared once, not once per worker.
+  """
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    return tmp_path_factory.mktemp("tensorflow_datasets")
+  shared = tmp_path_factory.getbasetemp().parent / "tensorflow_datasets"
+  shared.mkdir(exist_ok=True)
+  return shared
 
 
 @functools.cache
 def read_offline(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path) -> ImageArrays:
-  """Prepares ``name`` from the originals (once per session) and reads it."""
-  with no_network() as attempts:
+  """Prepares ``name`` from the originals (once per session) and reads it.
+
+  A lock on ``data_dir`` keeps a second pytest-xdist worker from reading a
+  half-prepared copy: it waits, then reads the prepared one.
+  """
+  with open(data_dir / f".{name}.lock", "w") as lock, no_network() as attempts:
+    fcntl.flock(lock, fcntl.LOCK_EX)
     arrays = read_image_dataset(name, data_dir=data_dir, manual_dir=manual_dir)
   assert not attempts
   assert (data_dir / name).is_dir()  # Prepared by tfds, not read around it.
