@@ -83,7 +83,8 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     ref = REFERENCE.get((model, kind, targets), (None,) * 4)
     rows.append({
         "model": model, "constraint": f"{kind} {', '.join(f'{t:g}' for t in targets)}",
-        "formulation": formulation, "dual lr": f"{dual_lr:g}", "epochs": int(epochs), "seeds": len(group),
+        "formulation": formulation, "dual lr": f"{dual_lr:g}", "epochs": int(epochs),
+        "seeds": len(group),
         "expected density %": mean_std(density),
         "largest miss (points)": f"{miss:.2f}",
         "test error %": mean_std(100 * (1 - group["final_test_accuracy"])),
