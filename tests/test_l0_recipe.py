@@ -8,8 +8,9 @@ from configs import common, l0_lenet5_mnist, l0_mlp_mnist
 from sparsejax.objectives import hard_concrete as hc
 from sparsejax.recipes import l0
 from sparsejax.runner import load_run, run
-from sparsejax.runner.build import build_model
+from sparsejax.runner.build import build_data, build_model
 from sparsejax.runner.config import ConfigError, validate
+from sparsejax.train.state import TrainState
 from tests.conftest import data_path
 
 
@@ -28,8 +29,11 @@ def small(module=l0_mlp_mnist, formulation="constrained", **fields):
 def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp_path):
   # Fast duals and gates, so that 6 epochs of 16 steps reach the target (and
   # overshoot it: the restarts zero the multiplier, Adam's momentum goes on).
+  # Flax's initial weights on [0, 1] pixels: the blank border pixels are then
+  # exact zeros whose gates the loss does not hold, so few steps suffice.
   config = small(**{"l0.target_density": (0.3,), "l0.gates_lr": 0.1, "l0.dual_lr": 1.0,
-                    "seeds": 2, "max_epochs": 6, "min_epochs": 6})
+                    "seeds": 2, "max_epochs": 6, "min_epochs": 6, "l0.weight_init": "flax",
+                    "input_offset": 0.0, "input_scale": 1.0})
   rows = run(config, tmp_path)
   for row in rows:
     assert row["status"] == "finished" and row["train_epochs"] == 6
@@ -58,19 +62,53 @@ def test_penalized_runs_keep_their_penalty_weights(tmp_path):
   assert row["l0_density"] < 0.95  # the penalty closed gates (0.93 at initialisation)
 
 
-def test_initial_kernels_are_divided_by_one_minus_the_droprate():
-  config = small()
-  layers = l0.layers_of(config)
-  prepare = l0.plan(config, None).prepare
+def _prepared(config, seed=42):
+  """``(initial params, prepared params)`` of the config's model."""
   params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
-  from sparsejax.train.state import TrainState
   state = TrainState(0, params, (), {}, (), None)
-  scaled = prepare(state, 42).params
-  assert [l.name for l in layers] == ["Dense_0", "Dense_1", "Dense_2"]
+  return params, l0.plan(config, None).prepare(state, seed).params
+
+
+def test_initial_kernels_are_divided_by_one_minus_the_droprate():
+  config = small(**{"l0.weight_init": "flax"})
+  params, scaled = _prepared(config)
+  assert [l.name for l in l0.layers_of(config)] == ["Dense_0", "Dense_1", "Dense_2"]
   for name, d in [("Dense_0", 0.2), ("Dense_1", 0.5), ("Dense_2", 0.5)]:
     np.testing.assert_allclose(scaled[name]["kernel"], params[name]["kernel"] / (1 - d), rtol=1e-6)
     np.testing.assert_array_equal(scaled[name]["bias"], params[name]["bias"])
-  assert l0.plan(small(**{"l0.rescale_init": False}), None).prepare is None
+  assert l0.plan(small(**{"l0.rescale_init": False, "l0.weight_init": "flax"}),
+                 None).prepare is None
+
+
+@pytest.mark.parametrize("module, expected", [
+    # (layer, droprate, He-normal fan): a Dense kernel's output width, a conv's kh kw c_in.
+    (l0_mlp_mnist, [("Dense_0", 0.2, 300), ("Dense_1", 0.5, 100), ("Dense_2", 0.5, 10)]),
+    (l0_lenet5_mnist, [("Conv_0", 0.5, 25), ("Conv_1", 0.5, 500), ("Dense_0", 0.5, 500),
+                       ("Dense_1", 0.5, 10)]),
+])
+def test_mnist_configs_start_from_the_reference_he_normal_weights(module, expected):
+  config = small(module)
+  assert config.l0.weight_init == "kaiming"
+  _, prepared = _prepared(config)
+  for name, d, fan in expected:
+    kernel, bias = np.asarray(prepared[name]["kernel"]), np.asarray(prepared[name]["bias"])
+    assert abs(kernel.mean()) < 0.1 * kernel.std()
+    # The sample std of n >= 5,000 normals is within 3 % of sigma.
+    assert kernel.std() == pytest.approx(np.sqrt(2 / fan) / (1 - d), rel=0.03), name
+    bias_std = hc.KAIMING_BIAS_STD / (1 - d) if kernel.ndim == 4 else hc.KAIMING_BIAS_STD
+    assert bias.std() == pytest.approx(bias_std, rel=0.5), name   # 10 to 500 entries
+    assert np.all(bias != 0)
+  again, other = _prepared(config)[1], _prepared(config, seed=43)[1]
+  np.testing.assert_array_equal(again[name]["kernel"], prepared[name]["kernel"])
+  assert not np.allclose(other[name]["kernel"], prepared[name]["kernel"])
+
+
+def test_mnist_configs_standardise_the_inputs_as_the_reference():
+  config = small()
+  splits, _, _ = build_data(config, [42])
+  x = np.asarray(splits.train.x)
+  # torchvision's MNIST statistics, (x - 0.1307) / 0.3081, on 2,000 training images.
+  assert abs(x.mean()) < 0.03 and x.std() == pytest.approx(1.0, abs=0.03)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -79,6 +117,7 @@ def test_initial_kernels_are_divided_by_one_minus_the_droprate():
     ("l0.droprate_init", (1.0,), "in (0, 1)"),
     ("l0.formulation", "cooper", "accepted values: lagrangian"),
     ("l0.dual_lr", 0.0, "> 0"),
+    ("l0.weight_init", "torch", "accepted values: flax, kaiming"),
 ])
 def test_bad_l0_fields_are_named(field, value, message):
   config = small()

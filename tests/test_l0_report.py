@@ -38,6 +38,15 @@ def test_rows_per_target_with_the_largest_miss_and_the_reference():
   assert layer_wise["reference params %"] == "7.59"
 
 
+def test_set_ups_stay_apart_and_old_runs_read_as_flax_on_raw_pixels():
+  old = _run([0.2], 0.203, 0.979, 0)      # a run from before the set-up fields
+  new = {**_run([0.2], 0.201, 0.98, 0), "l0.weight_init": "kaiming", "input_offset": 0.1307,
+         "input_scale": 0.3081, "val_fraction": 1 / 12}
+  table = l0_report.table(pd.DataFrame([old, new])).set_index("set-up")
+  assert list(table.index) == ["flax, [0, 1], val 0", "kaiming, (x - 0.1307) / 0.3081, val 0.0833"]
+  assert table["seeds"].tolist() == [1, 1]
+
+
 def test_no_constrained_runs_give_an_empty_table():
   assert l0_report.table(pd.DataFrame()).empty
   only_penalised = pd.DataFrame([_run([0.5], 0.4, 0.9, 0, formulation="penalized")])

@@ -78,6 +78,7 @@ def test_the_recipe_prunes_to_the_density_and_keeps_the_zeros(tmp_path, scope):
         assert int(np.sum(m)) == round(0.2 * np.size(m))
 
 
+@pytest.mark.slow   # about 30 s: two programs compiled and run
 def test_gradual_pruning_follows_the_schedule_and_rewind_restores_the_initial_weights(tmp_path):
   from sparsejax.runner import load_run, run
   from sparsejax.runner.program import Program

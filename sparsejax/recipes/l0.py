@@ -14,8 +14,11 @@ gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
 ``l0.penalty_sweep`` makes the seeds of one program a grid of penalty weights
 (seed ``config.seed + i`` trains with ``l0.penalty[i]``, model-wise): the
 reference's lambda search as one vmapped program.
-The kernels start divided by ``1 - droprate_init`` (the reference's
-rescaling; ``l0.rescale_init``). Models with BatchNorm use L0 BatchNorm
+With ``l0.weight_init="kaiming"`` the gated layers start as the
+reference's L0 layers do (He-normal kernels, small random biases;
+:func:`~sparsejax.objectives.hard_concrete.kaiming_init`), and the kernels
+start divided by ``1 - droprate_init`` (the reference's rescaling;
+``l0.rescale_init``). Models with BatchNorm use L0 BatchNorm
 (:mod:`sparsejax.models.batchnorm`; ``l0.batchnorm``).
 
 The final state is tested with the deterministic test gates. The row adds
@@ -39,6 +42,7 @@ from sparsejax.objectives import hard_concrete as hc
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import purge
 from sparsejax.recipes.base import Outcome, Plan, Recipe, register_recipe
+from sparsejax.runner import keys
 from sparsejax.runner.build import build_model, input_shape, param_shapes
 from sparsejax.runner.config import (BATCHNORM_ARCHITECTURES, DELETABLE_ARCHITECTURES, choice,
                                      require)
@@ -56,6 +60,7 @@ def defaults() -> dict:
   l0.sampling = "per_batch"        # per_batch (the reference) or per_example (MLPs, LeNet-5)
   l0.batchnorm = "l0"              # BatchNorm models: l0 (active channels only) or standard
   l0.droprate_init = (0.5,)        # one value or one per gated layer (MNIST MLP: 0.2, 0.5, 0.5)
+  l0.weight_init = "flax"          # flax (the model's) or kaiming (the reference's L0 layers)
   l0.rescale_init = True           # divide the initial kernels by 1 - droprate_init
   l0.test_gate = "median"          # median (constrained-sparsity code) or mean (Louizos Eq. 13)
   l0.weight_decay = 0.0            # weight of the expected L2 term
@@ -85,6 +90,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "l0.test_gate", hc.TEST_GATES)
   choice(config, "l0.sampling", hc.SAMPLING)
   choice(config, "l0.batchnorm", BATCHNORMS)
+  choice(config, "l0.weight_init", hc.WEIGHT_INITS)
   l0 = config.l0
   require(l0.dual_lr > 0, "l0.dual_lr", l0.dual_lr, "> 0")
   require(l0.gates_lr == -1 or l0.gates_lr > 0, "l0.gates_lr", l0.gates_lr,
@@ -142,16 +148,22 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
 
 
 def preparation(config: ml_collections.ConfigDict, layers):
-  """``(state, seed) -> state`` before training: the kernels divided by ``1 - d``
+  """``(state, seed) -> state`` before training: the gated layers redrawn by
+  :func:`~sparsejax.objectives.hard_concrete.kaiming_init` (``l0.weight_init``,
+  from the seed's ``reinit`` key stream), the kernels divided by ``1 - d``
   (``l0.rescale_init``) and, with ``l0.penalty_sweep``, seed ``config.seed + i``'s
-  penalty weight ``l0.penalty[i]``; ``None`` if neither applies."""
+  penalty weight ``l0.penalty[i]``; ``None`` if none applies."""
   l0 = config.l0
-  if not (l0.rescale_init or l0.penalty_sweep):
+  kaiming = l0.weight_init == "kaiming"
+  if not (kaiming or l0.rescale_init or l0.penalty_sweep):
     return None
   droprates = per_layer(l0.droprate_init, layers)
   grid = jnp.asarray(l0.penalty, jnp.float32)
 
   def prepare(state: TrainState, seed) -> TrainState:
+    if kaiming:
+      state = state._replace(params=hc.kaiming_init(layers, state.params,
+                                                    keys.stream_key(seed, "reinit")))
     if l0.rescale_init:
       state = state._replace(params=hc.rescale_kernels(layers, state.params, droprates))
     if l0.penalty_sweep:

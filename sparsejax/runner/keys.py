@@ -26,6 +26,7 @@ STREAMS = {
     "gradual": 5,
     "posthoc": 7,
     "search": 8,
+    "reinit": 9,
     "model": 43,
 }
 

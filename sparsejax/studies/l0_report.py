@@ -3,7 +3,8 @@
 ``python -m sparsejax.studies.l0_report WORKDIR [WORKDIR ...]`` prints one row
 per model, constraint (model-wise ``M`` with one target, layer-wise ``L``
 with one per gated layer), formulation (``l0.formulation``: ``lagrangian``
-or ``augmented_lagrangian``), multiplier learning rate (the augmented
+or ``augmented_lagrangian``), set-up (the initial weights, the input scaling
+and the validation share), multiplier learning rate (the augmented
 Lagrangian's penalty coefficient) and epochs of the finished constrained
 runs: the number of seeds, the final expected density
 (the reference's ``l0_model``, %) with the largest distance of a seed from
@@ -69,9 +70,11 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
   runs = finished(runs)
   runs = runs[runs["l0.formulation"].isin(CONSTRAINED)].copy()
   runs["targets"] = runs["l0.target_density"].map(_targets)
+  runs["set-up"] = _setups(runs)
   rows = []
-  for (architecture, targets, formulation, dual_lr, epochs), group in sorted(
-      runs.groupby(["architecture", "targets", "l0.formulation", "l0.dual_lr", "max_epochs"]),
+  for (architecture, targets, formulation, dual_lr, epochs, setup), group in sorted(
+      runs.groupby(["architecture", "targets", "l0.formulation", "l0.dual_lr", "max_epochs",
+                    "set-up"]),
       key=lambda item: item[0]):
     model = MODELS.get(architecture, architecture)
     kind = "M" if len(targets) == 1 else "L"
@@ -83,7 +86,8 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     ref = REFERENCE.get((model, kind, targets), (None,) * 4)
     rows.append({
         "model": model, "constraint": f"{kind} {', '.join(f'{t:g}' for t in targets)}",
-        "formulation": formulation, "dual lr": f"{dual_lr:g}", "epochs": int(epochs),
+        "formulation": formulation, "set-up": setup, "dual lr": f"{dual_lr:g}",
+        "epochs": int(epochs),
         "seeds": len(group),
         "expected density %": mean_std(density),
         "largest miss (points)": f"{miss:.2f}",
@@ -93,6 +97,22 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         "reference density %": _figure(ref[0]), "reference error %": _figure(ref[1], 3),
         "reference params %": _figure(ref[2]), "reference MACs %": _figure(ref[3])})
   return pd.DataFrame(rows)
+
+
+def _setups(runs: pd.DataFrame) -> pd.Series:
+  """Per run, ``"<weights>, <inputs>, val <fraction>"``: ``l0.weight_init``
+  (``flax`` for runs from before the field), the input scaling (``[0, 1]``
+  pixels or ``(x - offset) / scale``) and the validation share of the
+  training images."""
+  def column(name, default):
+    return runs[name].fillna(default) if name in runs else pd.Series(default, runs.index)
+  weights = column("l0.weight_init", "flax")
+  offset, scale = column("input_offset", 0.0), column("input_scale", 1.0)
+  inputs = [("[0, 1]" if o == 0 and s == 1 else f"(x - {o:g}) / {s:g}")
+            for o, s in zip(offset, scale)]
+  fraction = column("val_fraction", 0.0)
+  return pd.Series([f"{w}, {i}, val {f:.3g}" for w, i, f in zip(weights, inputs, fraction)],
+                   index=runs.index)
 
 
 def _gated_layers(group: pd.DataFrame) -> list[str]:
