@@ -227,7 +227,8 @@ def gate_masks(layers: Sequence[GatedLayer], params: Any, alive: dict[str, jax.A
   return traverse_util.unflatten_dict(out)
 
 
-def expected_l2(layers: Sequence[GatedLayer], params: Any, probs: dict[str, jax.Array]) -> jax.Array:
+def expected_l2(layers: Sequence[GatedLayer], params: Any,
+                probs: dict[str, jax.Array]) -> jax.Array:
   """:math:`\\tfrac12\\sum_g P_g\\|\\theta_g\\|^2 + \\tfrac12\\|\\theta_{ungated}\\|^2`."""
   squares = jax.tree.map(jnp.square, params)
   weighted = gate_params(layers, squares, probs)

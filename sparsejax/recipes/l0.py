@@ -122,7 +122,8 @@ def objective(config: ml_collections.ConfigDict, layers) -> Objective:
   l0 = config.l0
   return constrained_l0.hard_concrete_l0(
       layers, formulation=l0.formulation, targets=tuple(l0.target_density),
-      penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty), droprates=per_layer(l0.droprate_init, layers),
+      penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty),
+      droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
       test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr,
       sampling=l0.sampling)
