@@ -42,9 +42,12 @@ def test_set_ups_stay_apart_and_old_runs_read_as_flax_on_raw_pixels():
   old = _run([0.2], 0.203, 0.979, 0)      # a run from before the set-up fields
   new = {**_run([0.2], 0.201, 0.98, 0), "l0.weight_init": "kaiming", "input_offset": 0.1307,
          "input_scale": 0.3081, "val_fraction": 1 / 12}
-  table = l0_report.table(pd.DataFrame([old, new])).set_index("set-up")
-  assert list(table.index) == ["flax, [0, 1], val 0", "kaiming, (x - 0.1307) / 0.3081, val 0.0833"]
-  assert table["seeds"].tolist() == [1, 1]
+  per_example = {**new, "l0.sampling": "per_example"}
+  table = l0_report.table(pd.DataFrame([old, new, per_example])).set_index("set-up")
+  assert list(table.index) == [
+      "flax, [0, 1], val 0", "kaiming, (x - 0.1307) / 0.3081, val 0.0833",
+      "kaiming, (x - 0.1307) / 0.3081, val 0.0833, gates per example"]
+  assert table["seeds"].tolist() == [1, 1, 1]
 
 
 def test_no_constrained_runs_give_an_empty_table():

@@ -103,7 +103,8 @@ def _setups(runs: pd.DataFrame) -> pd.Series:
   """Per run, ``"<weights>, <inputs>, val <fraction>"``: ``l0.weight_init``
   (``flax`` for runs from before the field), the input scaling (``[0, 1]``
   pixels or ``(x - offset) / scale``) and the validation share of the
-  training images."""
+  training images; ``", gates per example"`` added for ``l0.sampling``
+  ``per_example``."""
   def column(name, default):
     return runs[name].fillna(default) if name in runs else pd.Series(default, runs.index)
   weights = column("l0.weight_init", "flax")
@@ -111,7 +112,10 @@ def _setups(runs: pd.DataFrame) -> pd.Series:
   inputs = [("[0, 1]" if o == 0 and s == 1 else f"(x - {o:g}) / {s:g}")
             for o, s in zip(offset, scale)]
   fraction = column("val_fraction", 0.0)
-  return pd.Series([f"{w}, {i}, val {f:.3g}" for w, i, f in zip(weights, inputs, fraction)],
+  sampling = column("l0.sampling", "per_batch")
+  return pd.Series([f"{w}, {i}, val {f:.3g}" + (", gates per example" if s == "per_example"
+                                                 else "")
+                    for w, i, f, s in zip(weights, inputs, fraction, sampling)],
                    index=runs.index)
 
 
