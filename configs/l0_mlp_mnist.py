@@ -11,8 +11,7 @@ constrained-sparsity code's MNIST one (reference notes, section 3.1): Adam
 7e-4 for the weights and the gates, SGD 1e-4 for the multipliers, batch 128,
 200 epochs, no weight decay, ``droprate_init`` 0.2 for the first layer and
 0.5 for the others, the median test gate, dual restarts, the code's
-He-normal initial weights and its standardised inputs
-(:func:`configs.common.l0_mnist_setup`).
+standardised inputs (:func:`configs.common.l0_mnist_setup`).
 
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.35 --config.seeds=3
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density='(0.3,0.3,0.3)'

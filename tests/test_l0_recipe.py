@@ -29,10 +29,10 @@ def small(module=l0_mlp_mnist, formulation="constrained", **fields):
 def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp_path):
   # Fast duals and gates, so that 6 epochs of 16 steps reach the target (and
   # overshoot it: the restarts zero the multiplier, Adam's momentum goes on).
-  # Flax's initial weights on [0, 1] pixels: the blank border pixels are then
-  # exact zeros whose gates the loss does not hold, so few steps suffice.
+  # [0, 1] pixels: the blank border pixels are then exact zeros whose gates
+  # the loss does not hold, so few steps suffice.
   config = small(**{"l0.target_density": (0.3,), "l0.gates_lr": 0.1, "l0.dual_lr": 1.0,
-                    "seeds": 2, "max_epochs": 6, "min_epochs": 6, "l0.weight_init": "flax",
+                    "seeds": 2, "max_epochs": 6, "min_epochs": 6,
                     "input_offset": 0.0, "input_scale": 1.0})
   rows = run(config, tmp_path)
   for row in rows:
@@ -86,9 +86,8 @@ def test_initial_kernels_are_divided_by_one_minus_the_droprate():
     (l0_lenet5_mnist, [("Conv_0", 0.5, 25), ("Conv_1", 0.5, 500), ("Dense_0", 0.5, 500),
                        ("Dense_1", 0.5, 10)]),
 ])
-def test_mnist_configs_start_from_the_reference_he_normal_weights(module, expected):
-  config = small(module)
-  assert config.l0.weight_init == "kaiming"
+def test_kaiming_init_draws_the_reference_codes_he_normal_weights(module, expected):
+  config = small(module, **{"l0.weight_init": "kaiming"})
   _, prepared = _prepared(config)
   for name, d, fan in expected:
     kernel, bias = np.asarray(prepared[name]["kernel"]), np.asarray(prepared[name]["bias"])
