@@ -180,7 +180,8 @@ def test_checksums_catch_any_changed_array():
 # -- one process per run ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("copies", [2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.slow   # about 30 s for two copies: each compiles and trains the run
+@pytest.mark.parametrize("copies", [2, 3])
 def test_concurrent_copies_of_one_run_train_it_once(tmp_path, copies):
   overrides = ["max_epochs=600", "min_epochs=600", "finetuning_min_epochs=0",
                "finetuning_max_epochs=50", "checkpoint_every_epochs=300"]
