@@ -152,9 +152,9 @@ def l0_mnist_setup(config: ml_collections.ConfigDict, formulation: str) -> None:
   the code's MNIST inputs, ``(pixel / 255 - 0.1307) / 0.3081``. The initial
   weights stay Flax's: the code's He-normal ones (``l0.weight_init="kaiming"``)
   cost half a point of test error at a target of 0.8 (docs/results.md). The
-  reference trains on all
-  60,000 training images and reports the final epoch's test error; here
-  1,000 are held out to watch validation curves, none is used to select.
+  reference trains on all 60,000 training images and reports the final
+  epoch's test error; here 1,000 are held out to watch validation curves,
+  and none is used to select.
   """
   config.val_fraction = 1 / 60   # 59,000 train / 1,000 validation (the reference trains on 60,000)
   config.input_offset = 0.1307   # torchvision's MNIST mean and standard deviation
