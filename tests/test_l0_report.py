@@ -43,11 +43,15 @@ def test_set_ups_stay_apart_and_old_runs_read_as_flax_on_raw_pixels():
   new = {**_run([0.2], 0.201, 0.98, 0), "l0.weight_init": "kaiming", "input_offset": 0.1307,
          "input_scale": 0.3081, "val_fraction": 1 / 12}
   per_example = {**new, "l0.sampling": "per_example"}
-  table = l0_report.table(pd.DataFrame([old, new, per_example])).set_index("set-up")
-  assert list(table.index) == [
-      "flax, [0, 1], val 0", "kaiming, (x - 0.1307) / 0.3081, val 0.0833",
-      "kaiming, (x - 0.1307) / 0.3081, val 0.0833, gates per example"]
-  assert table["seeds"].tolist() == [1, 1, 1]
+  subset = {**new, "val_fraction": 1 / 60, "train_set_size": 20_000}
+  table = l0_report.table(pd.DataFrame([old, new, per_example, subset])).set_index("set-up")
+  assert sorted(table.index) == [
+      # val_fraction 0 is the data module's default split, 45,000 / 5,000.
+      "flax, [0, 1], 45,000 train",
+      "kaiming, (x - 0.1307) / 0.3081, 20,000 train",
+      "kaiming, (x - 0.1307) / 0.3081, 55,000 train",
+      "kaiming, (x - 0.1307) / 0.3081, 55,000 train, gates per example"]
+  assert table["seeds"].tolist() == [1, 1, 1, 1]
 
 
 def test_no_constrained_runs_give_an_empty_table():

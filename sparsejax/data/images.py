@@ -522,8 +522,10 @@ def _to_device_resized(images: np.ndarray, labels: np.ndarray, dtype: Dtype,
   return Split(x, jnp.asarray(labels, jnp.int32))
 
 
-_DEFAULT_N_VAL = 5000
-_DEFAULT_N_TRAIN = 45000
+#: The default split of the official training set (the efficient-compression
+#: reference's): 5,000 validation images, 45,000 training images of the rest.
+DEFAULT_N_VAL = 5000
+DEFAULT_N_TRAIN = 45000
 
 
 def _check_image_size(image_size: int | None) -> None:
@@ -539,10 +541,10 @@ def _check_val_fraction(val_fraction: float | None, n_val: int, n_train: int | N
   if (not isinstance(val_fraction, numbers.Real) or isinstance(val_fraction, bool)
       or not 0 < val_fraction < 1):
     raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-  if n_val != _DEFAULT_N_VAL:
+  if n_val != DEFAULT_N_VAL:
     raise ValueError(f"give either n_val or val_fraction, not both (got n_val={n_val}, "
                      f"val_fraction={val_fraction})")
-  if n_train not in (None, _DEFAULT_N_TRAIN):
+  if n_train not in (None, DEFAULT_N_TRAIN):
     raise ValueError(f"val_fraction takes all the rest of the training set for training; "
                      f"leave n_train at its default or None, got n_train={n_train}")
 
@@ -551,8 +553,8 @@ def image_splits(
     arrays: ImageArrays,
     *,
     split_seed: int = 123,
-    n_val: int = _DEFAULT_N_VAL,
-    n_train: int | None = _DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    n_train: int | None = DEFAULT_N_TRAIN,
     dtype: Dtype = jnp.float32,
     image_size: int | None = None,
     val_fraction: float | None = None,
@@ -615,8 +617,8 @@ def load_image_dataset(
     data_dir: PathLike | None = None,
     manual_dir: PathLike | None = None,
     split_seed: int = 123,
-    n_val: int = _DEFAULT_N_VAL,
-    n_train: int | None = _DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    n_train: int | None = DEFAULT_N_TRAIN,
     dtype: Dtype = jnp.float32,
     download: bool = False,
     image_size: int | None = None,

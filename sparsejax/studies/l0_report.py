@@ -4,7 +4,7 @@
 per model, constraint (model-wise ``M`` with one target, layer-wise ``L``
 with one per gated layer), formulation (``l0.formulation``: ``lagrangian``
 or ``augmented_lagrangian``), set-up (the initial weights, the input scaling
-and the validation share), multiplier learning rate (the augmented
+and the number of training images), multiplier learning rate (the augmented
 Lagrangian's penalty coefficient) and epochs of the finished constrained
 runs: the number of seeds, the final expected density
 (the reference's ``l0_model``, %) with the largest distance of a seed from
@@ -24,9 +24,12 @@ import pandas as pd
 from absl import app
 
 from sparsejax import results
+from sparsejax.data import images
 from sparsejax.studies.report import finished, markdown, mean_std
 
 CONSTRAINED = ("lagrangian", "augmented_lagrangian")
+#: The official MNIST training set, which ``val_fraction`` splits.
+MNIST_TRAIN_IMAGES = 60_000
 #: architecture -> the reference's model name.
 MODELS = {"lenet_300_100": "MLP", "lenet5_caffe": "LeNet"}
 #: (model, kind, targets) -> (l0 %, error %, params %, MACs %) of the reference
@@ -100,23 +103,33 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _setups(runs: pd.DataFrame) -> pd.Series:
-  """Per run, ``"<weights>, <inputs>, val <fraction>"``: ``l0.weight_init``
+  """Per run, ``"<weights>, <inputs>, <n> train"``: ``l0.weight_init``
   (``flax`` for runs from before the field), the input scaling (``[0, 1]``
-  pixels or ``(x - offset) / scale``) and the validation share of the
-  training images; ``", gates per example"`` added for ``l0.sampling``
-  ``per_example``."""
+  pixels or ``(x - offset) / scale``) and the number of training images
+  (:func:`_training_images`); ``", gates per example"`` added for
+  ``l0.sampling`` ``per_example``."""
   def column(name, default):
     return runs[name].fillna(default) if name in runs else pd.Series(default, runs.index)
   weights = column("l0.weight_init", "flax")
   offset, scale = column("input_offset", 0.0), column("input_scale", 1.0)
   inputs = [("[0, 1]" if o == 0 and s == 1 else f"(x - {o:g}) / {s:g}")
             for o, s in zip(offset, scale)]
-  fraction = column("val_fraction", 0.0)
+  images = [_training_images(f, n) for f, n in zip(column("val_fraction", 0.0),
+                                                   column("train_set_size", 0))]
   sampling = column("l0.sampling", "per_batch")
-  return pd.Series([f"{w}, {i}, val {f:.3g}" + (", gates per example" if s == "per_example"
+  return pd.Series([f"{w}, {i}, {n:,} train" + (", gates per example" if s == "per_example"
                                                  else "")
-                    for w, i, f, s in zip(weights, inputs, fraction, sampling)],
+                    for w, i, n, s in zip(weights, inputs, images, sampling)],
                    index=runs.index)
+
+
+def _training_images(val_fraction: float, train_set_size: int) -> int:
+  """The MNIST training images of a run: the rest of the 60,000 after
+  ``val_fraction``, or the data module's default split (45,000 / 5,000) when
+  it is 0; at most ``train_set_size`` when that is set."""
+  n = (MNIST_TRAIN_IMAGES - round(val_fraction * MNIST_TRAIN_IMAGES) if val_fraction
+       else images.DEFAULT_N_TRAIN)
+  return min(n, int(train_set_size)) if train_set_size else n
 
 
 def _gated_layers(group: pd.DataFrame) -> list[str]:
