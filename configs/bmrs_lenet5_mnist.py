@@ -1,15 +1,8 @@
-"""The BMRS LeNet-5 on MNIST: BMRS structured pruning, one of the paper's set-ups.
+"""BMRS structured pruning of the LeNet-5 on MNIST: one of the paper's Table 1 set-ups.
 
-LeNet-5 as in the BMRS paper, with a log-uniform multiplicative-noise gate on
-every conv channel and hidden unit (its widths scale with the input channels),
-trained on MNIST with the data loss plus the gates' KL; the criterion (the
-argument) prunes units during training, then the network is finetuned with
-frozen masks and the best validation epoch is tested. Inputs are centred as
-the released ``train.py`` does.
-
-Source: Wright, Igel and Selvan, "BMRS: Bayesian Model Reduction for
-Structured Pruning", NeurIPS 2024, Appendix C, and the released code
-(``saintslab/bmrs-structured-pruning``). What the six BMRS set-ups share is
+The BMRS LeNet-5 (a gate on every conv channel and hidden unit, widths scaled
+by the input channels) on MNIST, batch 128, Adam 1.4e-3: Wright, Igel and
+Selvan, NeurIPS 2024, Appendix C. What the six BMRS set-ups share is
 ``configs/common.py``'s ``bmrs_appendix_c``.
 
 The argument is the criterion, one of ``common.BMRS_CRITERIA`` (default
@@ -26,14 +19,8 @@ from configs import common
 def get_config(criterion: str = "bmrs_n") -> ml_collections.ConfigDict:
   """The BMRS LeNet-5 on MNIST pruned by ``criterion`` (one of ``common.BMRS_CRITERIA``)."""
   config = common.base("bmrs", f"bmrs_lenet5_mnist_{criterion}")
-  common.bmrs_appendix_c(config, criterion)
-
-  config.dataset = "mnist"
-  config.input_offset = 127 / 255  # (pixel - 127) / 255
-  config.input_scale = 1.0
-
+  common.bmrs_appendix_c(config, criterion, "mnist")
   config.architecture = "bmrs_lenet5"
-
   config.train_batch_size = 128
   config.lr = 1.4e-3
   return config

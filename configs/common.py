@@ -9,9 +9,10 @@ one; only what several files share lives here:
 * :func:`set_method_fields`: applies a file's table of per-method
   hyperparameters, and names the methods the file accepts when it has none
   for the one asked;
-* :func:`bmrs_appendix_c` and :data:`BMRS_CRITERIA`: what the six BMRS
-  set-ups share (Wright, Igel and Selvan, NeurIPS 2024, Appendix C) and the
-  criterion argument of ``configs/bmrs_*.py``;
+* :func:`bmrs_appendix_c`, :data:`BMRS_CRITERIA` and :data:`BMRS_INPUTS`:
+  what the six BMRS set-ups share (Wright, Igel and Selvan, NeurIPS 2024,
+  Appendix C), the criterion argument of ``configs/bmrs_*.py`` and each data
+  set's input centring;
 * :func:`l0_mnist_setup`: what the two ``configs/l0_*_mnist.py`` share (the
   constrained-sparsity code's MNIST set-up).
 
@@ -111,27 +112,47 @@ BMRS_CRITERIA: dict[str, dict[str, Any]] = {
 }
 
 
-def bmrs_appendix_c(config: ml_collections.ConfigDict, criterion: str) -> None:
-  """Sets the fields every BMRS set-up shares (the paper's Appendix C) and the criterion.
+#: Data set -> (``input_offset``, ``input_scale``) of the BMRS set-ups: the
+#: released ``train.py``'s input centring, ``(pixel / 255 - offset) / scale``.
+BMRS_INPUTS: dict[str, tuple[float, float]] = {
+    "mnist": (127 / 255, 1.0),           # (pixel - 127) / 255
+    "fashion_mnist": (127 / 255, 1.0),
+    "cifar10": (0.5, 0.5),               # (pixel / 255 - 0.5) / 0.5
+}
+
+
+def bmrs_appendix_c(config: ml_collections.ConfigDict, criterion: str, dataset: str) -> None:
+  """Sets the fields every BMRS set-up shares (the paper's Appendix C), the data and the criterion.
+
+  The six ``configs/bmrs_<network>_<data>.py`` files are Wright, Igel and
+  Selvan, "BMRS: Bayesian Model Reduction for Structured Pruning", NeurIPS
+  2024, Appendix C, with the released code (``saintslab/bmrs-structured-pruning``)
+  where the paper is silent. The network (the BMRS MLP or LeNet-5) carries a
+  log-uniform multiplicative-noise gate on every hidden unit and conv
+  channel and trains on the data loss plus the gates' KL; the criterion (the
+  files' argument) prunes units during training, then the network is
+  finetuned with frozen masks and its best validation epoch is tested.
 
   Shared: the input image size, the validation share of the official
   training set, Adam without weight decay, a fixed number of training epochs
   (the criterion applied every ``bmrs.compress_epochs``) and of finetuning
-  epochs, the evaluation batch, and a checkpoint every epoch (a BMRS epoch
-  is long). The network, data set, batch size, learning rate and input
-  centring are each set-up's own.
+  epochs, the evaluation batch, a checkpoint every epoch (a BMRS epoch is
+  long), and each data set's input centring (:data:`BMRS_INPUTS`). The
+  network, its widths, the batch size and the learning rate are each file's
+  own.
 
   Args:
     config: a config from :func:`base` with method ``"bmrs"``.
     criterion: one of :data:`BMRS_CRITERIA`.
+    dataset: one of :data:`BMRS_INPUTS`.
 
   Raises:
-    ConfigError: ``criterion`` is not one of :data:`BMRS_CRITERIA` (the
-      message names them).
+    ConfigError: ``criterion`` or ``dataset`` is not one of the accepted
+      values (the message names them).
   """
-  if criterion not in BMRS_CRITERIA:
-    raise ConfigError(f"unknown BMRS criterion {criterion!r}; accepted values: "
-                      f"{', '.join(BMRS_CRITERIA)}")
+  fields = choose(BMRS_CRITERIA, criterion, "BMRS criterion")
+  config.dataset = dataset
+  config.input_offset, config.input_scale = choose(BMRS_INPUTS, dataset, "BMRS data set")
   config.image_size = 32          # every data set resized to image_size x image_size
   config.val_fraction = 0.2       # validation share of the official training set
   config.optimizer = "adam"       # no weight decay
@@ -141,7 +162,7 @@ def bmrs_appendix_c(config: ml_collections.ConfigDict, criterion: str) -> None:
   config.finetuning_max_epochs = 10
   config.eval_batch_size = 2000
   config.checkpoint_every_epochs = 1  # a BMRS epoch is long
-  set_fields(config, BMRS_CRITERIA[criterion])
+  set_fields(config, fields)
 
 
 def l0_mnist_setup(config: ml_collections.ConfigDict, formulation: str) -> None:

@@ -159,7 +159,11 @@ def test_magnitude_is_a_clear_error_until_registered():
                                    "bmrs.criterion": "bmrs_u", "bmrs.p1": 4.0,
                                    "input_offset": 0.5, "input_scale": 0.5}),
     ("bmrs_lenet5_cifar", "bmrs_u8", {"lr": 0.001026894323862342, "train_batch_size": 64,
-                                      "bmrs.criterion": "bmrs_u", "bmrs.p1": 8.0}),
+                                      "bmrs.criterion": "bmrs_u", "bmrs.p1": 8.0,
+                                      "dataset": "cifar10", "input_scale": 0.5}),
+    ("bmrs_lenet5_fashion_mnist", "snr", {"lr": 1.4e-3, "train_batch_size": 32,
+                                          "dataset": "fashion_mnist", "input_offset": 127 / 255,
+                                          "input_scale": 1.0, "architecture": "bmrs_lenet5"}),
 ])
 def test_hand_written_values(name, arg, expected):
   if arg == "magnitude" and "magnitude" not in recipe_names():
@@ -168,6 +172,13 @@ def test_hand_written_values(name, arg, expected):
   for field, value in expected.items():
     group, _, leaf = field.rpartition(".")
     assert (config[group] if group else config)[leaf] == value, field
+
+
+def test_bmrs_set_up_rejects_an_unknown_data_set():
+  config = common.base("bmrs", "x")
+  with pytest.raises(ConfigError, match="unknown BMRS data set 'svhn'; accepted values: "
+                                        "mnist, fashion_mnist, cifar10$"):
+    common.bmrs_appendix_c(config, "bmrs_n", "svhn")
 
 
 def test_common_set_fields_rejects_unknown_fields():
