@@ -51,23 +51,9 @@ def get_config(regulariser: str = "hs") -> ml_collections.ConfigDict:
   method = "magnitude" if regulariser == "magnitude" else "deephoyer"
   config = common.base(method, f"deephoyer_lenet300_mnist_{regulariser}")
 
-  config.dataset = "mnist"
-  # The reference trains on all 60,000 training images and picks the finetuning
-  # epoch on the test set; we hold out 5,000 of them (1/12) for that choice and
-  # train on the other 55,000.
-  config.val_fraction = 1 / 12
+  common.deephoyer_mnist_setup(config)
   config.architecture = "lenet_300_100"
-
-  config.optimizer = "adam"
-  config.lr = 1e-3
-  config.train_batch_size = 100
   config.eval_batch_size = 5000
-  config.max_epochs = 250
-  config.min_epochs = 250
-  config.prune_window = 10
-  config.finetuning_max_epochs = 50
-  config.finetuning_min_epochs = 50
-  config.checkpoint_every_epochs = 10
 
   if method == "magnitude":
     config.pruning.density = MAGNITUDE_DENSITY
@@ -75,12 +61,5 @@ def get_config(regulariser: str = "hs") -> ml_collections.ConfigDict:
     return config
 
   decay, sensitivity = REGULARISERS[regulariser]
-  config.deephoyer.regulariser = regulariser
-  config.deephoyer.decay = decay
-  config.deephoyer.tensors = "all"       # element.py regularises biases too
-  config.deephoyer.weight_decay = 1e-4 if regulariser.startswith("group") else 0.0
-  config.deephoyer.rule = "std"
-  config.deephoyer.sensitivity = sensitivity
-  config.deephoyer.finetune_lr = 1e-3
-  config.deephoyer.finetune_weight_decay = 1e-4
+  common.deephoyer_regulariser(config, regulariser, decay, sensitivity)
   return config

@@ -33,23 +33,8 @@ def get_config(method: str = "drr") -> ml_collections.ConfigDict:
   """LeNet-5-Caffe on MNIST trained with ``method`` (one of :data:`METHODS`)."""
   config = common.base(method, f"lenet5_mnist_{method}")
 
-  config.dataset = "mnist"
+  common.efficient_compression_mnist_setup(config)
   config.architecture = "lenet5_caffe"
-
-  # Optimiser.
-  config.optimizer = "adam"
-  config.lr = 1e-3
-  config.train_batch_size = 500
-  config.eval_batch_size = 5000
-
-  # Phases.
-  config.min_epochs = 300
-  config.max_epochs = 5000
-  config.prune_window = 10
-  config.finetuning_max_epochs = 1000
-  config.shrinking = False
-
-  config.checkpoint_every_epochs = 10
 
   common.set_method_fields(config, METHODS)
   return config
