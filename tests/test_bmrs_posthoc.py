@@ -1,10 +1,12 @@
 """The post-training compression-vs-accuracy sweep (BMRS Fig. 2)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from sparsejax.pruning import bmr
 from configs import bmrs_mlp_mnist
+from sparsejax import results
+from sparsejax.pruning import bmr
 from sparsejax.studies import bmrs_posthoc
 from tests.conftest import data_path
 
@@ -22,8 +24,32 @@ def test_posthoc_units_bmr_never_pass_the_stopping_point():
   assert sum(int(k.sum()) for k in bmrs_posthoc.posthoc_units(snr, scores, 50.0).values()) == 3
 
 
+def test_mask_key_tells_masks_apart():
+  a = {"x": np.array([True, False, True]), "y": np.array([False])}
+  same = {"y": np.array([False]), "x": np.array([True, False, True])}
+  other = {"x": np.array([True, True, True]), "y": np.array([False])}
+  assert bmrs_posthoc.mask_key(a) == bmrs_posthoc.mask_key(same)
+  assert bmrs_posthoc.mask_key(a) != bmrs_posthoc.mask_key(other)
+
+
+def _count_finetunings(monkeypatch) -> list[int]:
+  """Patches the sweep's finetuning to record how many masks each call finetunes."""
+  counts = []
+  make = bmrs_posthoc.make_finetune
+
+  def counting(*args):
+    finetune = make(*args)
+
+    def wrapped(state, units, key):
+      counts.append(next(iter(units.values())).shape[0])
+      return finetune(state, units, key)
+    return wrapped
+  monkeypatch.setattr(bmrs_posthoc, "make_finetune", counting)
+  return counts
+
+
 @pytest.mark.slow
-def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
+def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path, monkeypatch):
   config = bmrs_mlp_mnist.get_config("none")
   config.manual_dir = str(data_path("mnist"))
   config.hidden_layers, config.hidden_dim = 1, 16
@@ -31,7 +57,9 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
   config.max_epochs = 2
   config.bmrs.posthoc_points = 4
   config.quiet = True
+  counts = _count_finetunings(monkeypatch)
   frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"])
+  assert 0 < sum(counts) <= 3 * 4
   assert (tmp_path / f"posthoc_{config.experiment_name}.png").stat().st_size > 0
   assert len(frame) == 3 * 4
   for name, group in frame.groupby("criterion"):
@@ -44,10 +72,21 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path):
   assert snr.test_accuracy.iloc[-1] <= 0.3  # the output layer's bias alone
   bmrs_n = frame[frame.criterion == "bmrs_n"]
   assert (bmrs_n.unit_compression <= bmrs_n.stopping_point + 1e-9).all()
+  # The same call again resumes: nothing is trained or finetuned, the table is the same.
+  counts.clear()
+  again = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"])
+  assert counts == []
+  pd.testing.assert_frame_equal(again, frame)
   # A later call adds its criterion's rows and keeps the others.
   frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["bmrs_n_code"])
   assert sorted(frame.criterion.unique()) == ["bmrs_n", "bmrs_n_code", "l2", "snr"]
   code = frame[frame.criterion == "bmrs_n_code"]
   assert (code.stopping_point >= bmrs_n.stopping_point.iloc[0]).all()  # dF_code >= dF_paper
+  # Another resolution reuses the training (one run in the table) and replaces the rows.
+  config.bmrs.posthoc_points = 3
+  frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr"])
+  assert len(results.read_runs(tmp_path)) == 1
+  assert sorted(frame[frame.criterion == "snr"].percentile) == [0.0, 50.0, 100.0]
+  assert len(frame[frame.criterion == "l2"]) == 4
   with pytest.raises(ValueError, match="unknown criteria"):
     bmrs_posthoc.run_posthoc(config, tmp_path, ["hessian"])

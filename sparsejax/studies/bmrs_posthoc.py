@@ -17,12 +17,21 @@
      BMRS never prunes past its own stopping point (:math:`\\Delta F \\ge 0`).
 
    The distinct masks of one criterion and seed are finetuned as one vmapped
-   program (percentiles that give the same masks share a finetuning).
+   program. A mask is finetuned once per seed: percentiles, and criteria
+   (SNR and E[theta] often rank alike), that give the same masks share it.
 3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
-   parameters removed %, test accuracy, and each BMR criterion's own stopping
-   point; a later call with other criteria adds its rows and replaces those of
-   the criteria it ran) and ``posthoc_<experiment>.png`` (test accuracy against units pruned,
-   the mean over seeds, stopping points marked) in the workdir.
+   parameters removed %, test accuracy, each BMR criterion's own stopping
+   point, and the seed's training run) after every criterion and seed, and
+   ``posthoc_<experiment>.png`` (test accuracy against units pruned, the mean
+   over seeds, stopping points marked) at the end, in the workdir.
+
+The sweep resumes: the training is an ordinary run (checkpointed), and a
+criterion and seed whose rows the table already holds, from the same
+training run with the same percentiles and finetuning epochs, are not run
+again. Rows of other criteria and seeds are kept; rows of a seed whose
+training changed are dropped. The sweep's own settings
+(``bmrs.posthoc_points``, ``bmrs.posthoc_finetune_epochs``) do not enter the
+training run, so one training serves sweeps of any resolution.
 
 The released script crashes (``set_masks`` takes 3 arguments and is called
 with 4; ``bmr_approximate()[0]`` indexes the first unit); this is the
@@ -32,6 +41,7 @@ procedure its text describes, see ``docs/differences.md``.
 from __future__ import annotations
 
 import copy
+import os
 import pathlib
 import sys
 
@@ -57,6 +67,9 @@ from sparsejax.train.step import make_eval_fn, make_train_step
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+#: The ``bmrs`` fields of the sweep itself (not of the training it starts from).
+SWEEP_FIELDS = ("posthoc_points", "posthoc_finetune_epochs")
 
 #: Criterion label -> Criterion (BMRS_U with p1 = 8 and 4, as the paper).
 POSTHOC_CRITERIA: dict[str, bmr.Criterion] = {
@@ -87,29 +100,26 @@ def posthoc_units(criterion: bmr.Criterion, scores: dict[str, np.ndarray], lam: 
   return {site: np.asarray(s > cut) for site, s in scores.items()}
 
 
-def _distinct(unit_masks: list[dict[str, np.ndarray]]) -> tuple[list[dict], np.ndarray]:
-  """The distinct masks of a list, and each entry's index among them.
-
-  Percentiles past a BMR criterion's stopping point, or between two scores,
-  give the same masks; each distinct mask is finetuned once.
-  """
-  keys = [b"".join(np.packbits(m[s]).tobytes() for s in sorted(m)) for m in unit_masks]
-  first: dict[bytes, int] = {}
-  distinct = []
-  for key, masks in zip(keys, unit_masks):
-    if key not in first:
-      first[key] = len(distinct)
-      distinct.append(masks)
-  return distinct, np.array([first[k] for k in keys])
+def mask_key(units: dict[str, np.ndarray]) -> bytes:
+  """The bytes that identify a set of unit masks (equal masks, equal keys)."""
+  return b"".join(np.packbits(units[site]).tobytes() for site in sorted(units))
 
 
-def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> TrainState:
+def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path
+                   ) -> tuple[TrainState, list[str]]:
   """Step 1: the unpruned training of the seeds, as ordinary runs (rows, checkpoints,
-  resumable) in ``workdir``; returns their final states (leading seed axis)."""
+  resumable) in ``workdir``; returns their final states (leading seed axis) and
+  their run ids.
+
+  The sweep's own fields are reset to their defaults in the training config,
+  so that they do not enter its run id.
+  """
   train_config = copy.deepcopy(config)
   train_config.bmrs.criterion = "none"
   train_config.finetuning_max_epochs = 0
   train_config.finetuning_min_epochs = 0
+  for name in SWEEP_FIELDS:
+    train_config.bmrs[name] = bmrs_recipe.defaults()["bmrs"][name]
   rows = run(train_config, workdir)
   states = []
   for row in rows:
@@ -117,7 +127,7 @@ def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
     template = Program(single, [single.seed]).final_template()
     with checkpoint_lib.Checkpointer(records.final_state_dir(workdir, row["run_id"])) as ckpt:
       states.append(ckpt.restore(like={"state": template})[0]["state"])
-  return stack_seeds(states)
+  return stack_seeds(states), [row["run_id"] for row in rows]
 
 
 def make_finetune(config, parts: build_lib.Parts, covers):
@@ -151,43 +161,89 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     raise ValueError(f"unknown criteria {unknown}; accepted: {', '.join(POSTHOC_CRITERIA)}")
   seeds = sweep_seeds(config)
   lambdas = np.linspace(0, 100, config.bmrs.posthoc_points)
-  rows = []
+  finetune_epochs = config.bmrs.posthoc_finetune_epochs
+  csv = workdir / f"posthoc_{config.experiment_name}.csv"
   with jax.enable_x64(config.dtype == "float64"):
-    states = trained_states(config, workdir)
+    states, run_ids = trained_states(config, workdir)
+    table = _earlier_rows(csv, seeds, run_ids)
     parts = build_lib.build(config)
     covers = parts.model.unit_covers()
     finetune = make_finetune(config, parts, covers)
+    finetuned: dict[tuple[int, bytes], float] = {}  # (seed, mask key) -> test accuracy
     for name in criteria:
       criterion = POSTHOC_CRITERIA[name]
       scores = bmrs_recipe.unit_scores(criterion, states, covers)
       for i, seed in enumerate(seeds):
+        if _done(table, name, seed, run_ids[i], lambdas, finetune_epochs):
+          _log(config, f"{name} seed {seed}: in {csv.name} already")
+          continue
         state = jax.tree.map(lambda x: x[i], states)
         seed_scores = {s: v[i] for s, v in scores.items()}
         per_lambda = [posthoc_units(criterion, seed_scores, lam) for lam in lambdas]
-        distinct, index = _distinct(per_lambda)
-        stacked = {s: jnp.asarray(np.stack([u[s] for u in distinct])) for s in seed_scores}
-        accuracy = np.asarray(finetune(state, stacked, keys.stream_key(seed, "posthoc"))[
-            "accuracy"])[index]
+        keys_of = [(seed, mask_key(units)) for units in per_lambda]
+        todo = list({key: units for key, units in zip(keys_of, per_lambda)
+                     if key not in finetuned}.items())
+        if todo:
+          stacked = {s: jnp.asarray(np.stack([units[s] for _, units in todo]))
+                     for s in seed_scores}
+          accuracy = np.asarray(finetune(state, stacked, keys.stream_key(seed, "posthoc"))[
+              "accuracy"])
+          finetuned.update({key: float(a) for (key, _), a in zip(todo, accuracy)})
         stop = (bmr.unit_compression(bmr.keep_masks(seed_scores, 0.0)) if criterion.is_bmr
                 else float("nan"))
-        for j, lam in enumerate(lambdas):
-          units = per_lambda[j]
+        rows = []
+        for lam, units, key in zip(lambdas, per_lambda, keys_of):
           weight_masks = masks_lib.unit_masks(state.params, units, covers)
           rows.append(dict(
               criterion=name, seed=seed, percentile=float(lam),
               unit_compression=bmr.unit_compression(units),
               parameter_compression=bmr.parameter_compression(state.params, weight_masks, units),
-              test_accuracy=float(accuracy[j]), stopping_point=stop))
-        _log(config, f"{name} seed {seed}: {len(lambdas)} percentiles done"
+              test_accuracy=finetuned[key], stopping_point=stop, run_id=run_ids[i],
+              finetune_epochs=finetune_epochs))
+        table = _replace_rows(table, name, seed, pd.DataFrame(rows))
+        _write(table, csv)
+        _log(config, f"{name} seed {seed}: {len(lambdas)} percentiles, {len(todo)} finetunings"
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
-  frame = pd.DataFrame(rows)
-  stem = workdir / f"posthoc_{config.experiment_name}"
-  if stem.with_suffix(".csv").exists():  # keep the other criteria of an earlier call
-    earlier = pd.read_csv(stem.with_suffix(".csv"))
-    frame = pd.concat([earlier[~earlier["criterion"].isin(criteria)], frame], ignore_index=True)
-  frame.to_csv(stem.with_suffix(".csv"), index=False)
-  plot(frame, stem.with_suffix(".png"), title=config.experiment_name)
-  return frame
+  plot(table, csv.with_suffix(".png"), title=config.experiment_name)
+  return table
+
+
+def _earlier_rows(csv: pathlib.Path, seeds: list[int], run_ids: list[str]) -> pd.DataFrame:
+  """The table of an earlier call, less the rows of these seeds from another training."""
+  if not csv.exists():
+    return pd.DataFrame()
+  table = pd.read_csv(csv)
+  if "run_id" not in table:  # written before the table named its training runs
+    return table[~table["seed"].isin(seeds)].reset_index(drop=True)
+  stale = table["seed"].isin(seeds) & ~table["run_id"].isin(run_ids)
+  return table[~stale].reset_index(drop=True)
+
+
+def _replace_rows(table: pd.DataFrame, criterion: str, seed: int, rows: pd.DataFrame
+                  ) -> pd.DataFrame:
+  """``table`` with its rows of ``criterion`` and ``seed`` replaced by ``rows``."""
+  if not len(table):
+    return rows
+  mine = (table["criterion"] == criterion) & (table["seed"] == seed)
+  return pd.concat([table[~mine], rows], ignore_index=True)
+
+
+def _done(table: pd.DataFrame, criterion: str, seed: int, run_id: str, lambdas: np.ndarray,
+          finetune_epochs: int) -> bool:
+  """Whether ``table`` holds this criterion and seed from the same training and sweep."""
+  if not len(table):
+    return False
+  rows = table[(table["criterion"] == criterion) & (table["seed"] == seed)]
+  return (len(rows) == len(lambdas) and (rows["run_id"] == run_id).all()
+          and (rows["finetune_epochs"] == finetune_epochs).all()
+          and np.allclose(np.sort(rows["percentile"].to_numpy()), lambdas))
+
+
+def _write(table: pd.DataFrame, csv: pathlib.Path) -> None:
+  """Writes ``table`` to ``csv`` whole or not at all (a temporary file, then a rename)."""
+  partial = csv.with_suffix(".csv.partial")
+  table.to_csv(partial, index=False)
+  os.replace(partial, csv)
 
 
 def _log(config, message: str) -> None:
