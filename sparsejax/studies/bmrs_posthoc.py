@@ -17,7 +17,9 @@
      BMRS never prunes past its own stopping point (:math:`\\Delta F \\ge 0`).
 
    The distinct masks of one criterion and seed are finetuned as one vmapped
-   program. A mask is finetuned once per seed: percentiles, and criteria
+   program (for the BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per
+   mask and step, against 35.4 ms with ``lax.map`` over them: no gain to
+   take, unlike the runner's seed loop). A mask is finetuned once per seed: percentiles, and criteria
    (SNR and E[theta] often rank alike), that give the same masks share it.
 3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
    parameters removed %, test accuracy, each BMR criterion's own stopping
