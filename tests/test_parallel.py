@@ -89,6 +89,7 @@ print(json.dumps({{"devices": len(jax.devices()), "layout": program.program.layo
                    "all_reduce": True}
 
 
+@pytest.mark.slow  # about 16 s: a subprocess with fake devices
 def test_a_batch_the_devices_do_not_divide_is_named_before_compute(tmp_path):
   done = main(4, tmp_path, *LENET300, "--config.train_batch_size=50", "--config.parallel=data")
   assert_expected_failure(done, "train_batch_size", "multiple of 4", "parallel='seeds'")

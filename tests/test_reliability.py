@@ -146,6 +146,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mo
   assert resumed["final_test_loss"] == pytest.approx(clean["final_test_loss"], rel=1e-6)
 
 
+@pytest.mark.slow  # about 25 s; the fallback to an older checkpoint is in the default suite
 def test_with_no_intact_checkpoint_the_run_starts_over(tmp_path, monkeypatch, capfd):
   config = _checkpointed_config()
   restore = _crash_after(monkeypatch, 2)
@@ -160,6 +161,7 @@ def test_with_no_intact_checkpoint_the_run_starts_over(tmp_path, monkeypatch, ca
   assert row["status"] == "finished" and row["train_epochs"] == 150
 
 
+@pytest.mark.slow  # about 22 s: trains a run to damage its final state
 def test_load_run_of_a_damaged_final_state_says_what_is_damaged(tmp_path):
   [row] = run(small_config(), tmp_path)
   final = tmp_path / "checkpoints" / row["run_id"]

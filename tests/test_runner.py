@@ -191,6 +191,7 @@ def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method
       assert np.all(np.asarray(g)[~np.asarray(m)] == 0)
 
 
+@pytest.mark.slow  # about 25 s
 def test_shrinking_prunes_during_training_once_the_loss_saturates(tmp_path):
   # A deviation of 1 (loss units) saturates at the first check; RGP -> TAMADE
   # -> RGP then runs at every check of the regularised phase.
