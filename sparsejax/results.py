@@ -156,6 +156,11 @@ def _atomic_write(path: PathLike, write: Callable[[io.IOBase], None],
   _fsync_dir(path.parent)
 
 
+def write_frame(frame: pd.DataFrame, path: PathLike) -> None:
+  """Writes ``frame`` to the CSV file ``path`` whole or not at all (:func:`_atomic_write`)."""
+  _atomic_write(path, lambda f: frame.to_csv(f, index=False))
+
+
 def _fsync_dir(folder: pathlib.Path) -> None:
   """Makes a rename in ``folder`` durable."""
   fd = os.open(folder, os.O_RDONLY)

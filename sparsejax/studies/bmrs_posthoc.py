@@ -19,8 +19,9 @@
    The distinct masks of one criterion and seed are finetuned as one vmapped
    program (for the BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per
    mask and step, against 35.4 ms with ``lax.map`` over them: no gain to
-   take, unlike the runner's seed loop). A mask is finetuned once per seed: percentiles, and criteria
-   (SNR and E[theta] often rank alike), that give the same masks share it.
+   take, unlike the runner's seed loop). A mask is finetuned once per seed:
+   percentiles, and criteria (SNR and E[theta] often rank alike), that give
+   the same masks share it.
 3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
    parameters removed %, test accuracy, each BMR criterion's own stopping
    point, and the seed's training run) after every criterion and seed, and
@@ -43,7 +44,6 @@ procedure its text describes, see ``docs/differences.md``.
 from __future__ import annotations
 
 import copy
-import os
 import pathlib
 import sys
 
@@ -56,6 +56,7 @@ import pandas as pd
 
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
+from sparsejax import results
 from sparsejax.pruning import bmr
 from sparsejax.recipes import bmrs as bmrs_recipe
 from sparsejax.runner import build as build_lib
@@ -203,7 +204,7 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
               test_accuracy=finetuned[key], stopping_point=stop, run_id=run_ids[i],
               finetune_epochs=finetune_epochs))
         table = _replace_rows(table, name, seed, pd.DataFrame(rows))
-        _write(table, csv)
+        results.write_frame(table, csv)
         _log(config, f"{name} seed {seed}: {len(lambdas)} percentiles, {len(todo)} finetunings"
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
   plot(table, csv.with_suffix(".png"), title=config.experiment_name)
@@ -239,13 +240,6 @@ def _done(table: pd.DataFrame, criterion: str, seed: int, run_id: str, lambdas: 
   return (len(rows) == len(lambdas) and (rows["run_id"] == run_id).all()
           and (rows["finetune_epochs"] == finetune_epochs).all()
           and np.allclose(np.sort(rows["percentile"].to_numpy()), lambdas))
-
-
-def _write(table: pd.DataFrame, csv: pathlib.Path) -> None:
-  """Writes ``table`` to ``csv`` whole or not at all (a temporary file, then a rename)."""
-  partial = csv.with_suffix(".csv.partial")
-  table.to_csv(partial, index=False)
-  os.replace(partial, csv)
 
 
 def _log(config, message: str) -> None:
