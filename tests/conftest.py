@@ -5,12 +5,30 @@ The data sets are found through one setting, the environment variable
 Tests that need a data set skip, with the reason, where it is absent.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Must be set before JAX initialises its backend.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One persistent XLA compilation cache per test session, unless the caller
+# names its own. Set before JAX is imported, in the environment, so that the
+# pytest-xdist workers and the subprocesses the tests start inherit it: the
+# many small runs of one configuration across tests then compile once (the
+# runner builds new closures per run, which JAX's in-memory cache cannot
+# share). A size limit makes JAX lock the folder (with `filelock`), so no
+# worker reads an entry another is still writing; 64 GiB is never reached.
+# The process that made the folder removes it at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="sparsejax-tests-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(64 << 30))
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
 
