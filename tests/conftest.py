@@ -20,14 +20,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # pytest-xdist workers and the subprocesses the tests start inherit it: the
 # many small runs of one configuration across tests then compile once (the
 # runner builds new closures per run, which JAX's in-memory cache cannot
-# share). A size limit makes JAX lock the folder (with `filelock`), so no
-# worker reads an entry another is still writing; 64 GiB is never reached.
-# The process that made the folder removes it at exit.
+# share). JAX writes an entry in place, so a worker may read one that another
+# is still writing: JAX then warns and compiles it itself (pyproject.toml
+# filters that warning). A size limit would make JAX lock the folder, but
+# it then totals the folder's size at every write, which costs more than
+# the cache saves. The process that made the folder removes it at exit.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _XLA_CACHE = tempfile.mkdtemp(prefix="sparsejax-tests-xla-cache-")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(64 << 30))
   atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
