@@ -32,8 +32,13 @@ def test_mask_key_tells_masks_apart():
   assert bmrs_posthoc.mask_key(a) != bmrs_posthoc.mask_key(other)
 
 
-def _count_finetunings(monkeypatch) -> list[int]:
-  """Patches the sweep's finetuning to record how many masks each call finetunes."""
+class _Interrupted(Exception):
+  """Stands for the end of a session in the middle of a sweep."""
+
+
+def _count_finetunings(monkeypatch, fail_after: list[int | None]) -> list[int]:
+  """Patches the sweep's finetuning to record how many masks each call finetunes,
+  and to raise :class:`_Interrupted` at the call after ``fail_after[0]`` calls."""
   counts = []
   make = bmrs_posthoc.make_finetune
 
@@ -41,6 +46,8 @@ def _count_finetunings(monkeypatch) -> list[int]:
     finetune = make(*args)
 
     def wrapped(state, units, key):
+      if fail_after[0] is not None and len(counts) == fail_after[0]:
+        raise _Interrupted
       counts.append(next(iter(units.values())).shape[0])
       return finetune(state, units, key)
     return wrapped
@@ -57,9 +64,23 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path, monkeypatch
   config.max_epochs = 2
   config.bmrs.posthoc_points = 4
   config.quiet = True
-  counts = _count_finetunings(monkeypatch)
-  frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"])
-  assert 0 < sum(counts) <= 3 * 4
+  fail_after = [2]
+  counts = _count_finetunings(monkeypatch, fail_after)
+  # Interrupted in its first criterion after two groups of one mask: they are kept...
+  with pytest.raises(_Interrupted):
+    bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"], group_size=1)
+  assert counts == [1, 1]
+  store = tmp_path / f"posthoc_{config.experiment_name}_finetuned.csv"
+  assert len(pd.read_csv(store)) == 2
+  assert not (tmp_path / f"posthoc_{config.experiment_name}.csv").exists()
+  # ... and the next call finetunes only the others, in groups of at most 3.
+  fail_after[0] = None
+  frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr", "l2", "bmrs_n"], group_size=3)
+  assert max(counts[2:]) <= 3
+  finetuned = pd.read_csv(store)
+  assert len(finetuned) == sum(counts) <= 3 * 4  # each mask once
+  assert not finetuned.duplicated(["seed", "mask"]).any()
+  assert set(frame.test_accuracy) == set(finetuned.test_accuracy)
   assert (tmp_path / f"posthoc_{config.experiment_name}.png").stat().st_size > 0
   assert len(frame) == 3 * 4
   for name, group in frame.groupby("criterion"):
@@ -84,9 +105,13 @@ def test_posthoc_sweep_writes_monotone_curves_and_the_plot(tmp_path, monkeypatch
   assert (code.stopping_point >= bmrs_n.stopping_point.iloc[0]).all()  # dF_code >= dF_paper
   # Another resolution reuses the training (one run in the table) and replaces the rows.
   config.bmrs.posthoc_points = 3
+  counts.clear()
   frame = bmrs_posthoc.run_posthoc(config, tmp_path, ["snr"])
+  assert sum(counts) <= 1  # the masks of percentiles 0 and 100 are finetuned already
   assert len(results.read_runs(tmp_path)) == 1
   assert sorted(frame[frame.criterion == "snr"].percentile) == [0.0, 50.0, 100.0]
   assert len(frame[frame.criterion == "l2"]) == 4
   with pytest.raises(ValueError, match="unknown criteria"):
     bmrs_posthoc.run_posthoc(config, tmp_path, ["hessian"])
+  with pytest.raises(ValueError, match="group_size"):
+    bmrs_posthoc.run_posthoc(config, tmp_path, ["snr"], group_size=0)

@@ -16,12 +16,16 @@
      :math:`(100 - \\lambda)`-th percentile **or** :math:`\\Delta F < 0`, so
      BMRS never prunes past its own stopping point (:math:`\\Delta F \\ge 0`).
 
-   The distinct masks of one criterion and seed are finetuned as one vmapped
-   program (for the BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per
-   mask and step, against 35.4 ms with ``lax.map`` over them: no gain to
-   take, unlike the runner's seed loop). A mask is finetuned once per seed:
-   percentiles, and criteria (SNR and E[theta] often rank alike), that give
-   the same masks share it.
+   The distinct masks of one criterion and seed are finetuned in groups of
+   at most ``group_size`` (``--group_size``, default 16: how the work is cut,
+   not what it computes, so not a config field), each group one vmapped program (for the
+   BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per mask and step,
+   against 35.4 ms with ``lax.map`` over them: no gain to take, unlike the
+   runner's seed loop; a group's memory grows with its size, about 7 GB for
+   100 LeNet-5 masks). A mask is finetuned once per seed: percentiles, and
+   criteria (SNR and E[theta] often rank alike), that give the same masks
+   share it. Every mask has the same finetuning key, so a mask's accuracy
+   does not depend on the group it was finetuned in.
 3. Write ``posthoc_<experiment>.csv`` (criterion, seed, lambda, units pruned %,
    parameters removed %, test accuracy, each BMR criterion's own stopping
    point, and the seed's training run) after every criterion and seed, and
@@ -32,9 +36,12 @@ The sweep resumes: the training is an ordinary run (checkpointed), and a
 criterion and seed whose rows the table already holds, from the same
 training run with the same percentiles and finetuning epochs, are not run
 again. Rows of other criteria and seeds are kept; rows of a seed whose
-training changed are dropped. The sweep's own settings
-(``bmrs.posthoc_points``, ``bmrs.posthoc_finetune_epochs``) do not enter the
-training run, so one training serves sweeps of any resolution.
+training changed are dropped. Each group's accuracies are also written, as
+it ends, to ``posthoc_<experiment>_finetuned.csv`` (seed, training run,
+finetuning epochs, mask bytes in hex, test accuracy), so an interrupted
+criterion resumes at its next group, and a new resolution finetunes only the
+masks it has not seen. The sweep's own settings (``bmrs.posthoc_points``,
+``bmrs.posthoc_finetune_epochs``) do not enter the training run, so one training serves sweeps of any resolution.
 
 The released script crashes (``set_masks`` takes 3 arguments and is called
 with 4; ``bmr_approximate()[0]`` indexes the first unit); this is the
@@ -153,9 +160,11 @@ def make_finetune(config, parts: build_lib.Parts, covers):
 
 
 def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                criteria: list[str] | None = None) -> pd.DataFrame:
+                criteria: list[str] | None = None, group_size: int = 16) -> pd.DataFrame:
   """Runs the sweep of the module docstring; returns (and writes) the table."""
   validate(config)
+  if group_size < 1:
+    raise ValueError(f"group_size is {group_size}; accepted: an integer >= 1")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   criteria = list(POSTHOC_CRITERIA) if criteria is None else criteria
@@ -172,7 +181,8 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     parts = build_lib.build(config)
     covers = parts.model.unit_covers()
     finetune = make_finetune(config, parts, covers)
-    finetuned: dict[tuple[int, bytes], float] = {}  # (seed, mask key) -> test accuracy
+    store = FinetunedStore(workdir / f"posthoc_{config.experiment_name}_finetuned.csv",
+                           dict(zip(seeds, run_ids)), finetune_epochs)
     for name in criteria:
       criterion = POSTHOC_CRITERIA[name]
       scores = bmrs_recipe.unit_scores(criterion, states, covers)
@@ -185,13 +195,14 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         per_lambda = [posthoc_units(criterion, seed_scores, lam) for lam in lambdas]
         keys_of = [(seed, mask_key(units)) for units in per_lambda]
         todo = list({key: units for key, units in zip(keys_of, per_lambda)
-                     if key not in finetuned}.items())
-        if todo:
-          stacked = {s: jnp.asarray(np.stack([units[s] for _, units in todo]))
+                     if key not in store.accuracy}.items())
+        for start in range(0, len(todo), group_size):
+          group = todo[start:start + group_size]
+          stacked = {s: jnp.asarray(np.stack([units[s] for _, units in group]))
                      for s in seed_scores}
           accuracy = np.asarray(finetune(state, stacked, keys.stream_key(seed, "posthoc"))[
               "accuracy"])
-          finetuned.update({key: float(a) for (key, _), a in zip(todo, accuracy)})
+          store.add({key: float(a) for (key, _), a in zip(group, accuracy)})
         stop = (bmr.unit_compression(bmr.keep_masks(seed_scores, 0.0)) if criterion.is_bmr
                 else float("nan"))
         rows = []
@@ -201,7 +212,7 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
               criterion=name, seed=seed, percentile=float(lam),
               unit_compression=bmr.unit_compression(units),
               parameter_compression=bmr.parameter_compression(state.params, weight_masks, units),
-              test_accuracy=finetuned[key], stopping_point=stop, run_id=run_ids[i],
+              test_accuracy=store.accuracy[key], stopping_point=stop, run_id=run_ids[i],
               finetune_epochs=finetune_epochs))
         table = _replace_rows(table, name, seed, pd.DataFrame(rows))
         results.write_frame(table, csv)
@@ -209,6 +220,40 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
   plot(table, csv.with_suffix(".png"), title=config.experiment_name)
   return table
+
+
+class FinetunedStore:
+  """The test accuracy of every mask finetuned so far, kept in a CSV file.
+
+  ``accuracy`` maps (seed, mask key) to the test accuracy, read at creation
+  from the rows of ``path`` with the seed's current training run and these
+  finetuning epochs; :meth:`add` records more and rewrites the file (whole or
+  not at all). Rows of other trainings or epochs stay in the file.
+  """
+
+  COLUMNS = ["seed", "run_id", "finetune_epochs", "mask", "test_accuracy"]
+
+  def __init__(self, path: pathlib.Path, run_ids: dict[int, str], finetune_epochs: int):
+    self.path, self.run_ids, self.finetune_epochs = path, run_ids, finetune_epochs
+    self.frame = pd.read_csv(path, dtype={"mask": str}) if path.exists() else pd.DataFrame(
+        columns=self.COLUMNS)
+    current = self.frame[
+        (self.frame["run_id"] == self.frame["seed"].map(run_ids))
+        & (self.frame["finetune_epochs"] == finetune_epochs)]
+    self.accuracy: dict[tuple[int, bytes], float] = {
+        (int(row.seed), bytes.fromhex(row.mask)): float(row.test_accuracy)
+        for row in current.itertuples()}
+
+  def add(self, accuracy: dict[tuple[int, bytes], float]) -> None:
+    """Records the accuracies of newly finetuned masks, in memory and in the file."""
+    self.accuracy.update(accuracy)
+    rows = pd.DataFrame([
+        dict(seed=seed, run_id=self.run_ids[seed], finetune_epochs=self.finetune_epochs,
+             mask=key.hex(), test_accuracy=a) for (seed, key), a in accuracy.items()],
+        columns=self.COLUMNS)
+    self.frame = rows if not len(self.frame) else pd.concat([self.frame, rows],
+                                                              ignore_index=True)
+    results.write_frame(self.frame, self.path)
 
 
 def _earlier_rows(csv: pathlib.Path, seeds: list[int], run_ids: list[str]) -> pd.DataFrame:
@@ -275,7 +320,8 @@ def main(argv):
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or f"workdirs/{config.experiment_name}_posthoc"
   criteria = flags.FLAGS.criteria
-  run_posthoc(config, workdir, criteria.split(",") if criteria else None)
+  run_posthoc(config, workdir, criteria.split(",") if criteria else None,
+              flags.FLAGS.group_size)
 
 
 if __name__ == "__main__":
@@ -284,5 +330,7 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "BMRS config file (configs/bmrs_*.py).")
   flags.DEFINE_string("workdir", None, "Output folder (default workdirs/<name>_posthoc).")
   flags.DEFINE_string("criteria", "", f"Comma-separated subset of {','.join(POSTHOC_CRITERIA)}.")
+  flags.DEFINE_integer("group_size", 16, "Masks finetuned as one vmapped program (memory "
+                       "grows with it; each group's accuracies are saved as it ends).")
   flags.mark_flags_as_required(["config"])
   sys.exit(app.run(main))
