@@ -32,6 +32,28 @@ def test_mask_key_tells_masks_apart():
   assert bmrs_posthoc.mask_key(a) != bmrs_posthoc.mask_key(other)
 
 
+def test_summarise_finds_the_knee_and_the_stop():
+  def rows(criterion, seed, compression, accuracy, stop=float("nan")):
+    return pd.DataFrame(dict(criterion=criterion, seed=seed, percentile=np.arange(len(accuracy)),
+                             unit_compression=compression, test_accuracy=accuracy,
+                             stopping_point=stop))
+  frame = pd.concat([
+      # A dip of more than 1 point at 40 % ends the knee at 20 %, though 60 % recovers.
+      rows("snr", 1, [0, 20, 40, 60, 80], [0.95, 0.945, 0.93, 0.95, 0.10]),
+      rows("snr", 2, [0, 20, 40, 60, 80], [0.90, 0.90, 0.895, 0.891, 0.50]),
+      # BMR: the percentiles past the stop (30 %) give its mask; the knee is at its end.
+      rows("bmrs_n", 1, [0, 30, 30, 30], [0.95, 0.94, 0.94, 0.94], stop=30.0),
+  ], ignore_index=True)
+  summary = bmrs_posthoc.summarise(frame)
+  assert summary.loc["snr", "holds_to"] == pytest.approx((20 + 60) / 2)
+  assert summary.loc["snr", "acc_holds_to"] == pytest.approx((94.5 + 89.1) / 2)
+  assert summary.loc["snr", "unpruned"] == pytest.approx(92.5)
+  assert np.isnan(summary.loc["snr", "stop"]) and np.isnan(summary.loc["snr", "acc_stop"])
+  assert summary.loc["snr", "seeds"] == 2
+  assert summary.loc["bmrs_n", "holds_to"] == 30 and summary.loc["bmrs_n", "stop"] == 30
+  assert summary.loc["bmrs_n", "acc_stop"] == pytest.approx(94.0)
+
+
 class _Interrupted(Exception):
   """Stands for the end of a session in the middle of a sweep."""
 

@@ -30,7 +30,8 @@
    parameters removed %, test accuracy, each BMR criterion's own stopping
    point, and the seed's training run) after every criterion and seed, and
    ``posthoc_<experiment>.png`` (test accuracy against units pruned, the mean
-   over seeds, stopping points marked) at the end, in the workdir.
+   over seeds, stopping points marked) at the end, in the workdir, and print
+   :func:`summarise` (each curve's knee, and BMRS's stop, against it).
 
 The sweep resumes: the training is an ordinary run (checkpointed), and a
 criterion and seed whose rows the table already holds, from the same
@@ -219,7 +220,37 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         _log(config, f"{name} seed {seed}: {len(lambdas)} percentiles, {len(todo)} finetunings"
                      + (f", stops at {stop:.1f} % units pruned" if criterion.is_bmr else ""))
   plot(table, csv.with_suffix(".png"), title=config.experiment_name)
+  _log(config, summarise(table).to_string(float_format=lambda v: f"{v:.2f}"))
   return table
+
+
+def summarise(frame: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFrame:
+  """Where each criterion's curve bends, and where BMRS stops on it; means over seeds.
+
+  Per criterion and seed: ``unpruned`` (test accuracy at percentile 0, %);
+  ``holds_to``, the largest units-pruned % up to which every point is within
+  ``tolerance`` (a fraction) of ``unpruned`` (the knee), and ``acc_holds_to``
+  there; for BMR criteria, ``stop`` (units pruned % at
+  :math:`\\Delta F \\ge 0`) and ``acc_stop``, the accuracy of the sweep's most
+  pruned mask, which is the stopping point's own (percentiles past it give
+  its mask). The columns are the means over seeds; ``seeds`` counts them.
+  """
+  rows = []
+  for (name, seed), group in frame.groupby(["criterion", "seed"], sort=False):
+    group = group.sort_values(["unit_compression", "percentile"])
+    accuracy = 100 * group["test_accuracy"].to_numpy()
+    compression = group["unit_compression"].to_numpy()
+    unpruned = accuracy[0]
+    below = np.flatnonzero(accuracy < unpruned - 100 * tolerance)
+    knee = below[0] - 1 if len(below) else len(accuracy) - 1
+    stop = group["stopping_point"].iloc[0]
+    rows.append(dict(criterion=name, seed=seed, unpruned=unpruned,
+                     holds_to=compression[knee], acc_holds_to=accuracy[knee], stop=stop,
+                     acc_stop=accuracy[-1] if np.isfinite(stop) else np.nan))
+  table = pd.DataFrame(rows)
+  summary = table.groupby("criterion", sort=False).mean(numeric_only=True).drop(columns="seed")
+  summary["seeds"] = table.groupby("criterion", sort=False).size()
+  return summary
 
 
 class FinetunedStore:
