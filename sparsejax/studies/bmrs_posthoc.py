@@ -17,9 +17,9 @@
      BMRS never prunes past its own stopping point (:math:`\\Delta F \\ge 0`).
 
    The distinct masks of one criterion and seed are finetuned in groups of
-   at most ``group_size`` (``--group_size``, default 16: how the work is cut,
-   not what it computes, so not a config field), each group one vmapped program (for the
-   BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per mask and step,
+   at most ``group_size`` (``--group_size``, default 16: how the work is
+   cut, not what it computes, so not a config field), each group one vmapped
+   program (for the BMRS LeNet-5 on the 2-core CPU, 8 masks, 36.4 ms per mask and step,
    against 35.4 ms with ``lax.map`` over them: no gain to take, unlike the
    runner's seed loop; a group's memory grows with its size, about 7 GB for
    100 LeNet-5 masks). A mask is finetuned once per seed: percentiles, and
@@ -42,7 +42,8 @@ it ends, to ``posthoc_<experiment>_finetuned.csv`` (seed, training run,
 finetuning epochs, mask bytes in hex, test accuracy), so an interrupted
 criterion resumes at its next group, and a new resolution finetunes only the
 masks it has not seen. The sweep's own settings (``bmrs.posthoc_points``,
-``bmrs.posthoc_finetune_epochs``) do not enter the training run, so one training serves sweeps of any resolution.
+``bmrs.posthoc_finetune_epochs``) do not enter the training run, so one
+training serves sweeps of any resolution.
 
 The released script crashes (``set_masks`` takes 3 arguments and is called
 with 4; ``bmr_approximate()[0]`` indexes the first unit); this is the
