@@ -16,6 +16,8 @@ standardised inputs (:func:`configs.common.l0_mnist_setup`).
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.35 --config.seeds=3
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density='(0.3,0.3,0.3)'
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py:penalized --config.l0.penalty=0.1
+  python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.2 \
+      --config.l0.dual_lr=1e-3 --config.l0.finetune_epochs=20   # then finetune the purged MLP
 
 ``penalty_grid`` is the reference's lambda search set-up (its bisection
 script: penalised, Adam 1e-3, batch 256, 100 epochs) over the grid

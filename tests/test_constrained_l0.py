@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 
 from sparsejax import models
 from sparsejax.objectives import constrained_l0
@@ -215,13 +216,18 @@ def random_log_alpha(layers, key):
   return {l.name: 2.0 * jax.random.normal(k, (l.n_gates,)) for k, l in zip(keys, layers)}
 
 
+def gated_model(architecture, batch=16):
+  """``(model, x, params, layers)``: a model on random 28x28 inputs and its gated layers."""
+  model = models.get_model(architecture)
+  x = jax.random.uniform(jax.random.key(3), (batch, 28, 28, 1))
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  return model, x, params, hc.gated_layers(params)
+
+
 @pytest.mark.parametrize("architecture", ["lenet_300_100", "lenet5_caffe"])
 @pytest.mark.parametrize("test_gate", ["median", "mean"])
 def test_purged_network_equals_the_gated_one(architecture, test_gate):
-  model = models.get_model(architecture)
-  x = jax.random.uniform(jax.random.key(3), (16, 28, 28, 1))
-  params = model.init(jax.random.key(0), x[:1])["params"]
-  layers = hc.gated_layers(params)
+  model, x, params, layers = gated_model(architecture)
   log_alpha = random_log_alpha(layers, 1)
   gates = {l.name: hc.test_gates(log_alpha[l.name], test_gate) for l in layers}
   effective = hc.gate_params(layers, params, gates)
@@ -233,6 +239,28 @@ def test_purged_network_equals_the_gated_one(architecture, test_gate):
                                   model.activation), (28, 28, 1))
   small = purge.count(net, (28, 28, 1))
   assert 0 < small["params"] < dense["params"] and 0 < small["macs"] < dense["macs"]
+
+
+@pytest.mark.parametrize("architecture", ["lenet_300_100", "lenet5_caffe"])
+def test_folded_test_gates_give_the_gated_networks_test_outputs(architecture):
+  model, x, params, layers = gated_model(architecture)
+  objective = constrained_l0.hard_concrete_l0(layers, targets=(0.5,), test_gate="median")
+  state = objective.init(jax.random.key(1), params)._replace(
+      log_alpha=random_log_alpha(layers, 2))
+  gated, _ = objective.forward(params, state, jax.random.key(4), False)
+  folded, masks = hc.fold_test_gates(layers, params, state.log_alpha, "median")
+  np.testing.assert_allclose(model.apply({"params": folded}, x),
+                             model.apply({"params": gated}, x), rtol=1e-6, atol=1e-6)
+  for layer in layers:
+    gates = np.asarray(hc.test_gates(state.log_alpha[layer.name], "median"))
+    assert 0 < (gates == 0).sum() < gates.size      # some groups dead, some alive
+    dead_groups = hc._leaf_factors(layer, jnp.asarray(gates == 0),
+                                   traverse_util.flatten_dict(params))
+    for (module, name), dead in dead_groups.items():
+      leaf_mask, leaf = np.asarray(masks[module][name]), np.asarray(folded[module][name])
+      dead = np.broadcast_to(np.asarray(dead), leaf.shape)
+      np.testing.assert_array_equal(leaf_mask, ~dead)   # masked exactly where the gate is 0
+      assert np.all(leaf[dead] == 0)
 
 
 def test_dense_counts():
@@ -315,10 +343,7 @@ def test_a_gated_resnet_with_l0_batchnorm_ignores_its_dead_channels():
 @pytest.mark.parametrize("architecture", ["lenet_300_100", "lenet5_caffe"])
 def test_per_example_gates_are_each_examples_gated_weights(architecture):
   from sparsejax.train.step import apply_model
-  model = models.get_model(architecture)
-  x = jax.random.uniform(jax.random.key(3), (5, 28, 28, 1))
-  params = model.init(jax.random.key(0), x[:1])["params"]
-  layers = hc.gated_layers(params)
+  model, x, params, layers = gated_model(architecture, batch=5)
   log_alpha = random_log_alpha(layers, 2)
   key = jax.random.key(7)
   gates = hc.per_example_gates(layers, log_alpha, key, hc.chain_sites(layers))

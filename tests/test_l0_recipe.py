@@ -54,6 +54,35 @@ def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp
 
 
 @pytest.mark.slow
+def test_finetuning_starts_from_the_folded_network_and_keeps_the_gates(tmp_path):
+  fields = {"l0.target_density": (0.3,), "l0.gates_lr": 0.1, "l0.dual_lr": 1.0,
+            "input_offset": 0.0, "input_scale": 1.0}
+  plain = run(small(**fields), tmp_path / "plain")[0]
+  row = run(small(**fields, **{"l0.finetune_epochs": 2}), tmp_path / "finetuned")[0]
+  assert row["train_epochs"] == 4 and row["finetune_epochs"] == 2
+  # The training phase is the same run: the stage records the reference's figure.
+  assert row["gated_test_accuracy"] == pytest.approx(plain["final_test_accuracy"], abs=1e-6)
+  assert row["gated_val_accuracy"] == pytest.approx(plain["final_val_accuracy"], abs=1e-6)
+  # Finetuning trains the weights alone: gates, multipliers and purged size unchanged.
+  for field in ("l0_density", "l0_density_Dense_0", "l0_multiplier_0", "purged_params"):
+    assert row[field] == pytest.approx(plain[field], rel=1e-6), field
+  assert row["kept_params"] == plain["kept_params"] < 266_610
+  assert row["final_test_accuracy"] != plain["final_test_accuracy"]   # the weights moved
+  state = load_run(tmp_path / "finetuned", row["run_id"]).state
+  alive = np.asarray(hc.test_gates(state.objective_state.log_alpha["Dense_0"], "median") > 0)
+  kernel = np.asarray(state.params["Dense_0"]["kernel"])
+  assert not alive.all() and np.all(kernel[~alive] == 0)   # the dead inputs stayed dead
+
+
+def test_finetuning_is_refused_for_batchnorm_models():
+  config = small(**{"l0.finetune_epochs": 2, "l0.droprate_init": (0.5,)})
+  config.architecture, config.dataset = "vgg16_bn", "cifar10"
+  with pytest.raises(ConfigError, match="l0.finetune_epochs") as error:
+    validate(config)
+  assert "BatchNorm" in str(error.value)
+
+
+@pytest.mark.slow
 def test_penalized_runs_keep_their_penalty_weights(tmp_path):
   config = small(formulation="penalized", **{"l0.penalty": (0.5,), "max_epochs": 2,
                                              "min_epochs": 2})
@@ -117,6 +146,8 @@ def test_mnist_configs_standardise_the_inputs_as_the_reference():
     ("l0.formulation", "cooper", "accepted values: lagrangian"),
     ("l0.dual_lr", 0.0, "> 0"),
     ("l0.weight_init", "torch", "accepted values: flax, kaiming"),
+    ("l0.finetune_epochs", -1, ">= 0"),
+    ("l0.finetune_lr", 0.0, "> 0"),
 ])
 def test_bad_l0_fields_are_named(field, value, message):
   config = small()

@@ -54,6 +54,18 @@ def test_set_ups_stay_apart_and_old_runs_read_as_flax_on_raw_pixels():
   assert table["seeds"].tolist() == [1, 1, 1, 1]
 
 
+def test_finetuned_runs_report_both_errors_under_their_own_set_up():
+  trained = _run([0.2], 0.202, 0.975, 0)
+  finetuned = {**_run([0.2], 0.202, 0.98, 0), "l0.finetune_epochs": 20,
+               "gated_test_accuracy": 0.975}
+  table = l0_report.table(pd.DataFrame([trained, finetuned])).set_index("set-up")
+  plain = table.loc["flax, [0, 1], 45,000 train"]
+  assert plain["test error %"] == "2.50 +- 0.00" and plain["after finetuning %"] == ""
+  tuned = table.loc["flax, [0, 1], 45,000 train, finetuned 20 epochs"]
+  assert tuned["test error %"] == "2.50 +- 0.00"      # the end of training, as the reference
+  assert tuned["after finetuning %"] == "2.00 +- 0.00"
+
+
 def test_no_constrained_runs_give_an_empty_table():
   assert l0_report.table(pd.DataFrame()).empty
   only_penalised = pd.DataFrame([_run([0.5], 0.4, 0.9, 0, formulation="penalized")])

@@ -227,6 +227,21 @@ def gate_masks(layers: Sequence[GatedLayer], params: Any, alive: dict[str, jax.A
   return traverse_util.unflatten_dict(out)
 
 
+def fold_test_gates(layers: Sequence[GatedLayer], params: Any, log_alpha: dict[str, jax.Array],
+                    kind: str) -> tuple[Any, Any]:
+  """The test-time gated network as plain parameters: ``(params, masks)``.
+
+  Every gated group is multiplied by its deterministic test gate
+  (:func:`test_gates`, ``kind``), and the masks are False where that gate is
+  0. The folded parameters give the gated network's test-time outputs
+  without the gates; trained under the masks (finetuning the purged
+  network), the dead groups stay at zero.
+  """
+  gates = {l.name: test_gates(log_alpha[l.name], kind) for l in layers}
+  alive = {name: g > 0 for name, g in gates.items()}
+  return gate_params(layers, params, gates), gate_masks(layers, params, alive)
+
+
 def expected_l2(layers: Sequence[GatedLayer], params: Any,
                 probs: dict[str, jax.Array]) -> jax.Array:
   """:math:`\\tfrac12\\sum_g P_g\\|\\theta_g\\|^2 + \\tfrac12\\|\\theta_{ungated}\\|^2`."""

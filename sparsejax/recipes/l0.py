@@ -21,7 +21,18 @@ start divided by ``1 - droprate_init`` (the reference's rescaling;
 ``l0.rescale_init``). Models with BatchNorm use L0 BatchNorm
 (:mod:`sparsejax.models.batchnorm`; ``l0.batchnorm``).
 
-The final state is tested with the deterministic test gates. The row adds
+With ``l0.finetune_epochs > 0`` (the reference does not finetune) the
+trained network is then purged and finetuned: a stage folds the
+deterministic test gates into the weights and masks the dead groups
+(:func:`~sparsejax.objectives.hard_concrete.fold_test_gates`), recording the
+gated network's validation and test accuracy first, and a phase trains the
+weights alone (``config.optimizer`` at ``l0.finetune_lr``, the gates and
+multipliers frozen, the plain loss) for that many epochs, keeping the epoch
+of best validation accuracy. Models with BatchNorm are not finetuned (L0
+BatchNorm's statistics follow the gates).
+
+The final state is tested with the deterministic test gates (after
+finetuning: the folded network). The row adds
 the expected densities (``l0_density`` for the model, ``l0_density_<layer>``),
 the multipliers, and for structured gates on the chain architectures (MLPs,
 LeNet-5-Caffe) the purged network's size (:mod:`sparsejax.pruning.purge`):
@@ -36,16 +47,19 @@ import ml_collections
 import numpy as np
 import optax
 
+from sparsejax import masks as masks_lib
+from sparsejax import objectives
 from sparsejax.models.batchnorm import BATCHNORMS
 from sparsejax.objectives import constrained_l0
 from sparsejax.objectives import hard_concrete as hc
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import purge
-from sparsejax.recipes.base import Outcome, Plan, Recipe, register_recipe
+from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.runner import keys
 from sparsejax.runner.build import build_model, input_shape, param_shapes
 from sparsejax.runner.config import (BATCHNORM_ARCHITECTURES, DELETABLE_ARCHITECTURES, choice,
                                      require)
+from sparsejax.train import selection
 from sparsejax.train.driver import Phase
 from sparsejax.train.state import TrainState
 
@@ -68,6 +82,8 @@ def defaults() -> dict:
   l0.dual_restarts = True          # lagrangian: reset multipliers of satisfied constraints
   l0.gates_lr = -1.0               # the gates' learning rate; < 0: config.lr
   l0.dual_lr = 1e-4                # the multipliers' SGD rate (augmented: the coefficient c)
+  l0.finetune_epochs = 0           # > 0: then finetune the purged network (0: the reference)
+  l0.finetune_lr = 3e-5            # its learning rate (config.optimizer)
   return {"l0": l0}
 
 
@@ -111,6 +127,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(l0.structure == "structured" and config.architecture in DELETABLE_ARCHITECTURES,
             "l0.sampling", l0.sampling, "per_batch unless the gates are structured and the "
             f"architecture is one of {', '.join(DELETABLE_ARCHITECTURES)}")
+  require(l0.finetune_epochs >= 0, "l0.finetune_epochs", l0.finetune_epochs, ">= 0")
+  require(l0.finetune_lr > 0, "l0.finetune_lr", l0.finetune_lr, "> 0")
+  if l0.finetune_epochs:
+    require(config.prunable == "all", "prunable", config.prunable,
+            "'all' with l0.finetune_epochs > 0 (every gated leaf needs a mask)")
+    require(config.architecture not in BATCHNORM_ARCHITECTURES, "l0.finetune_epochs",
+            l0.finetune_epochs, "0 for models with BatchNorm (L0 BatchNorm's statistics follow "
+            f"the gates): {', '.join(BATCHNORM_ARCHITECTURES)}")
   if l0.penalty_sweep:
     require(l0.formulation == "penalized", "l0.penalty_sweep", l0.penalty_sweep,
             "false unless l0.formulation is 'penalized'")
@@ -129,9 +153,14 @@ def objective(config: ml_collections.ConfigDict, layers) -> Objective:
       sampling=l0.sampling)
 
 
+def _primal(config: ml_collections.ConfigDict):
+  """``config.optimizer`` as an optax constructor of the learning rate."""
+  return optax.adam if config.optimizer == "adam" else optax.sgd
+
+
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Weights and gates at their own rates of ``config.optimizer``; the duals by SGD."""
-  primal = optax.adam if config.optimizer == "adam" else optax.sgd
+  primal = _primal(config)
   gates_lr = config.lr if config.l0.gates_lr < 0 else config.l0.gates_lr
   duals = (optax.set_to_zero() if config.l0.formulation == "penalized"
            else optax.sgd(config.l0.dual_lr))
@@ -141,11 +170,55 @@ def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation
 
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
+  """train; with ``l0.finetune_epochs``: -> fold the test gates -> finetune."""
   layers = layers_of(config)
-  train = Phase("train", objective(config, layers), max_epochs=config.max_epochs,
+  gated = objective(config, layers)
+  train = Phase("train", gated, max_epochs=config.max_epochs,
                 min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
                 optimizer=optimizer(config))
-  return Plan(steps=(train,), prepare=preparation(config, layers))
+  steps = [train]
+  epochs = config.l0.finetune_epochs
+  if epochs:
+    finetune = Phase("finetune", objectives.plain(), max_epochs=epochs, min_epochs=epochs,
+                     chunk_epochs=1, optimizer=finetune_optimizer(config),
+                     selection=selection.best_metric("val_accuracy"))
+    steps += [Stage("fold", fold_stage(config, layers, gated)), finetune]
+  return Plan(steps=tuple(steps), prepare=preparation(config, layers))
+
+
+def finetune_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """``config.optimizer`` at ``l0.finetune_lr`` on the weights; gates and multipliers frozen."""
+  frozen = optax.set_to_zero()
+  return optax.multi_transform(
+      {"weights": _primal(config)(config.l0.finetune_lr), "gates": frozen, "multipliers": frozen},
+      constrained_l0.trainable_labels)
+
+
+def fold_stage(config: ml_collections.ConfigDict, layers, gated: Objective):
+  """The stage before finetuning: the test gates folded into the weights, dead groups masked.
+
+  Its record holds the gated network's validation and test accuracy
+  (``gated_val_accuracy``, ``gated_test_accuracy``): the figures of the
+  reference's protocol, which reports the network at the end of training.
+  The folded network's outputs are the gated network's at test time, so
+  the finetuning starts from exactly that network
+  (:func:`~sparsejax.objectives.hard_concrete.fold_test_gates`).
+  """
+  def fold(state: TrainState) -> TrainState:
+    params, alive = hc.fold_test_gates(layers, state.params, state.objective_state.log_alpha,
+                                       config.l0.test_gate)
+    masks = masks_lib.logical_and(state.masks, alive)
+    return state._replace(params=masks_lib.apply(masks, params), masks=masks)
+
+  def apply(inputs: StageInput):
+    program = inputs.program
+    before = {split: np.asarray(program.evaluate(gated, inputs.states, split)["accuracy"])
+              for split in ("val", "test")}
+    states = program.over_seeds(fold, with_data=False)(inputs.states)
+    records = [{f"gated_{split}_accuracy": float(before[split][i]) for split in before}
+               for i in range(program.size)]
+    return states, inputs.aux, records
+  return apply
 
 
 def preparation(config: ml_collections.ConfigDict, layers):
@@ -205,7 +278,8 @@ def purged_size(config: ml_collections.ConfigDict, layers, state: TrainState) ->
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   state = outcome.state
   layers = hc.gated_layers(state.params, config.l0.structure)
-  fields = densities(layers, state.objective_state.log_alpha)
+  fields = dict(outcome.stages.get("fold", {}))
+  fields.update(densities(layers, state.objective_state.log_alpha))
   for k, value in enumerate(np.asarray(jax.device_get(state.objective_state.multipliers))):
     fields[f"l0_multiplier_{k}"] = float(value)
   fields.update(purged_size(config, layers, state))
