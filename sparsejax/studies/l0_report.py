@@ -107,18 +107,19 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame(rows)
 
 
+def _column(runs: pd.DataFrame, name: str, default) -> pd.Series:
+  """``runs[name]`` with ``default`` for runs from before the field (or without it)."""
+  return runs[name].fillna(default) if name in runs else pd.Series(default, runs.index)
+
+
 def _finetune_epochs(runs: pd.DataFrame) -> pd.Series:
   """``l0.finetune_epochs`` per run (0 for runs from before the field)."""
-  if "l0.finetune_epochs" not in runs:
-    return pd.Series(0, runs.index)
-  return runs["l0.finetune_epochs"].fillna(0).astype(int)
+  return _column(runs, "l0.finetune_epochs", 0).astype(int)
 
 
 def _trained_accuracy(group: pd.DataFrame) -> pd.Series:
   """The test accuracy at the end of training: before finetuning where a run finetuned."""
-  if "gated_test_accuracy" not in group:
-    return group["final_test_accuracy"]
-  return group["gated_test_accuracy"].fillna(group["final_test_accuracy"])
+  return _column(group, "gated_test_accuracy", group["final_test_accuracy"])
 
 
 def _setups(runs: pd.DataFrame) -> pd.Series:
@@ -128,15 +129,13 @@ def _setups(runs: pd.DataFrame) -> pd.Series:
   (:func:`_training_images`); ``", gates per example"`` added for
   ``l0.sampling`` ``per_example``, ``", finetuned <n> epochs"`` for
   ``l0.finetune_epochs``."""
-  def column(name, default):
-    return runs[name].fillna(default) if name in runs else pd.Series(default, runs.index)
-  weights = column("l0.weight_init", "flax")
-  offset, scale = column("input_offset", 0.0), column("input_scale", 1.0)
+  weights = _column(runs, "l0.weight_init", "flax")
+  offset, scale = _column(runs, "input_offset", 0.0), _column(runs, "input_scale", 1.0)
   inputs = [("[0, 1]" if o == 0 and s == 1 else f"(x - {o:g}) / {s:g}")
             for o, s in zip(offset, scale)]
-  images = [_training_images(f, n) for f, n in zip(column("val_fraction", 0.0),
-                                                   column("train_set_size", 0))]
-  sampling = column("l0.sampling", "per_batch")
+  images = [_training_images(f, n) for f, n in zip(_column(runs, "val_fraction", 0.0),
+                                                   _column(runs, "train_set_size", 0))]
+  sampling = _column(runs, "l0.sampling", "per_batch")
   finetune = _finetune_epochs(runs)
   return pd.Series([f"{w}, {i}, {n:,} train" + (", gates per example" if s == "per_example"
                                                  else "")
