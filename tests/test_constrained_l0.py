@@ -123,7 +123,7 @@ def test_detached_expected_l2_does_not_move_the_gates():
 # --------------------------------------------------------------------------
 # Constrained optimisation on a toy problem with a known solution
 
-def toy(formulation, target=0.5, k=0.01, steps=6000, restarts=True, lr=0.5):
+def toy(formulation, target=0.5, k=0.01, steps=6000, restarts=True, lr=0.5, anneal_steps=0):
   """min -k * log_alpha  s.t.  P(z != 0) <= target, one gate.
 
   KKT: P(a*) = target, so a* = logit(target) - 1.599, and
@@ -133,11 +133,11 @@ def toy(formulation, target=0.5, k=0.01, steps=6000, restarts=True, lr=0.5):
   layers = hc.gated_layers(params)
   objective = constrained_l0.hard_concrete_l0(
       layers, formulation=formulation, targets=(target,), dual_restarts=restarts,
-      penalty_coefficient=lr)
+      penalty_coefficient=lr, anneal_steps=anneal_steps)
   state = objective.init(jax.random.key(0), params)
   optimizer = optax.multi_transform(
-      {"gates": optax.sgd(lr), "multipliers": optax.sgd(lr)},
-      lambda s: constrained_l0.L0State(jax.tree.map(lambda _: "gates", s.log_alpha), "multipliers"))
+      {"gates": optax.sgd(lr), "multipliers": optax.sgd(lr), "counter": constrained_l0.COUNTER},
+      lambda s: constrained_l0.trainable_labels({"params": {}, "objective": s})["objective"])
   opt_state = optimizer.init(state)
 
   def loss(s):
@@ -165,6 +165,60 @@ def test_descent_ascent_reaches_the_kkt_point(formulation):
   assert float(jnp.mean(a[-1000:])) == pytest.approx(a_star, abs=0.05)
   assert float(jnp.mean(lam[-1000:])) == pytest.approx(lam_star, rel=0.1)
   assert float(jnp.min(lam)) >= 0
+
+
+def test_annealed_targets_follow_the_cubic_schedule():
+  targets = jnp.asarray([0.2, 0.6])
+  at = lambda t: np.asarray(constrained_l0.annealed_targets(targets, jnp.asarray(t), 100))  # noqa: E731
+  np.testing.assert_allclose(at(0.0), [1.0, 1.0])
+  np.testing.assert_allclose(at(50.0), [0.2 + 0.8 / 8, 0.6 + 0.4 / 8], rtol=1e-6)
+  np.testing.assert_allclose(at(90.0), [0.2 + 0.8e-3, 0.6 + 0.4e-3], rtol=1e-5)
+  np.testing.assert_allclose(at(100.0), [0.2, 0.6])
+  np.testing.assert_allclose(at(1e6), [0.2, 0.6])
+
+
+def test_annealed_targets_set_the_defect_and_the_restarts_and_the_step_is_counted():
+  params = {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros(1)}}
+  layers = hc.gated_layers(params)
+  objective = constrained_l0.hard_concrete_l0(layers, targets=(0.5,), anneal_steps=10)
+  state = objective.init(jax.random.key(0), params)
+  assert float(state.step) == 0
+  density = float(hc.prob_nonzero(0.0))     # 0.832 at log alpha = 0
+  for step, target in [(0.0, 1.0), (5.0, 0.5 + 0.5 / 8), (10.0, 0.5), (30.0, 0.5)]:
+    s = constrained_l0.L0State({"Dense_0": jnp.zeros(2)}, jnp.asarray([0.3]), jnp.asarray(step))
+    grads = jax.grad(objective.penalty, argnums=1)(params, s)
+    # The multiplier's gradient is the defect at the step's target; the count has none.
+    assert float(grads.multipliers[0]) == pytest.approx(density - target, abs=1e-6)
+    assert float(grads.step) == 0
+  # project counts the update and restarts against the next step's target:
+  # at step 1 the target (0.5 + 0.5 * 0.9^3 = 0.86) is above the density, at step 10 below.
+  early = objective.project(constrained_l0.L0State({"Dense_0": jnp.zeros(2)}, jnp.asarray([0.3]),
+                                                   jnp.asarray(0.0)))
+  assert (float(early.step), float(early.multipliers[0])) == (1.0, 0.0)
+  late = objective.project(constrained_l0.L0State({"Dense_0": jnp.zeros(2)}, jnp.asarray([0.3]),
+                                                  jnp.asarray(9.0)))
+  assert (float(late.step), float(late.multipliers[0])) == (10.0, pytest.approx(0.3))
+  assert objective.ascend(state).step is False
+  # Without annealing the state holds no count.
+  assert constrained_l0.hard_concrete_l0(layers).init(jax.random.key(0), params).step is None
+  with pytest.raises(ValueError, match="anneal_steps"):
+    constrained_l0.hard_concrete_l0(layers, formulation="penalized", anneal_steps=10)
+
+
+def test_annealed_descent_ascent_tracks_the_schedule_to_the_kkt_point():
+  target, k, anneal = 0.5, 0.01, 3000
+  _, state, (lam, a) = toy("lagrangian", target, k, steps=8000, anneal_steps=anneal)
+  density = np.asarray(hc.prob_nonzero(a))
+  scheduled = np.asarray(constrained_l0.annealed_targets(
+      jnp.asarray(target), jnp.arange(1, 8001, dtype=jnp.float32), anneal))
+  # The gate wants to open, so the density follows the falling target ...
+  assert np.max(np.abs(density[500:anneal] - scheduled[500:anneal])) < 0.03
+  assert density[anneal // 3] > target + 0.05
+  # ... and ends at the constant-target KKT point.
+  a_star = math.log(target / (1 - target)) - hc.L0_SHIFT
+  assert float(np.mean(a[-1000:])) == pytest.approx(a_star, abs=0.05)
+  assert float(np.mean(lam[-1000:])) == pytest.approx(k / (target * (1 - target)), rel=0.1)
+  assert float(state.step) == 8000
 
 
 def test_dual_restart_resets_a_satisfied_constraint():

@@ -74,6 +74,26 @@ def test_finetuning_starts_from_the_folded_network_and_keeps_the_gates(tmp_path)
   assert not alive.all() and np.all(kernel[~alive] == 0)   # the dead inputs stayed dead
 
 
+@pytest.mark.slow
+def test_annealed_targets_count_every_update_and_survive_the_finetuning(tmp_path):
+  fields = {"l0.target_density": (0.3,), "l0.gates_lr": 0.1, "l0.dual_lr": 1.0,
+            "input_offset": 0.0, "input_scale": 1.0, "l0.target_anneal_epochs": 3,
+            "l0.finetune_epochs": 1}
+  row = run(small(**fields), tmp_path)[0]
+  assert row["status"] == "finished" and row["train_epochs"] == 4
+  assert row["l0_density"] <= 0.35
+  state = load_run(tmp_path, row["run_id"]).state
+  # 2,000 images in batches of 128: 15 updates an epoch; the finetuning leaves the count.
+  assert float(state.objective_state.step) == 4 * 15
+
+
+def test_annealed_targets_are_refused_for_the_penalized_formulation():
+  config = small(formulation="penalized", **{"l0.target_anneal_epochs": 2})
+  with pytest.raises(ConfigError, match=r"l0\.target_anneal_epochs") as error:
+    validate(config)
+  assert "penalized" in str(error.value)
+
+
 def test_finetuning_is_refused_for_batchnorm_models():
   config = small(**{"l0.finetune_epochs": 2, "l0.droprate_init": (0.5,)})
   config.architecture, config.dataset = "vgg16_bn", "cifar10"
@@ -148,6 +168,8 @@ def test_mnist_configs_standardise_the_inputs_as_the_reference():
     ("l0.weight_init", "torch", "accepted values: flax, kaiming"),
     ("l0.finetune_epochs", -1, ">= 0"),
     ("l0.finetune_lr", 0.0, "> 0"),
+    ("l0.target_anneal_epochs", 5, "in [0, max_epochs = 4]"),
+    ("l0.target_anneal_epochs", -1, "in [0, max_epochs = 4]"),
 ])
 def test_bad_l0_fields_are_named(field, value, message):
   config = small()

@@ -36,6 +36,18 @@ target *kept* densities. ``formulation``:
   reference's ``PenalizedL0Problem`` crashes before training). The
   multipliers are then constants held in the state, which the recipe never
   updates, so a grid of :math:`\\lambda` can be a vmapped axis.
+
+**Annealed targets** (``anneal_steps > 0``; not in the paper, whose targets
+are constant). The constrained formulations may instead hold the targets of
+step :math:`t`, falling from 1 (no constraint) to :math:`\\epsilon` over
+``anneal_steps`` updates by Zhu and Gupta's (2017) cubic schedule,
+
+.. math::  \\epsilon_t = \\epsilon + (1 - \\epsilon)\\,(1 - \\min(t / T, 1))^3,
+
+so the density is brought down while the network learns rather than as
+fast as the multipliers can push it. The constraint, the restarts and the
+multipliers' gradient all read :math:`\\epsilon_t`; :math:`t` is counted in
+the state (:attr:`L0State.step`).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from sparsejax.objectives import hard_concrete as hc
 from sparsejax.objectives.base import Objective
@@ -58,9 +71,19 @@ class L0State(NamedTuple):
     log_alpha: ``{layer name: (n_gates,)}``.
     multipliers: ``(K,)``: the Lagrange multipliers (constrained) or the
       penalty weights (penalised); ``K = 1`` for a model-wise constraint.
+    step: the updates taken, a float32 scalar, with annealed targets only
+      (``None`` otherwise); the optimiser leaves it alone (label
+      ``"counter"``) and ``project`` counts it.
   """
   log_alpha: dict[str, jax.Array]
   multipliers: jax.Array
+  step: jax.Array | None = None
+
+
+def annealed_targets(targets: jax.Array, step: jax.Array, anneal_steps: int) -> jax.Array:
+  """Zhu and Gupta's cubic schedule from 1 down to ``targets`` over ``anneal_steps`` steps."""
+  remaining = 1.0 - jnp.minimum(step / anneal_steps, 1.0)
+  return targets + (1.0 - targets) * remaining ** 3
 
 
 def constraint_values(layers: Sequence[hc.GatedLayer], log_alpha, n_constraints: int):
@@ -75,7 +98,7 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
                      droprates: dict[str, float] | None = None, weight_decay: float = 0.0,
                      l2_detach_gates: bool = True, test_gate: str = "median",
                      dual_restarts: bool = True, penalty_coefficient: float = 1e-4,
-                     sampling: str = "per_batch") -> Objective:
+                     sampling: str = "per_batch", anneal_steps: int = 0) -> Objective:
   """The hard-concrete L0 objective (module docstring).
 
   Args:
@@ -95,6 +118,8 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     sampling: ``"per_batch"`` (gates on the weights) or ``"per_example"``
       (gates on the activations of a chain network;
       :func:`~sparsejax.objectives.hard_concrete.per_example_gates`).
+    anneal_steps: > 0: the targets fall from 1 over this many updates
+      (:func:`annealed_targets`); 0: constant targets (the paper).
   """
   layers = tuple(layers)
   if formulation not in FORMULATIONS:
@@ -109,6 +134,9 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
   if len(values) not in (1, len(layers)):
     raise ValueError(f"{'targets' if constrained else 'penalty'} must hold 1 value "
                      f"(model-wise) or one per gated layer ({len(layers)}), got {len(values)}")
+  if anneal_steps < 0 or (anneal_steps and not constrained):
+    raise ValueError("anneal_steps must be >= 0, and 0 for the penalized formulation, "
+                     f"got {anneal_steps} ({formulation})")
   n_constraints = len(values)
   eps = jnp.asarray(targets if constrained else [0.0] * n_constraints, jnp.float32)
   droprates = droprates or {}
@@ -118,7 +146,7 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     log_alpha = {l.name: hc.init_log_alpha(k, l.n_gates, droprates.get(l.name, 0.5))
                  for k, l in zip(keys, layers)}
     start = jnp.zeros(n_constraints) if constrained else jnp.asarray(values, jnp.float32)
-    return L0State(log_alpha, start)
+    return L0State(log_alpha, start, jnp.zeros(()) if anneal_steps else None)
 
   def forward(params, state: L0State, key, train):
     if train and sites:
@@ -130,8 +158,13 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
       gates = {l.name: hc.test_gates(state.log_alpha[l.name], test_gate) for l in layers}
     return hc.gate_params(layers, params, gates), None
 
+  def targets_at(state: L0State):
+    if not anneal_steps:
+      return eps
+    return annealed_targets(eps, jax.lax.stop_gradient(state.step), anneal_steps)
+
   def defects(state: L0State):
-    return constraint_values(layers, state.log_alpha, n_constraints) - eps
+    return constraint_values(layers, state.log_alpha, n_constraints) - targets_at(state)
 
   def penalty_fn(params, state: L0State):
     total = jnp.zeros(())
@@ -151,17 +184,19 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     return params, hc.gate_masks(layers, params, alive)
 
   def ascend(state: L0State):
-    return L0State(jax.tree.map(lambda _: False, state.log_alpha), constrained)
+    return L0State(jax.tree.map(lambda _: False, state.log_alpha), constrained,
+                   None if state.step is None else False)
 
   def project(state: L0State):
     log_alpha = jax.tree.map(lambda a: jnp.clip(a, hc.LOG_ALPHA_MIN, hc.LOG_ALPHA_MAX),
                              state.log_alpha)
+    step = None if state.step is None else state.step + 1
     lam = state.multipliers
     if constrained:
       lam = jax.nn.relu(lam)
     if formulation == "lagrangian" and dual_restarts:
-      lam = jnp.where(defects(state._replace(log_alpha=log_alpha)) < 0, 0.0, lam)
-    return L0State(log_alpha, lam)
+      lam = jnp.where(defects(L0State(log_alpha, lam, step)) < 0, 0.0, lam)
+    return L0State(log_alpha, lam, step)
 
   return Objective(init=init, forward=forward, penalty=penalty_fn, readout=readout,
                    ascend=ascend, project=project)
@@ -170,9 +205,16 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
 def trainable_labels(train_vars) -> dict:
   """Optimiser labels over ``{"params", "objective": L0State}``.
 
-  ``"weights"`` for the model's parameters, ``"gates"`` for ``log_alpha`` and
-  ``"multipliers"`` for the duals, for ``optax.multi_transform``.
+  ``"weights"`` for the model's parameters, ``"gates"`` for ``log_alpha``,
+  ``"multipliers"`` for the duals and ``"counter"`` for the annealing's step
+  count (which the optimiser must leave alone: :data:`COUNTER`), for
+  ``optax.multi_transform``.
   """
   state: L0State = train_vars["objective"]
   return {"params": jax.tree.map(lambda _: "weights", train_vars["params"]),
-          "objective": L0State(jax.tree.map(lambda _: "gates", state.log_alpha), "multipliers")}
+          "objective": L0State(jax.tree.map(lambda _: "gates", state.log_alpha), "multipliers",
+                               None if state.step is None else "counter")}
+
+
+#: The transform of the ``"counter"`` label: ``project`` alone moves the step count.
+COUNTER = optax.set_to_zero()

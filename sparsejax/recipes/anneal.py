@@ -72,6 +72,7 @@ from sparsejax.runner.build import build_optimizer, input_shape
 from sparsejax.runner.config import FILTER_ARCHITECTURES, choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
+from sparsejax.train.loop import steps_per_epoch
 from sparsejax.train.state import TrainState
 from sparsejax.train.step import apply_model
 
@@ -230,9 +231,9 @@ def make_search(config: ml_collections.ConfigDict, program):
 def optimizer(config: ml_collections.ConfigDict, n_train: int) -> optax.GradientTransformation:
   """``config.optimizer`` with the family's momentum, weight decay and step schedule."""
   a = config.anneal
-  steps_per_epoch = -(-n_train // (config.train_batch_size or n_train))
+  steps = steps_per_epoch(n_train, config.train_batch_size)
   lr = optax.piecewise_constant_schedule(
-      config.lr, {epoch * steps_per_epoch: a.lr_decay_factor for epoch in a.lr_decay_epochs})
+      config.lr, {epoch * steps: a.lr_decay_factor for epoch in a.lr_decay_epochs})
   if config.optimizer == "sgd":
     base = optax.sgd(lr, momentum=a.momentum or None)
   else:
@@ -244,7 +245,7 @@ def optimizer(config: ml_collections.ConfigDict, n_train: int) -> optax.Gradient
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   a = config.anneal
-  n_train = parts.data.train.x.shape[1 if parts.data_axis == 0 else 0]
+  n_train = parts.split_size("train")
   dense = Phase("train", objectives.plain(), max_epochs=a.k_epochs, min_epochs=a.k_epochs,
                 chunk_epochs=max(1, min(a.k_epochs, config.prune_window)),
                 optimizer=optimizer(config, n_train))

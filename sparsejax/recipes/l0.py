@@ -11,6 +11,9 @@ layer), Cooper 1.0's augmented Lagrangian, or Louizos et al.'s penalty
 ``config.lr``) trains the weights, the same kind at ``l0.gates_lr`` the
 gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
 (``optax.multi_transform``); penalised runs hold the penalty weights fixed.
+With ``l0.target_anneal_epochs > 0`` (not in the paper) the constrained
+targets fall from 1 to ``l0.target_density`` over that many epochs by Zhu
+and Gupta's cubic schedule (:func:`~sparsejax.objectives.constrained_l0.annealed_targets`).
 ``l0.penalty_sweep`` makes the seeds of one program a grid of penalty weights
 (seed ``config.seed + i`` trains with ``l0.penalty[i]``, model-wise): the
 reference's lambda search as one vmapped program.
@@ -61,6 +64,7 @@ from sparsejax.runner.config import (BATCHNORM_ARCHITECTURES, DELETABLE_ARCHITEC
                                      require)
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
+from sparsejax.train.loop import steps_per_epoch
 from sparsejax.train.state import TrainState
 
 
@@ -82,6 +86,7 @@ def defaults() -> dict:
   l0.dual_restarts = True          # lagrangian: reset multipliers of satisfied constraints
   l0.gates_lr = -1.0               # the gates' learning rate; < 0: config.lr
   l0.dual_lr = 1e-4                # the multipliers' SGD rate (augmented: the coefficient c)
+  l0.target_anneal_epochs = 0      # > 0: targets fall from 1 over these epochs (0: the paper)
   l0.finetune_epochs = 0           # > 0: then finetune the purged network (0: the reference)
   l0.finetune_lr = 3e-5            # its learning rate (config.optimizer)
   return {"l0": l0}
@@ -127,6 +132,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(l0.structure == "structured" and config.architecture in DELETABLE_ARCHITECTURES,
             "l0.sampling", l0.sampling, "per_batch unless the gates are structured and the "
             f"architecture is one of {', '.join(DELETABLE_ARCHITECTURES)}")
+  require(0 <= l0.target_anneal_epochs <= config.max_epochs, "l0.target_anneal_epochs",
+          l0.target_anneal_epochs, f"in [0, max_epochs = {config.max_epochs}]")
+  if l0.formulation == "penalized":
+    require(l0.target_anneal_epochs == 0, "l0.target_anneal_epochs", l0.target_anneal_epochs,
+            "0 with l0.formulation 'penalized' (it has no targets)")
   require(l0.finetune_epochs >= 0, "l0.finetune_epochs", l0.finetune_epochs, ">= 0")
   require(l0.finetune_lr > 0, "l0.finetune_lr", l0.finetune_lr, "> 0")
   if l0.finetune_epochs:
@@ -142,15 +152,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"one value per seed ({config.seeds}) with l0.penalty_sweep")
 
 
-def objective(config: ml_collections.ConfigDict, layers) -> Objective:
+def objective(config: ml_collections.ConfigDict, layers, steps_per_epoch: int = 0) -> Objective:
+  """The config's L0 objective; ``steps_per_epoch`` times ``l0.target_anneal_epochs``
+  is the annealing's length in updates."""
   l0 = config.l0
+  if l0.target_anneal_epochs and steps_per_epoch < 1:
+    raise ValueError("objective() needs steps_per_epoch >= 1 with l0.target_anneal_epochs > 0")
   return constrained_l0.hard_concrete_l0(
       layers, formulation=l0.formulation, targets=tuple(l0.target_density),
       penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty),
       droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
       test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr,
-      sampling=l0.sampling)
+      sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * steps_per_epoch)
 
 
 def _primal(config: ml_collections.ConfigDict):
@@ -165,14 +179,18 @@ def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation
   duals = (optax.set_to_zero() if config.l0.formulation == "penalized"
            else optax.sgd(config.l0.dual_lr))
   return optax.multi_transform(
-      {"weights": primal(config.lr), "gates": primal(gates_lr), "multipliers": duals},
+      {"weights": primal(config.lr), "gates": primal(gates_lr), "multipliers": duals,
+       "counter": constrained_l0.COUNTER},
       constrained_l0.trainable_labels)
 
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   """train; with ``l0.finetune_epochs``: -> fold the test gates -> finetune."""
   layers = layers_of(config)
-  gated = objective(config, layers)
+  steps = 0
+  if config.l0.target_anneal_epochs:
+    steps = steps_per_epoch(parts.split_size("train"), config.train_batch_size)
+  gated = objective(config, layers, steps)
   train = Phase("train", gated, max_epochs=config.max_epochs,
                 min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
                 optimizer=optimizer(config))
@@ -190,7 +208,8 @@ def finetune_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTrans
   """``config.optimizer`` at ``l0.finetune_lr`` on the weights; gates and multipliers frozen."""
   frozen = optax.set_to_zero()
   return optax.multi_transform(
-      {"weights": _primal(config)(config.l0.finetune_lr), "gates": frozen, "multipliers": frozen},
+      {"weights": _primal(config)(config.l0.finetune_lr), "gates": frozen, "multipliers": frozen,
+       "counter": frozen},
       constrained_l0.trainable_labels)
 
 

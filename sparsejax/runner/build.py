@@ -40,6 +40,10 @@ class Parts(NamedTuple):
   prunable: masks_lib.PrunablePredicate
   teacher_params: Any
 
+  def split_size(self, split: str = "train") -> int:
+    """The examples in ``split`` (one seed's, where each seed has its own data)."""
+    return getattr(self.data, split).x.shape[1 if self.data_axis == 0 else 0]
+
 
 def dtype_of(config) -> jnp.dtype:
   """The parameters', optimiser state's and data's dtype (float32 under ``"bfloat16"``)."""

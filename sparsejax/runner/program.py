@@ -119,8 +119,7 @@ def layout_of(config, parts, n_seeds: int):
         "separate jobs with sweep.num_sub_batches")
   layout = sharding.layout_for(kind, n_seeds)
   if kind == "data":
-    axis = 1 if parts.data_axis == 0 else 0
-    sizes = [getattr(parts.data, split).x.shape[axis] for split in ("train", "val", "test")]
+    sizes = [parts.split_size(split) for split in ("train", "val", "test")]
     batches = [("train_batch_size", min(config.train_batch_size or sizes[0], sizes[0]))]
     batches += [("eval_batch_size", min(config.eval_batch_size, n)) for n in sizes]
     for name, size in batches:

@@ -20,6 +20,11 @@ EpochFn = Callable[[TrainState, tuple[jax.Array, jax.Array], jax.Array],
                    tuple[TrainState, dict]]
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  """The updates in an epoch of ``n`` examples (:func:`epoch_batches`' batch count)."""
+  return max(1, n // batch_size) if batch_size else 1
+
+
 def epoch_batches(key: jax.Array, n: int, batch_size: int, shuffle: bool = True) -> jax.Array:
   """Indices of shape ``(n // batch_size, batch_size)`` for one epoch.
 
@@ -31,7 +36,7 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int, shuffle: bool = True)
   if batch_size >= n:
     return jnp.arange(n)[None]
   order = jax.random.permutation(key, n) if shuffle else jnp.arange(n)
-  n_batches = n // batch_size
+  n_batches = steps_per_epoch(n, batch_size)
   return order[:n_batches * batch_size].reshape(n_batches, batch_size)
 
 
