@@ -66,6 +66,17 @@ def test_finetuned_runs_report_both_errors_under_their_own_set_up():
   assert tuned["after finetuning %"] == "2.00 +- 0.00"
 
 
+def test_annealed_runs_are_kept_apart_and_named():
+  constant = _run([0.2], 0.202, 0.975, 0)
+  annealed = {**_run([0.2], 0.203, 0.977, 0), "l0.target_anneal_epochs": 100,
+              "l0.finetune_epochs": 20, "gated_test_accuracy": 0.976}
+  table = l0_report.table(pd.DataFrame([constant, annealed])).set_index("set-up")
+  assert table["seeds"].tolist() == [1, 1]
+  row = table.loc["flax, [0, 1], 45,000 train, targets annealed over 100 epochs, "
+                  "finetuned 20 epochs"]
+  assert row["test error %"] == "2.40 +- 0.00" and row["after finetuning %"] == "2.30 +- 0.00"
+
+
 def test_no_constrained_runs_give_an_empty_table():
   assert l0_report.table(pd.DataFrame()).empty
   only_penalised = pd.DataFrame([_run([0.5], 0.4, 0.9, 0, formulation="penalized")])

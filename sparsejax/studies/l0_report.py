@@ -10,7 +10,8 @@ runs: the number of seeds, the final expected density
 (the reference's ``l0_model``, %) with the largest distance of a seed from
 its target, the test error at the end of training (the reference's
 protocol), the test error after finetuning the purged network (runs with
-``l0.finetune_epochs``; their set-up names the epochs), and the purged
+``l0.finetune_epochs``; their set-up names the epochs, as it names
+``l0.target_anneal_epochs``), and the purged
 model's parameters and multiply-accumulates (% of the dense model), all
 mean +- std over seeds;
 beside them the reference's numbers for the same model and targets
@@ -127,7 +128,8 @@ def _setups(runs: pd.DataFrame) -> pd.Series:
   (``flax`` for runs from before the field), the input scaling (``[0, 1]``
   pixels or ``(x - offset) / scale``) and the number of training images
   (:func:`_training_images`); ``", gates per example"`` added for
-  ``l0.sampling`` ``per_example``, ``", finetuned <n> epochs"`` for
+  ``l0.sampling`` ``per_example``, ``", targets annealed over <n> epochs"``
+  for ``l0.target_anneal_epochs``, ``", finetuned <n> epochs"`` for
   ``l0.finetune_epochs``."""
   weights = _column(runs, "l0.weight_init", "flax")
   offset, scale = _column(runs, "input_offset", 0.0), _column(runs, "input_scale", 1.0)
@@ -136,11 +138,14 @@ def _setups(runs: pd.DataFrame) -> pd.Series:
   images = [_training_images(f, n) for f, n in zip(_column(runs, "val_fraction", 0.0),
                                                    _column(runs, "train_set_size", 0))]
   sampling = _column(runs, "l0.sampling", "per_batch")
+  anneal = _column(runs, "l0.target_anneal_epochs", 0).astype(int)
   finetune = _finetune_epochs(runs)
   return pd.Series([f"{w}, {i}, {n:,} train" + (", gates per example" if s == "per_example"
                                                  else "")
+                    + (f", targets annealed over {a} epochs" if a else "")
                     + (f", finetuned {f} epochs" if f else "")
-                    for w, i, n, s, f in zip(weights, inputs, images, sampling, finetune)],
+                    for w, i, n, s, a, f in zip(weights, inputs, images, sampling, anneal,
+                                                finetune)],
                    index=runs.index)
 
 
