@@ -18,6 +18,8 @@ standardised inputs (:func:`configs.common.l0_mnist_setup`).
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py:penalized --config.l0.penalty=0.1
   python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.2 \
       --config.l0.dual_lr=1e-3 --config.l0.finetune_epochs=20   # then finetune the purged MLP
+  python -m sparsejax.main --config=configs/l0_mlp_mnist.py --config.l0.target_density=0.2 \
+      --config.l0.dual_lr=1e-3 --config.l0.target_anneal_epochs=100   # the target falls from 1
 
 ``penalty_grid`` is the reference's lambda search set-up (its bisection
 script: penalised, Adam 1e-3, batch 256, 100 epochs) over the grid
