@@ -152,19 +152,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"one value per seed ({config.seeds}) with l0.penalty_sweep")
 
 
-def objective(config: ml_collections.ConfigDict, layers, steps_per_epoch: int = 0) -> Objective:
-  """The config's L0 objective; ``steps_per_epoch`` times ``l0.target_anneal_epochs``
-  is the annealing's length in updates."""
+def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0) -> Objective:
+  """The config's L0 objective; ``epoch_steps`` (updates an epoch) times
+  ``l0.target_anneal_epochs`` is the annealing's length in updates."""
   l0 = config.l0
-  if l0.target_anneal_epochs and steps_per_epoch < 1:
-    raise ValueError("objective() needs steps_per_epoch >= 1 with l0.target_anneal_epochs > 0")
+  if l0.target_anneal_epochs and epoch_steps < 1:
+    raise ValueError("objective() needs epoch_steps >= 1 with l0.target_anneal_epochs > 0")
   return constrained_l0.hard_concrete_l0(
       layers, formulation=l0.formulation, targets=tuple(l0.target_density),
       penalty=tuple(l0.penalty[:1] if l0.penalty_sweep else l0.penalty),
       droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
       test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr,
-      sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * steps_per_epoch)
+      sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * epoch_steps)
 
 
 def _primal(config: ml_collections.ConfigDict):
