@@ -20,10 +20,16 @@ def _model_and_variables(config, shape):
   return model, model.init(jax.random.key(1), x, train=False), x
 
 
-@pytest.mark.parametrize("get_config, shape", [
-    (lenet5_mnist.get_config, (28, 28, 1)),
-    pytest.param(vgg_cifar.get_config, (32, 32, 3), marks=pytest.mark.slow)])
-def test_bfloat16_layers_with_float32_parameters_and_gradients(get_config, shape):
+# bfloat16 keeps 8 significant bits, so every layer adds a relative rounding error near
+# 2^-9 to the activations and again to the backpropagated signal; the gradients drift from
+# float32 with depth. LeNet-5 (4 layers) measures 1 - cosine = 3e-4; VGG-16 at initialisation
+# (16 layers, BatchNorm with its initial statistics) 1.0e-2 with jax 0.10.2, its first
+# convolutions 4e-2. Each bound leaves a factor of about 3 for other XLA versions and CPUs;
+# a wrong gradient (a flipped sign, a detached branch) misses it by far.
+@pytest.mark.parametrize("get_config, shape, min_cosine", [
+    (lenet5_mnist.get_config, (28, 28, 1), 0.999),
+    pytest.param(vgg_cifar.get_config, (32, 32, 3), 0.97, marks=pytest.mark.slow)])
+def test_bfloat16_layers_with_float32_parameters_and_gradients(get_config, shape, min_cosine):
   config = get_config("none")
   outputs, grads = {}, {}
   for dtype in ("float32", "bfloat16"):
@@ -46,7 +52,7 @@ def test_bfloat16_layers_with_float32_parameters_and_gradients(get_config, shape
   assert outputs["bfloat16"] == pytest.approx(outputs["float32"], rel=2e-2)
   cosine = grads["bfloat16"] @ grads["float32"] / (
       np.linalg.norm(grads["bfloat16"]) * np.linalg.norm(grads["float32"]))
-  assert cosine > 0.99
+  assert cosine > min_cosine
 
 
 @pytest.mark.slow
