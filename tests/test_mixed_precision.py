@@ -23,7 +23,7 @@ def _model_and_variables(config, shape):
 # bfloat16 keeps 8 significant bits, so every layer adds a relative rounding error near
 # 2^-9 to the activations and again to the backpropagated signal; the gradients drift from
 # float32 with depth. LeNet-5 (4 layers) measures 1 - cosine = 3e-4; VGG-16 at initialisation
-# (16 layers, BatchNorm with its initial statistics) 1.0e-2 with jax 0.10.2, its first
+# (16 layers, BatchNorm with its initial statistics) 1.0e-2 (jax 0.10.2, AMD EPYC), its first
 # convolutions 4e-2. Each bound leaves a factor of about 3 for other XLA versions and CPUs;
 # a wrong gradient (a flipped sign, a detached branch) misses it by far.
 @pytest.mark.parametrize("get_config, shape, min_cosine", [
