@@ -24,8 +24,10 @@ def _model_and_variables(config, shape):
 # 2^-9 to the activations and again to the backpropagated signal; the gradients drift from
 # float32 with depth. LeNet-5 (4 layers) measures 1 - cosine = 3e-4; VGG-16 at initialisation
 # (16 layers, BatchNorm with its initial statistics) 1.0e-2 (jax 0.10.2, AMD EPYC), its first
-# convolutions 4e-2. Each bound leaves a factor of about 3 for other XLA versions and CPUs;
-# a wrong gradient (a flipped sign, a detached branch) misses it by far.
+# convolutions 4e-2. Each bound leaves a factor of about 3 for other XLA versions and CPUs.
+# A flipped sign, or a gradient cut off at a late layer (VGG's last Dense holds a third of the
+# squared norm), misses it by far; an error confined to the first layers would not, since
+# their gradients are small: the jaxpr check above is what pins the bfloat16 path there.
 @pytest.mark.parametrize("get_config, shape, min_cosine", [
     (lenet5_mnist.get_config, (28, 28, 1), 0.999),
     pytest.param(vgg_cifar.get_config, (32, 32, 3), 0.97, marks=pytest.mark.slow)])
