@@ -306,7 +306,7 @@ def default_manual_dir(name: str) -> pathlib.Path:
   return pathlib.Path(root).expanduser() / name
 
 
-def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path, offline: bool) -> None:
+def prepare(builder: tfds.core.DatasetBuilder, manual_dir: pathlib.Path, offline: bool) -> None:
   """Prepares ``builder`` from ``manual_dir``; downloads only if not ``offline``.
 
   Raises:
@@ -348,8 +348,8 @@ def _source_order(split: str, n: int) -> np.ndarray:
   return np.array(sorted(range(n), key=digests.__getitem__))
 
 
-def _read_prepared(builder: tfds.core.DatasetBuilder, split: str,
-                   keys_are_indices: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def read_prepared(builder: tfds.core.DatasetBuilder, split: str,
+                  keys_are_indices: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Reads a prepared split whole.
 
   In the order of the original files if ``keys_are_indices``, else in the
@@ -478,15 +478,15 @@ def read_image_dataset(
     raise DatasetNotFoundError(_no_builder_message(spec, data_dir, manual_dir))
   if not (builder.data_path.exists() and builder.is_prepared()):
     if all((manual_dir / f).is_file() for f in spec.files):
-      _prepare(builder, manual_dir, offline=True)
+      prepare(builder, manual_dir, offline=True)
     elif spec.direct_file and (manual_dir / spec.direct_file).is_file():
       return spec.direct_reader(manual_dir / spec.direct_file)
     elif download:
-      _prepare(builder, manual_dir, offline=False)
+      prepare(builder, manual_dir, offline=False)
     else:
       raise DatasetNotFoundError(_not_found_message(spec, manual_dir, builder))
-  return ImageArrays(*_read_prepared(builder, spec.train_split, spec.keys_are_indices),
-                     *_read_prepared(builder, _test_split(spec, builder), spec.keys_are_indices))
+  return ImageArrays(*read_prepared(builder, spec.train_split, spec.keys_are_indices),
+                     *read_prepared(builder, _test_split(spec, builder), spec.keys_are_indices))
 
 
 def _to_device(images: np.ndarray, labels: np.ndarray, dtype: Dtype) -> Split:
@@ -520,6 +520,24 @@ def _to_device_resized(images: np.ndarray, labels: np.ndarray, dtype: Dtype,
     parts.append(_resize_chunk(jnp.asarray(padded), size, dtype)[:len(part)])
   x = jnp.concatenate(parts) if parts else jnp.zeros((0, size, size, channels), dtype)
   return Split(x, jnp.asarray(labels, jnp.int32))
+
+
+def images_to_device(images: np.ndarray, labels: np.ndarray, dtype: Dtype,
+                     image_size: int | None = None) -> Split:
+  """Uint8 images to ``dtype`` in ``[0, 1]`` (``pixel / 255``) and labels to int32, on the device.
+
+  Args:
+    images: uint8 ``(n, H, W, C)`` images (or ``(n, ...)`` arrays without
+      ``image_size``).
+    labels: ``(n,)`` integer labels.
+    dtype: dtype of the images.
+    image_size: resize every image to ``(image_size, image_size)`` (bilinear,
+      antialiased; see the module docstring); ``None``, or the native size,
+      keeps the images as they are.
+  """
+  if image_size is None or images.shape[1:3] == (image_size, image_size):
+    return _to_device(images, labels, dtype)
+  return _to_device_resized(images, labels, dtype, int(image_size))
 
 
 #: The default split of the official training set (the efficient-compression
@@ -598,17 +616,10 @@ def image_splits(
   if val_fraction is not None:
     n_val, n_train = round(val_fraction * n_official), None
   train_idx, val_idx = train_val_indices(n_official, n_val, split_seed, n_train)
-
-  def to_device(images: np.ndarray, labels: np.ndarray) -> Split:
-    if image_size is None or images.shape[1:3] == (image_size, image_size):
-      return _to_device(images, labels, dtype)
-    return _to_device_resized(images, labels, dtype, int(image_size))
-
-  return Splits(
-      train=to_device(arrays.train_images[train_idx], arrays.train_labels[train_idx]),
-      val=to_device(arrays.train_images[val_idx], arrays.train_labels[val_idx]),
-      test=to_device(arrays.test_images, arrays.test_labels),
-  )
+  return Splits(*(images_to_device(images, labels, dtype, image_size) for images, labels in (
+      (arrays.train_images[train_idx], arrays.train_labels[train_idx]),
+      (arrays.train_images[val_idx], arrays.train_labels[val_idx]),
+      (arrays.test_images, arrays.test_labels))))
 
 
 def load_image_dataset(

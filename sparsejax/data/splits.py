@@ -5,7 +5,7 @@ on the default device, so that a jitted training loop can gather its batches
 by indexing (``x[idx]``) without returning to the host. ``Splits`` holds arrays
 only, so it is a pytree that passes through ``jax.jit`` and ``jax.vmap`` as it
 is; metadata (classes, input shape) lives with the data set's description
-(:data:`sparsejax.data.IMAGE_DATASETS`).
+(:func:`sparsejax.data.dataset_info`).
 
 The validation and training splits of the image data sets are drawn from the
 official training set by a seeded permutation (:func:`train_val_indices`), as
