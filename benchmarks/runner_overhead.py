@@ -43,7 +43,7 @@ import optax
 
 import common
 import w1_teacher_student as w1
-from sparsejax import objectives
+from sparsejax import masks, objectives
 from sparsejax.data.teacher_student import STUDENT_KEY_OFFSET, STUDENT_WIDTHS, teacher_student_data
 from sparsejax.models import MLP
 from sparsejax.runner import run
@@ -66,7 +66,8 @@ def make_sweep_with_validation(epochs: int):
   def one_seed(seed):
     splits, _ = teacher_student_data(seed, n_train=w1.N_TRAIN, n_val=N_VAL, n_test=1)
     state = create_train_state(jax.random.fold_in(jax.random.key(seed), STUDENT_KEY_OFFSET),
-                               model, splits.train.x[:1], objective, optimizer)
+                               model, splits.train.x[:1], objective, optimizer,
+                               prunable=masks.every_leaf)  # as the runner's prunable="all"
     key = jax.random.key(0)
 
     def body(state, _):
@@ -81,7 +82,7 @@ def make_sweep_with_validation(epochs: int):
 
 def runner_config(seeds: int, epochs: int):
   config = teacher_student.get_config("drr")
-  config.alpha, config.beta, config.lr = w1.ALPHA, w1.BETA, w1.LR
+  config.ec.alpha, config.ec.beta, config.lr = w1.ALPHA, w1.BETA, w1.LR
   config.seeds, config.sweep.chunk_size = seeds, seeds
   config.min_epochs = config.max_epochs = epochs
   config.finetuning_min_epochs = config.finetuning_max_epochs = 0

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import optax
 
 import common
-from sparsejax import objectives
+from sparsejax import masks, objectives
 from sparsejax.data.teacher_student import (STUDENT_KEY_OFFSET, STUDENT_WIDTHS,
                                             teacher_student_data)
 from sparsejax.models import MLP
@@ -90,7 +90,8 @@ def make_one_seed(epochs: int):
     splits, _ = teacher_student_data(seed, n_train=N_TRAIN, n_val=1, n_test=1)
     batch = splits.train
     state = create_train_state(jax.random.fold_in(jax.random.key(seed), STUDENT_KEY_OFFSET),
-                               model, batch[0][:1], objective, optimizer)
+                               model, batch[0][:1], objective, optimizer,
+                               prunable=masks.every_leaf)
     key = jax.random.key(0)  # Unused by DRR and the MLP (no dropout): full batch, no noise.
 
     def body(state, _):

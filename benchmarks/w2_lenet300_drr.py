@@ -34,7 +34,7 @@ import jax
 import optax
 
 import common
-from sparsejax import objectives
+from sparsejax import masks, objectives
 from sparsejax.models import lenet_300_100
 from sparsejax.train import (CLASSIFICATION, create_train_state, make_epoch_fn, make_eval_fn,
                              make_train_step)
@@ -60,7 +60,8 @@ def main():
 
   def run_jax(seed: int) -> dict:
     init_key, key = jax.random.split(jax.random.key(seed))
-    state = create_train_state(init_key, model, train[0][:1], objective, opt)
+    state = create_train_state(init_key, model, train[0][:1], objective, opt,
+                               prunable=masks.every_leaf)
     warm_key, *keys = jax.random.split(key, args.epochs + 1)
     (state, _), _ = common.timed(epoch, state, train, warm_key)
     start = time.perf_counter()

@@ -53,7 +53,7 @@ def main():
   (x, y), _ = common.first_mnist_images(N_TRAIN, args.mnist_dir)
   model, objective, opt = lenet_300_100(), objectives.plain(), optax.adam(1e-3)
   init_key, epoch_key = jax.random.split(jax.random.key(0))
-  state = create_train_state(init_key, model, x[:1], objective, opt)
+  state = create_train_state(init_key, model, x[:1], objective, opt, prunable=masks.every_leaf)
   epoch = make_epoch_fn(make_train_step(model, CLASSIFICATION, objective, opt, jit=False), BATCH)
   state, _ = jax.block_until_ready(epoch(state, (x, y), epoch_key))
 
@@ -73,7 +73,7 @@ def main():
         evaluations=evals, one_eval_s=round(one, 4),
         overhead_ratio=round(seconds / (evals * one), 3), threshold=float(result.threshold),
         kept=int(masks.kept_count(result.masks, state.params)),
-        total=masks.total_count(state.params)))
+        total=masks.total_count(result.masks, state.params)))
     torch_rows.append(common.run_peer(args.torch_python, args.peer, threads=args.peer_threads))
 
   fields = ("seconds", "one_eval_s", "overhead_ratio")

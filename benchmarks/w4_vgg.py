@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 import common
-from sparsejax import objectives
+from sparsejax import masks, objectives
 from sparsejax.models import get_model
 from sparsejax.models.vgg import VGG16_CONFIG
 from sparsejax.train import CLASSIFICATION, create_train_state, make_epoch_fn, make_train_step
@@ -74,7 +74,8 @@ def make_epoch(dtype: str, batch: int):
   epoch = jax.jit(make_epoch_fn(step, batch, shuffle=False, jit=False), donate_argnums=0)
 
   def init(key, x):
-    return create_train_state(key, model, x[:1], objective, optimizer)
+    return create_train_state(key, model, x[:1], objective, optimizer,
+                              prunable=masks.every_leaf)
   return init, epoch
 
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 import common
-from sparsejax import objectives
+from sparsejax import masks, objectives
 from sparsejax.models import get_model
 from sparsejax.objectives.log_uniform import log_uniform_gates
 from sparsejax.train import CLASSIFICATION, create_train_state, make_epoch_fn, make_train_step
@@ -76,7 +76,8 @@ def make_epoch(case: Case):
   epoch = jax.jit(make_epoch_fn(step, case.batch, shuffle=False, jit=False), donate_argnums=0)
 
   def init(key, x):
-    return create_train_state(key, model, x[:1], objective, optimizer)
+    return create_train_state(key, model, x[:1], objective, optimizer,
+                              prunable=masks.every_leaf)
   return init, epoch
 
 

@@ -14,6 +14,9 @@ own output stays off the terminal (:mod:`sparsejax.data.quiet`;
 ``SPARSEJAX_VERBOSE=1`` lets it through). Log lines are shown from
 ``WARNING`` up, from ``ERROR`` up with ``--config.quiet=True`` (where Python
 warnings are logged, so hidden too), unless ``--verbosity`` is given.
+
+Before anything starts JAX, the command adds the XLA CPU options of
+:mod:`sparsejax.xla_flags` to ``XLA_FLAGS`` (importing the package does not).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import NoReturn
 from absl import app, flags
 from ml_collections import config_flags
 
+from sparsejax import xla_flags
 from sparsejax.data import DatasetError
 from sparsejax.data.quiet import silence_tensorflow
-from sparsejax.runner.config import ConfigError, check_field_name
+from sparsejax.fields import ConfigError
+from sparsejax.runner.config import check_field_name
 from sparsejax.runner.errors import RunError
 from sparsejax.runner.progress import configure_logging
 
@@ -132,5 +137,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  xla_flags.apply()  # before JAX starts a backend: XLA reads XLA_FLAGS once
   _repository_root_on_path(sys.argv)
   app.run(main, flags_parser=_parse_flags)

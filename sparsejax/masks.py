@@ -9,10 +9,28 @@ NumPy arrays.
 The score -> threshold/top-k -> mask pipeline follows jaxpruner
 (google-research/jaxpruner, ``mask_calculator.py``), with ``None`` meaning
 dense as there.
+
+Conventions:
+
+* **Prunable leaves.** By default only the Dense/Conv kernels get a mask
+  (:func:`kernels_only`): a global magnitude prune over every leaf would
+  zero the biases and normalisation parameters first. Other leaves opt in
+  with ``prunable=every_leaf`` or a path predicate, :func:`prunable_paths`.
+* **Argument order.** Functions that read or count a mask tree take
+  ``(masks, params)`` (:func:`apply`, :func:`map_masked`,
+  :func:`check_structure`, :func:`kept_count`, :func:`total_count`,
+  :func:`summary`, :func:`density`); the parameters give the sizes, and a
+  dense (``None``) leaf counts as fully kept. Functions that compute new
+  masks from the parameters (or from scores) take ``(params, masks, ...)``,
+  where ``masks`` is the mask being refined: its ``None`` leaves stay
+  ``None`` and the entries it prunes stay pruned.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import numbers
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -50,16 +68,48 @@ def every_leaf(path: tuple[str, ...], leaf: jax.Array) -> bool:
   """Predicate: every parameter is prunable (biases, BatchNorm included).
 
   This is the convention of the efficient-compression reference, whose
-  regularisers and ``l0_norm`` cover every parameter array.
+  regularisers and ``l0_norm`` cover every parameter array; runs select it
+  with ``config.prunable="all"``.
   """
   del path, leaf
   return True
 
 
 def kernels_only(path: tuple[str, ...], leaf: jax.Array) -> bool:
-  """Predicate: only Dense/Conv kernels (leaves named ``kernel``) are prunable."""
+  """Predicate: only Dense/Conv kernels (leaves named ``kernel``) are prunable.
+
+  The library's default prunable set.
+  """
   del leaf
   return bool(path) and path[-1] == "kernel"
+
+
+def prunable_paths(*patterns: str | re.Pattern) -> PrunablePredicate:
+  """Predicate: the leaves whose path ``Layer/leaf`` matches one of ``patterns``.
+
+  A string is a glob (:func:`fnmatch.fnmatchcase`; ``*`` also crosses
+  ``/``), a compiled regular expression must match the whole path, e.g.
+  ``prunable_paths("*/kernel", re.compile(r"Dense_\\d+/bias"))`` for every
+  kernel and the Dense biases.
+
+  Raises:
+    ValueError: no pattern given.
+    TypeError: a pattern is neither a string nor a compiled ``re.Pattern``.
+  """
+  if not patterns:
+    raise ValueError("prunable_paths needs at least one pattern (a glob string or a "
+                     "compiled re.Pattern)")
+  for pattern in patterns:
+    if not isinstance(pattern, (str, re.Pattern)):
+      raise TypeError(f"patterns must be glob strings or compiled re.Pattern objects, got "
+                      f"{pattern!r}")
+
+  def matches(path: tuple[str, ...], leaf: jax.Array) -> bool:
+    del leaf
+    name = "/".join(path)
+    return any(fnmatch.fnmatchcase(name, p) if isinstance(p, str) else p.fullmatch(name)
+               for p in patterns)
+  return matches
 
 
 def check_structure(masks: Masks, params: Params) -> None:
@@ -96,8 +146,8 @@ def map_masked(fn: Callable, masks: Masks, params: Params, *rest) -> Any:
   return jax.tree.map(fn, masks, params, *rest, is_leaf=_is_none)
 
 
-def ones_like(params: Params, prunable: PrunablePredicate = every_leaf) -> Masks:
-  """All-``True`` masks for prunable leaves, ``None`` for the others."""
+def ones_like(params: Params, prunable: PrunablePredicate = kernels_only) -> Masks:
+  """All-``True`` masks for prunable leaves (by default the kernels), ``None`` for the others."""
   def make(path, leaf):
     if prunable(_path_names(path), leaf):
       return jnp.ones(jnp.shape(leaf), dtype=bool)
@@ -149,23 +199,19 @@ def _leaf_counts(masks: Masks, params: Params) -> dict[str, tuple[int, int]]:
   return counts
 
 
-def kept_count(masks: Masks, params: Params | None = None) -> jax.Array:
-  """Number of kept entries over the masked leaves (traceable).
-
-  With ``params``, dense (``None``) leaves count as fully kept.
-  """
-  mask_leaves = jax.tree_util.tree_leaves(masks)
-  kept = sum(jnp.sum(m, dtype=jnp.int32) for m in mask_leaves)
-  if params is not None:
-    flat_masks = jax.tree_util.tree_flatten(masks, is_leaf=_is_none)[0]
-    for m, p in zip(flat_masks, jax.tree_util.tree_leaves(params)):
-      if m is None:
-        kept = kept + jnp.size(p)
-  return jnp.asarray(kept)
+def kept_count(masks: Masks, params: Params) -> jax.Array:
+  """Number of kept entries, dense (``None``) leaves counting as fully kept (traceable)."""
+  check_structure(masks, params)
+  flat_masks = jax.tree_util.tree_flatten(masks, is_leaf=_is_none)[0]
+  kept = jnp.zeros((), jnp.int32)
+  for m, p in zip(flat_masks, jax.tree_util.tree_leaves(params)):
+    kept = kept + (jnp.size(p) if m is None else jnp.sum(m, dtype=jnp.int32))
+  return kept
 
 
-def total_count(params: Params) -> int:
-  """Number of parameter entries."""
+def total_count(masks: Masks, params: Params) -> int:
+  """Number of entries, prunable or dense: the denominator of :func:`density`."""
+  check_structure(masks, params)
   return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
 
 
@@ -201,7 +247,7 @@ def density(masks: Masks, params: Params) -> float:
 
 
 # --------------------------------------------------------------------------
-# Magnitude masks
+# Score (top-k) and magnitude masks
 
 
 def global_magnitude_threshold(params: Params, masks: Masks, threshold) -> Masks:
@@ -222,27 +268,80 @@ def flatten_prunable(tree: Params, masks: Masks) -> jax.Array:
   return jnp.concatenate(jax.tree_util.tree_leaves(leaves))
 
 
-def _prunable_magnitudes(params: Params, masks: Masks) -> jax.Array:
-  """``|w|`` of the kept prunable entries, -1 for the pruned ones (flattened)."""
-  return flatten_prunable(map_masked(
-      lambda m, p: p if m is None else jnp.where(m, jnp.abs(p), -1.0), masks, params), masks)
-
-
-def global_magnitude_density(params: Params, masks: Masks, density: float) -> Masks:
-  """Keeps the largest-|w| entries over all prunable leaves together.
-
-  Exactly ``round(density * n_prunable)`` entries stay (ties broken by index,
-  as jaxpruner's top-k), counting only the prunable (non-``None``) leaves.
-  Entries already pruned are never revived.
-  """
-  if not 0.0 < density <= 1.0:
+def _check_density(density) -> None:
+  """Rejects a concrete density outside (0, 1] (a traced one cannot be checked)."""
+  if isinstance(density, numbers.Real) and not 0.0 < density <= 1.0:
     raise ValueError(f"density must be in (0, 1], got {density}")
-  mags = _prunable_magnitudes(params, masks)
-  n_keep = int(round(density * mags.size))
-  order = jnp.argsort(-mags, stable=True)
-  keep_flat = jnp.zeros(mags.size, dtype=bool).at[order[:n_keep]].set(True)
-  keep_flat = jnp.logical_and(keep_flat, mags >= 0)
-  return unflatten_like(keep_flat, masks)
+
+
+def keep_count(density, n: int) -> int | jax.Array:
+  """``round(density * n)``: how many of ``n`` entries a kept fraction ``density`` keeps.
+
+  A Python or NumPy number gives an ``int`` (float64 product, halves to
+  even); an array, traced or not, gives an int32 array computed in its
+  dtype, so that one compiled function serves every density.
+  """
+  if isinstance(density, numbers.Real):
+    return int(round(density * n))
+  return jnp.round(density * n).astype(jnp.int32)
+
+
+def top_k(scores: jax.Array, n_keep) -> jax.Array:
+  """``True`` for the ``n_keep`` largest entries of the 1-D ``scores``.
+
+  ``n_keep`` may be traced. Ties go to the lower index (jaxpruner's top-k);
+  an entry scoring ``-inf`` or NaN is never kept.
+  """
+  order = jnp.argsort(-scores, stable=True)
+  rank = jnp.zeros(scores.size, jnp.int32).at[order].set(jnp.arange(scores.size, dtype=jnp.int32))
+  return (rank < n_keep) & (scores > -jnp.inf)
+
+
+def global_top_k(scores: Params, masks: Masks, n_keep) -> Masks:
+  """Keeps the ``n_keep`` highest-scoring entries over all prunable leaves together.
+
+  The score -> top-k -> mask step of jaxpruner's global pruners (without
+  their per-leaf normalisation of the scores): ``scores`` has the structure
+  of the parameters, one score per entry (larger is kept); ``n_keep`` may be
+  traced. Ties go to the lower index in leaf order;
+  entries that ``masks`` prunes are never revived and its ``None`` leaves
+  stay ``None``.
+  """
+  flat = flatten_prunable(map_masked(
+      lambda m, s: s if m is None else jnp.where(m, s, -jnp.inf), masks, scores), masks)
+  return unflatten_like(top_k(flat, n_keep), masks)
+
+
+#: How :func:`top_density` ranks: all prunable leaves together, or each leaf alone.
+SCOPES = ("global", "layer")
+
+
+def top_density(scores: Params, masks: Masks, density, scope: str = "global") -> Masks:
+  """Keeps the highest-scoring ``density`` of the prunable entries.
+
+  ``scope="global"``: :func:`keep_count` ``(density, n)`` entries over all
+  prunable (non-``None``) leaves together (:func:`global_top_k`);
+  ``"layer"``: ``keep_count(density, n_l)`` in each leaf. Fewer stay if fewer
+  are still kept: entries already pruned are never revived. Ties go to the
+  lower index, as jaxpruner's top-k. ``density`` may be traced (Zhu & Gupta's
+  gradual schedule).
+  """
+  _check_density(density)
+  if scope == "global":
+    n = sum(np.size(m) for m in jax.tree_util.tree_leaves(masks))
+    return global_top_k(scores, masks, keep_count(density, n))
+  if scope != "layer":
+    raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+  return map_masked(
+      lambda m, s: None if m is None else top_k(jnp.where(m, s, -jnp.inf).ravel(),
+                                                keep_count(density, s.size)).reshape(s.shape),
+      masks, scores)
+
+
+def global_magnitude_density(params: Params, masks: Masks, density) -> Masks:
+  """Keeps the largest-|w| ``density`` of the prunable entries over all leaves together
+  (:func:`top_density`)."""
+  return top_density(jax.tree.map(jnp.abs, params), masks, density, "global")
 
 
 def unflatten_like(flat: jax.Array, masks: Masks) -> Masks:
@@ -258,20 +357,9 @@ def unflatten_like(flat: jax.Array, masks: Masks) -> Masks:
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def per_leaf_fraction(params: Params, masks: Masks, density: float) -> Masks:
-  """Keeps the top ``density`` fraction by |w| within each prunable leaf."""
-  if not 0.0 < density <= 1.0:
-    raise ValueError(f"density must be in (0, 1], got {density}")
-
-  def leaf(m, p):
-    if m is None:
-      return None
-    mags = jnp.where(m, jnp.abs(p), -1.0).ravel()
-    n_keep = int(round(density * mags.size))
-    order = jnp.argsort(-mags, stable=True)
-    keep = jnp.zeros(mags.size, dtype=bool).at[order[:n_keep]].set(True)
-    return jnp.logical_and(keep, mags >= 0).reshape(p.shape)
-  return map_masked(leaf, masks, params)
+def per_leaf_fraction(params: Params, masks: Masks, density) -> Masks:
+  """Keeps the top ``density`` fraction by |w| within each prunable leaf (:func:`top_density`)."""
+  return top_density(jax.tree.map(jnp.abs, params), masks, density, "layer")
 
 
 def std_ratio(params: Params, masks: Masks, s: float) -> Masks:
@@ -313,7 +401,8 @@ def unit_masks(params: Params, units: Mapping[str, jax.Array],
       paths) a unit owns and the axis that indexes the units there, e.g. a
       Dense layer's output neurons own ``("Dense_0/kernel", -1)``,
       ``("Dense_0/bias", 0)`` and the next layer's ``("Dense_1/kernel", 0)``.
-    masks: masks to intersect with (default all-ones over every leaf).
+    masks: masks to intersect with (default :func:`ones_like`: the kernels);
+      a covered leaf whose mask is ``None`` gets one.
 
   Returns:
     The mask tree with every covered entry of a pruned unit set to False.

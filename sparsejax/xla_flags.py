@@ -19,10 +19,16 @@ safe:
   an option XLA does not know is a fatal error when the backend starts;
 * never over the user's own value of the same option;
 * only before JAX has started its backends (XLA reads ``XLA_FLAGS`` once):
-  import sparsejax before the first JAX computation, or set the option
-  yourself.
+  call it before the first JAX computation, or set the option yourself.
 
-``import sparsejax`` calls it.
+Importing sparsejax changes no process-wide setting, this one included. The
+command line (``python -m sparsejax.main``), the studies that train
+(``rerun``, ``bmrs_posthoc``, ``deephoyer_tune``, ``l0_bisection``) and the
+benchmarks call :func:`apply` before JAX starts; a library user opts in the
+same way, so that their own process computes as the command line does::
+
+  import sparsejax
+  sparsejax.xla_flags.apply()   # before the first JAX computation
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 
+# The tests compute with the command line's XLA CPU options, so that a run in this
+# process and one of ``python -m sparsejax.main`` give the same numbers (imported here,
+# after the settings above, which JAX reads when it is imported).
+from sparsejax import xla_flags  # noqa: E402
+
+xla_flags.apply()
+
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

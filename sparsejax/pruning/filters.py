@@ -2,7 +2,8 @@
 
 **Scores** of the EEE 198 filter criteria (reference notes
 ``jax_ecosystem_and_annealing.md``, section 2.4), one per output filter of
-every conv, from the kernels ``(kh, kw, in, out)``:
+every conv, from the kernels ``(kh, kw, in, out)``
+(:mod:`sparsejax.pruning.saliency` has the formulas):
 
 * ``magnitude``: the mean :math:`|w|` of the filter after training;
 * ``magsign``: :math:`\\mathrm{sign}(\\bar w_{init}) \\cdot \\bar w_{final}` with

@@ -328,7 +328,8 @@ def layerwise_prune(model: MLP, params: Params, masks: Masks | None, x: jax.Arra
     model: the :class:`sparsejax.models.MLP`.
     params: its parameters ``{"Dense_i": {"kernel", "bias"}}``.
     masks: the mask tree over ``params`` (bool leaves or ``None``);
-      ``None`` = all prunable and all kept. Pruned entries stay pruned.
+      ``None``: :func:`sparsejax.masks.ones_like` (the kernels prunable, all
+      kept). Pruned entries stay pruned.
     x: all training inputs, ``(N, ...)``, flattened to ``(N, widths[0])``.
     alpha, lr, mask_start_value, max_epochs, check_every, smoothing_window,
       deviation: as in :func:`fit_layer`, the same for every layer.
