@@ -72,8 +72,8 @@ class L0State(NamedTuple):
     multipliers: ``(K,)``: the Lagrange multipliers (constrained) or the
       penalty weights (penalised); ``K = 1`` for a model-wise constraint.
     step: the updates taken, a float32 scalar, with annealed targets only
-      (``None`` otherwise); the optimiser leaves it alone (label
-      ``"counter"``) and ``project`` counts it.
+      (``None`` otherwise); the optimiser leaves it alone (:func:`optimizer`)
+      and ``project`` counts it.
   """
   log_alpha: dict[str, jax.Array]
   multipliers: jax.Array
@@ -202,19 +202,34 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
                    ascend=ascend, project=project)
 
 
-def trainable_labels(train_vars) -> dict:
-  """Optimiser labels over ``{"params", "objective": L0State}``.
+def optimizer(weights: optax.GradientTransformation,
+              gates: optax.GradientTransformation | None,
+              multipliers: optax.GradientTransformation | None) -> optax.GradientTransformation:
+  """The optimiser of ``{"params": model parameters, "objective": L0State}``.
 
-  ``"weights"`` for the model's parameters, ``"gates"`` for ``log_alpha``,
-  ``"multipliers"`` for the duals and ``"counter"`` for the annealing's step
-  count (which the optimiser must leave alone: :data:`COUNTER`), for
-  ``optax.multi_transform``.
+  One ``optax.multi_transform`` with a transform per group: ``weights`` for
+  the model's parameters, ``gates`` for ``log_alpha``, ``multipliers`` for
+  the multipliers (the train step hands them the negated gradient, so a
+  descent transform ascends: :attr:`Objective.ascend`), and none for the
+  annealing's step count, which ``project`` alone moves. ``None`` freezes a
+  group (``optax.set_to_zero``): the penalised formulation's fixed
+  multipliers, the gates and multipliers while finetuning.
+
+  Args:
+    weights: the model parameters' transform.
+    gates: the gates' transform, or ``None`` (frozen).
+    multipliers: the multipliers' transform, or ``None`` (frozen).
   """
+  frozen = optax.set_to_zero()
+  return optax.multi_transform(
+      {"weights": weights, "gates": frozen if gates is None else gates,
+       "multipliers": frozen if multipliers is None else multipliers, "counter": frozen},
+      _labels)
+
+
+def _labels(train_vars) -> dict:
+  """The group of every leaf of ``{"params", "objective": L0State}``, for :func:`optimizer`."""
   state: L0State = train_vars["objective"]
   return {"params": jax.tree.map(lambda _: "weights", train_vars["params"]),
           "objective": L0State(jax.tree.map(lambda _: "gates", state.log_alpha), "multipliers",
                                None if state.step is None else "counter")}
-
-
-#: The transform of the ``"counter"`` label: ``project`` alone moves the step count.
-COUNTER = optax.set_to_zero()

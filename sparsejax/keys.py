@@ -35,7 +35,7 @@ def stream_id(name: str) -> int:
   """The stream number of ``name``; a :class:`KeyError` names the known streams."""
   if name not in STREAMS:
     raise KeyError(f"unknown key stream {name!r}; known streams: {', '.join(STREAMS)} "
-                   "(add new ones to sparsejax.runner.keys.STREAMS)")
+                   "(add new ones to sparsejax.keys.STREAMS)")
   return STREAMS[name]
 
 
