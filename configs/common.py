@@ -32,7 +32,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from sparsejax.runner.config import ConfigError, base_config
+from sparsejax.fields import ConfigError
+from sparsejax.runner.config import base_config
 
 
 def base(method: str, experiment_name: str) -> ml_collections.ConfigDict:
@@ -175,7 +176,7 @@ def efficient_compression_mnist_setup(config: ml_collections.ConfigDict) -> None
 
   Adam 1e-3, batch 500, 300 to 5,000 regularised epochs (convergence checked
   every ``prune_window`` = 10 epochs), at most 1,000 finetuning epochs, no
-  shrinking (neuron deletion).
+  shrinking (``ec.shrinking``: pruning during training).
   """
   config.dataset = "mnist"
   config.optimizer = "adam"
@@ -186,7 +187,7 @@ def efficient_compression_mnist_setup(config: ml_collections.ConfigDict) -> None
   config.max_epochs = 5000
   config.prune_window = 10
   config.finetuning_max_epochs = 1000
-  config.shrinking = False
+  config.ec.shrinking = False
   config.checkpoint_every_epochs = 10
 
 

@@ -23,9 +23,9 @@ from configs import common
 #: Method -> the hyperparameters it uses for this set-up (not tuned: LeNet-300-100's).
 METHODS = {
     "none": {},
-    "rl1": {"alpha": 1e-5},
-    "drr": {"alpha": 1.2e-5, "beta": 10.0},
-    "pmmp": {"alpha": 2e-4},
+    "rl1": {"ec.alpha": 1e-5},
+    "drr": {"ec.alpha": 1.2e-5, "ec.beta": 10.0},
+    "pmmp": {"ec.alpha": 2e-4},
 }
 
 

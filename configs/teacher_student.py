@@ -24,9 +24,9 @@ from configs import common
 #: Method -> the hyperparameters it uses for this set-up.
 METHODS = {
     "none": {},
-    "rl1": {"alpha": 1e-3},
-    "drr": {"alpha": 2e-4, "beta": 10.0},
-    "pmmp": {"alpha": 1e-2},
+    "rl1": {"ec.alpha": 1e-3},
+    "drr": {"ec.alpha": 2e-4, "ec.beta": 10.0},
+    "pmmp": {"ec.alpha": 1e-2},
     "layerwise": {},
     "magnitude": {"pruning.density": 0.1},
 }
@@ -60,7 +60,7 @@ def get_config(method: str = "drr") -> ml_collections.ConfigDict:
   config.smoothing_window = 500
   config.prune_window = 50
   config.finetuning_max_epochs = 10000
-  config.shrinking = False
+  config.ec.shrinking = False
 
   config.checkpoint_every_epochs = 1000
 

@@ -23,9 +23,9 @@ from configs import common
 #: Method -> the hyperparameters it uses for this set-up (not tuned).
 METHODS = {
     "none": {},
-    "rl1": {"alpha": 1e-6},
-    "drr": {"alpha": 1e-6, "beta": 10.0},
-    "pmmp": {"alpha": 1e-6},
+    "rl1": {"ec.alpha": 1e-6},
+    "drr": {"ec.alpha": 1e-6, "ec.beta": 10.0},
+    "pmmp": {"ec.alpha": 1e-6},
 }
 
 
@@ -49,8 +49,8 @@ def get_config(method: str = "drr") -> ml_collections.ConfigDict:
   config.prune_window = 10
   config.finetuning_min_epochs = 10
   config.finetuning_max_epochs = 50
-  config.shrinking = False
-  config.shrinking_from_deviation_of = 1e-2
+  config.ec.shrinking = False
+  config.ec.shrinking_from_deviation_of = 1e-2
 
   config.checkpoint_every_epochs = 10
 

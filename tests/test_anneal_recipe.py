@@ -7,9 +7,10 @@ import pytest
 
 from configs import anneal_mlp_mnist, common
 from sparsejax import masks as masks_lib
+from sparsejax.fields import ConfigError
 from sparsejax.recipes import anneal
 from sparsejax.runner import load_run, run
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.config import validate
 from tests.conftest import data_path
 
 
@@ -53,7 +54,7 @@ def test_flat_masks_round_trip_over_the_prunable_leaves():
   np.testing.assert_array_equal(flat, [0, 1, 2, 3, 4, 5, 1, 1, 1, 1])
   tree = masks_lib.unflatten_like(jnp.arange(10) % 2 == 0, masks)
   assert tree["b"] is None and tree["c"].tolist() == [True, False, True, False]
-  np.testing.assert_array_equal(anneal.top_mask(jnp.asarray([3.0, 1.0, 2.0, 5.0]), 2),
+  np.testing.assert_array_equal(masks_lib.top_k(jnp.asarray([3.0, 1.0, 2.0, 5.0]), 2),
                                 [True, False, False, True])
 
 
@@ -91,6 +92,7 @@ def test_deconst_drops_sign_flips_and_snip_uses_the_gradient_at_init():
     ("anneal.tabu", "never", "accepted values: exact, within_n"),
     ("anneal.iters_cap", 0.5, ">= anneal.iters_start"),
     ("anneal.weight_init", "kaiming", "accepted values: flax, torch"),
+    ("anneal.momentum", 0.9, "0 for optimizer 'adadelta' (only 'sgd' takes a momentum)"),
 ])
 def test_bad_anneal_fields_are_named(field, value, message):
   config = small("sa")
@@ -104,7 +106,8 @@ def test_the_torch_init_is_refused_for_a_model_without_it():
   config = small("lth", architecture="lenet5_caffe")
   with pytest.raises(ConfigError, match="architecture") as error:
     validate(config)
-  assert "anneal.weight_init 'torch'" in str(error.value) and "basic_cnn" in str(error.value)
+  assert "anneal.weight_init 'torch'" in str(error.value)
+  assert "capability 'torch_init'" in str(error.value)
   config.anneal.weight_init = "flax"
   validate(config)
 

@@ -20,7 +20,7 @@ from jax.scipy.special import erf
 
 from sparsejax import masks
 from sparsejax import models
-from tests.test_models import inputs, leaf, random_variables, set_leaf
+from tests.test_models import inputs, leaf, param_count, random_variables, set_leaf
 
 MNIST32 = (32, 32, 1)
 CIFAR = (32, 32, 3)
@@ -107,7 +107,7 @@ def vit_count(image, patch, hidden, depth, mlp, classes, channels=3):
     (models.vit_b16(), IMAGENET, vit_count(224, 16, 768, 12, 3072, 1000)),
 ])
 def test_parameter_counts(model, shape, expected):
-  assert masks.total_count(shapes(model, shape)["params"]) == expected
+  assert param_count(shapes(model, shape)["params"]) == expected
 
 
 def test_published_parameter_counts():
@@ -193,7 +193,8 @@ def test_unit_covers_name_existing_leaves_with_the_unit_count(model, shape):
       assert leaf(params, path).shape[axis] == sites[site], (site, path)
   # unit_masks accepts the covers (abstractly: no computation).
   units = {s: jnp.ones(n, bool) for s, n in sites.items()}
-  tree = jax.eval_shape(lambda p: masks.unit_masks(p, units, covers), params)
+  tree = jax.eval_shape(
+      lambda p: masks.unit_masks(p, units, covers, masks.ones_like(p, masks.every_leaf)), params)
   assert jax.tree.structure(tree) == jax.tree.structure(params)
 
 

@@ -9,11 +9,12 @@ import pytest
 
 from configs import bmrs_lenet5_mnist, bmrs_mlp_mnist, common
 from sparsejax import results
+from sparsejax.fields import ConfigError
 from sparsejax.objectives import log_uniform as lu
 from sparsejax.recipes import bmrs as bmrs_recipe
 from sparsejax.runner import program as program_lib
 from sparsejax.runner import run
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.config import validate
 from tests.conftest import data_path
 
 

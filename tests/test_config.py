@@ -14,8 +14,9 @@ if str(REPO) not in sys.path:  # config files import ``configs.common``, as unde
   sys.path.insert(0, str(REPO))
 
 from configs import common  # noqa: E402
+from sparsejax.fields import ConfigError  # noqa: E402
 from sparsejax.recipes import recipe_names  # noqa: E402
-from sparsejax.runner.config import ConfigError, base_config, field_names, validate  # noqa: E402
+from sparsejax.runner.config import base_config, field_names, validate  # noqa: E402
 
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
 BMRS_SETUPS = ("bmrs_mlp_mnist", "bmrs_mlp_fashion_mnist", "bmrs_mlp_cifar", "bmrs_lenet5_mnist",
@@ -138,16 +139,17 @@ def test_magnitude_is_a_clear_error_until_registered():
 
 
 @pytest.mark.parametrize("name,arg,expected", [
-    ("teacher_student", "drr", {"alpha": 2e-4, "beta": 10.0, "lr": 5e-4, "train_batch_size": 0,
-                                "architecture_student": (2, 25, 25, 1), "max_epochs": 20000,
-                                "prune_window": 50, "smoothing_window": 500}),
-    ("teacher_student", "pmmp", {"alpha": 1e-2, "initial_p_value": 1.0}),
+    ("teacher_student", "drr", {"ec.alpha": 2e-4, "ec.beta": 10.0, "lr": 5e-4,
+                                "train_batch_size": 0, "architecture_student": (2, 25, 25, 1),
+                                "max_epochs": 20000, "prune_window": 50,
+                                "smoothing_window": 500, "ec.shrinking": False}),
+    ("teacher_student", "pmmp", {"ec.alpha": 1e-2, "ec.initial_p_value": 1.0}),
     ("teacher_student", "magnitude", {"pruning.density": 0.1}),
-    ("lenet300_mnist", "drr", {"alpha": 1.2e-5, "architecture": "lenet_300_100", "lr": 1e-3,
+    ("lenet300_mnist", "drr", {"ec.alpha": 1.2e-5, "architecture": "lenet_300_100", "lr": 1e-3,
                                "train_batch_size": 500, "min_epochs": 300, "max_epochs": 5000}),
     ("lenet300_mnist", "magnitude", {"pruning.density": 0.1, "architecture": "lenet_300_100"}),
-    ("lenet5_mnist", "rl1", {"alpha": 1e-5, "architecture": "lenet5_caffe"}),
-    ("vgg_cifar", "pmmp", {"alpha": 1e-6, "architecture": "vgg16_bn", "eval_batch_size": 500,
+    ("lenet5_mnist", "rl1", {"ec.alpha": 1e-5, "architecture": "lenet5_caffe"}),
+    ("vgg_cifar", "pmmp", {"ec.alpha": 1e-6, "architecture": "vgg16_bn", "eval_batch_size": 500,
                            "finetuning_min_epochs": 10, "finetuning_max_epochs": 50}),
     ("bmrs_mlp_mnist", "bmrs_n", {"hidden_layers": 7, "hidden_dim": 100, "lr": 8.5e-4,
                                   "train_batch_size": 128, "bmrs.criterion": "bmrs_n",
@@ -183,8 +185,8 @@ def test_bmrs_set_up_rejects_an_unknown_data_set():
 
 def test_common_set_fields_rejects_unknown_fields():
   config = common.base("drr", "x")
-  common.set_fields(config, {"pruning.density": 0.5, "alpha": 1e-3})
-  assert config.pruning.density == 0.5 and config.alpha == 1e-3
+  common.set_fields(config, {"pruning.density": 0.5, "ec.alpha": 1e-3})
+  assert config.pruning.density == 0.5 and config.ec.alpha == 1e-3
   with pytest.raises(ConfigError, match="'pruning.densty'"):
     common.set_fields(config, {"pruning.densty": 0.5})
   with pytest.raises(ConfigError, match="'nosuch'"):
@@ -199,9 +201,9 @@ def test_common_set_fields_rejects_unknown_fields():
     ("optimizer", "lion", "accepted values: adam, sgd"),
     ("max_epochs", 1, "must be >= min_epochs"),
     ("train_batch_size", -5, "'train_batch_size' is -5; it must be >= 0"),
-    ("alpha", -1.0, "'alpha' is -1.0; it must be >= 0"),
-    ("beta", 0.0, "'beta' is 0.0; it must be > 0"),
-    ("initial_p_value", 1.5, "'initial_p_value' is 1.5; it must be in [0, 1]"),
+    ("ec.alpha", -1.0, "'ec.alpha' is -1.0; it must be >= 0"),
+    ("ec.beta", 0.0, "'ec.beta' is 0.0; it must be > 0"),
+    ("ec.initial_p_value", 1.5, "'ec.initial_p_value' is 1.5; it must be in [0, 1]"),
     ("pruning.calibration", "test", "accepted values: train, val"),
     ("pruning.criterion", "snip", "accepted values: none, tamade, global_density"),
 ])

@@ -135,10 +135,8 @@ def toy(formulation, target=0.5, k=0.01, steps=6000, restarts=True, lr=0.5, anne
       layers, formulation=formulation, targets=(target,), dual_restarts=restarts,
       penalty_coefficient=lr, anneal_steps=anneal_steps)
   state = objective.init(jax.random.key(0), params)
-  optimizer = optax.multi_transform(
-      {"gates": optax.sgd(lr), "multipliers": optax.sgd(lr), "counter": constrained_l0.COUNTER},
-      lambda s: constrained_l0.trainable_labels({"params": {}, "objective": s})["objective"])
-  opt_state = optimizer.init(state)
+  optimizer = constrained_l0.optimizer(optax.sgd(lr), optax.sgd(lr), optax.sgd(lr))
+  opt_state = optimizer.init({"params": {}, "objective": state})
 
   def loss(s):
     return -k * jnp.sum(s.log_alpha["Dense_0"]) + objective.penalty(params, s)
@@ -148,8 +146,8 @@ def toy(formulation, target=0.5, k=0.01, steps=6000, restarts=True, lr=0.5, anne
     s, o = carry
     g = jax.grad(loss)(s)
     g = jax.tree.map(lambda x, dual: -x if dual else x, g, objective.ascend(g))
-    updates, o = optimizer.update(g, o, s)
-    s = objective.project(optax.apply_updates(s, updates))
+    updates, o = optimizer.update({"params": {}, "objective": g}, o, {"params": {}, "objective": s})
+    s = objective.project(optax.apply_updates(s, updates["objective"]))
     return (s, o), (s.multipliers[0], s.log_alpha["Dense_0"][0])
   (state, _), trace = jax.lax.scan(step, (state, opt_state), None, length=steps)
   return objective, state, trace
@@ -239,6 +237,29 @@ def test_dual_restart_resets_a_satisfied_constraint():
                                                      jnp.zeros(1)))
   np.testing.assert_allclose(clamped.log_alpha["Dense_0"], [hc.LOG_ALPHA_MIN, hc.LOG_ALPHA_MAX],
                              rtol=1e-6)
+
+
+def test_the_optimizer_gives_each_group_its_own_transform_and_leaves_the_counter_alone():
+  train_vars = {"params": {"Dense_0": {"kernel": jnp.ones((2, 1))}},
+                "objective": constrained_l0.L0State({"Dense_0": jnp.zeros(2)}, jnp.zeros(1),
+                                                    jnp.asarray(3.0))}
+
+  def updates(optimizer, tree=train_vars):
+    return optimizer.update(jax.tree.map(jnp.ones_like, tree), optimizer.init(tree), tree)[0]
+  # SGD at a rate per group on gradients of ones: each update, -lr, names its transform.
+  got = updates(constrained_l0.optimizer(optax.sgd(0.1), optax.sgd(0.2), optax.sgd(0.3)))
+  np.testing.assert_allclose(got["params"]["Dense_0"]["kernel"], [[-0.1], [-0.1]])
+  np.testing.assert_allclose(got["objective"].log_alpha["Dense_0"], [-0.2, -0.2])
+  np.testing.assert_allclose(got["objective"].multipliers, [-0.3])
+  assert float(got["objective"].step) == 0   # its gradient is 1: project alone counts
+  # None freezes a group (the penalised multipliers; the gates and multipliers in finetuning).
+  got = updates(constrained_l0.optimizer(optax.sgd(0.1), None, None))
+  np.testing.assert_allclose(got["params"]["Dense_0"]["kernel"], [[-0.1], [-0.1]])
+  assert not any(np.any(leaf) for leaf in jax.tree.leaves(got["objective"]))
+  # Without annealed targets the state holds no counter.
+  plain = {**train_vars, "objective": train_vars["objective"]._replace(step=None)}
+  got = updates(constrained_l0.optimizer(optax.sgd(0.1), optax.sgd(0.2), optax.sgd(0.3)), plain)
+  assert got["objective"].step is None
 
 
 def test_penalized_and_layerwise_penalties_by_hand():

@@ -7,10 +7,11 @@ import pytest
 
 from configs import common, deephoyer_lenet300_mnist
 from sparsejax import masks as masks_lib
+from sparsejax.fields import ConfigError
 from sparsejax.recipes import deephoyer
 from sparsejax.runner import load_run, run
 from sparsejax.runner.build import build_model
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.config import validate
 from sparsejax.runner.records import run_id_of
 from sparsejax.studies import deephoyer_report, deephoyer_tune
 from sparsejax.train.state import TrainState
@@ -49,7 +50,7 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(tmp_path):
 def test_the_std_rule_and_the_threshold_rule_prune_per_tensor_biases_included():
   params = {"Dense_0": {"kernel": np.array([[1.0, -0.1], [0.5, 2.0]]),
                         "bias": np.array([0.01, 3.0])}}
-  masks = masks_lib.ones_like(params)
+  masks = masks_lib.ones_like(params, masks_lib.every_leaf)
   state = TrainState(step=0, params=params, objective_state=(), model_state={}, opt_state=(),
                      masks=masks)
   pruned = deephoyer.prune_masks(state, "threshold", 0.2)
@@ -71,17 +72,18 @@ def test_group_regularisers_report_the_structure_left():
 
 def test_the_row_gives_the_dense_network_left_after_deleting_dead_units():
   config = small("group_hs")
-  params = jax.tree.map(np.array, build_model(config).init(
-      jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"])
+  model = build_model(config)
+  params = jax.tree.map(np.array, model.init(
+      jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))[0])
   params["Dense_0"]["kernel"][:, 10:] = 0  # 290 of 300 first-layer neurons lose their inputs
   params["Dense_2"]["kernel"][50:] = 0     # 50 of 100 second-layer neurons lose their outputs
   state = TrainState(step=0, params=params, objective_state=(), model_state={}, opt_state=(),
-                     masks=masks_lib.ones_like(params))
-  fields = deephoyer.smaller_network(config, state)
+                     masks=masks_lib.ones_like(params, masks_lib.every_leaf))
+  fields = deephoyer.smaller_network(model, state)
   assert fields["small_widths"] == "784-10-50-10"
   assert fields["small_params"] == (784 * 10 + 10) + (10 * 50 + 50) + (50 * 10 + 10)
-  config.architecture = "vgg16_bn"
-  assert deephoyer.smaller_network(config, state) == {}
+  config.architecture = "bmrs_mlp"  # no capability 'deletable_units'
+  assert deephoyer.smaller_network(build_model(config), state) == {}
 
 
 def _conv():

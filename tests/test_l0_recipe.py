@@ -1,15 +1,21 @@
 """The hard-concrete L0 recipe on a small slice of real MNIST: constraints, penalties, purging."""
 
+import types
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import common, l0_lenet5_mnist, l0_mlp_mnist
+from sparsejax.fields import ConfigError
 from sparsejax.objectives import hard_concrete as hc
+from sparsejax.objectives.constrained_l0 import L0State
 from sparsejax.recipes import l0
 from sparsejax.runner import load_run, run
 from sparsejax.runner.build import build_data, build_model
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.config import validate
 from sparsejax.train.state import TrainState
 from tests.conftest import data_path
 
@@ -111,22 +117,61 @@ def test_penalized_runs_keep_their_penalty_weights(tmp_path):
   assert row["l0_density"] < 0.95  # the penalty closed gates (0.93 at initialisation)
 
 
+def test_each_group_trains_with_config_optimizer_and_the_duals_with_sgd():
+  # optimizer="adadelta" trains weights and gates with Adadelta (the recipe
+  # once fell back to SGD for every optimiser but Adam), each at its own rate.
+  config = l0_mlp_mnist.get_config("constrained")
+  common.set_fields(config, {"optimizer": "adadelta", "lr": 0.5, "l0.gates_lr": 0.2,
+                             "l0.dual_lr": 0.3, "l0.finetune_lr": 0.7})
+  train_vars = {"params": {"Dense_0": {"kernel": jnp.ones((2, 3))}},
+                "objective": L0State({"Dense_0": jnp.zeros(2)}, jnp.zeros(1))}
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), train_vars)
+
+  def update(optimizer, grad, params):
+    return optimizer.update(grad, optimizer.init(params), params)[0]
+
+  def adadelta(lr):
+    return optax.adadelta(lr, rho=0.9, eps=1e-6)
+  kernel, log_alpha = train_vars["params"]["Dense_0"]["kernel"], train_vars["objective"].log_alpha
+  got = update(l0.optimizer(config), grads, train_vars)
+  np.testing.assert_array_equal(got["params"]["Dense_0"]["kernel"],
+                                update(adadelta(0.5), grads["params"]["Dense_0"]["kernel"], kernel))
+  np.testing.assert_array_equal(got["objective"].log_alpha["Dense_0"],
+                                update(adadelta(0.2), grads["objective"].log_alpha["Dense_0"],
+                                       log_alpha["Dense_0"]))
+  np.testing.assert_allclose(got["objective"].multipliers, [-0.3 * 0.5])
+  sgd_kernel = update(optax.sgd(0.5), grads["params"]["Dense_0"]["kernel"], kernel)
+  assert not np.allclose(got["params"]["Dense_0"]["kernel"], sgd_kernel)
+  # Finetuning: the weights at l0.finetune_lr, the gates and multipliers frozen.
+  got = update(l0.finetune_optimizer(config), grads, train_vars)
+  np.testing.assert_array_equal(got["params"]["Dense_0"]["kernel"],
+                                update(adadelta(0.7), grads["params"]["Dense_0"]["kernel"], kernel))
+  assert not np.any(got["objective"].log_alpha["Dense_0"]) and not np.any(
+      got["objective"].multipliers)
+
+
+def parts_of(config):
+  """What the plan reads of the run's parts without data: the model."""
+  return types.SimpleNamespace(model=build_model(config))
+
+
 def _prepared(config, seed=42):
   """``(initial params, prepared params)`` of the config's model."""
-  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
+  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))[0]
   state = TrainState(0, params, (), {}, (), None)
-  return params, l0.plan(config, None).prepare(state, seed).params
+  return params, l0.plan(config, parts_of(config)).prepare(state, seed).params
 
 
 def test_initial_kernels_are_divided_by_one_minus_the_droprate():
   config = small(**{"l0.weight_init": "flax"})
   params, scaled = _prepared(config)
-  assert [l.name for l in l0.layers_of(config)] == ["Dense_0", "Dense_1", "Dense_2"]
+  layers = l0.layers_of(config, build_model(config))
+  assert [l.name for l in layers] == ["Dense_0", "Dense_1", "Dense_2"]
   for name, d in [("Dense_0", 0.2), ("Dense_1", 0.5), ("Dense_2", 0.5)]:
     np.testing.assert_allclose(scaled[name]["kernel"], params[name]["kernel"] / (1 - d), rtol=1e-6)
     np.testing.assert_array_equal(scaled[name]["bias"], params[name]["bias"])
-  assert l0.plan(small(**{"l0.rescale_init": False, "l0.weight_init": "flax"}),
-                 None).prepare is None
+  unscaled = small(**{"l0.rescale_init": False, "l0.weight_init": "flax"})
+  assert l0.plan(unscaled, parts_of(unscaled)).prepare is None
 
 
 @pytest.mark.parametrize("module, expected", [
@@ -182,9 +227,9 @@ def test_bad_l0_fields_are_named(field, value, message):
 def test_lenet5_config_is_layerwise_with_four_targets():
   config = small(l0_lenet5_mnist, **{"l0.target_density": (0.5, 0.3, 0.7, 0.1)})
   validate(config)
-  assert [l.name for l in l0.layers_of(config)] == ["Conv_0", "Conv_1", "Dense_0", "Dense_1"]
-  objective = l0.objective(config, l0.layers_of(config))
-  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))["params"]
+  assert [l.name for l in l0.layers_of(config, build_model(config))] == ["Conv_0", "Conv_1", "Dense_0", "Dense_1"]
+  objective = l0.objective(config, l0.layers_of(config, build_model(config)))
+  params = build_model(config).init(jax.random.key(0), np.zeros((1, 28, 28, 1)))[0]
   assert objective.init(jax.random.key(0), params).multipliers.shape == (4,)
 
 

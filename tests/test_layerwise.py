@@ -171,7 +171,7 @@ def test_layerwise_prune_mlp_structure_and_zeros():
             for i, (a, b) in enumerate(zip(model.widths[:-1], model.widths[1:]))}
   np.testing.assert_allclose(layer_io(model, params, x, 2)[1],
                              model.apply({"params": params}, x), rtol=1e-6)
-  mask_tree = masks.ones_like(params)
+  mask_tree = masks.ones_like(params, masks.every_leaf)
   mask_tree["Dense_1"]["kernel"] = mask_tree["Dense_1"]["kernel"].at[0].set(False)
   mask_tree["Dense_2"]["bias"] = None   # a dense leaf
   visits = []

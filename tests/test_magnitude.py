@@ -100,7 +100,8 @@ def test_gradual_pruning_follows_the_schedule_and_rewind_restores_the_initial_we
 
 
 def test_bad_magnitude_fields_are_named():
-  from sparsejax.runner.config import ConfigError, validate
+  from sparsejax.fields import ConfigError
+  from sparsejax.runner.config import validate
   config = magnitude_config(**{"magnitude.scope": "row"})
   with pytest.raises(ConfigError, match="magnitude.scope.*global, layer"):
     validate(config)

@@ -219,7 +219,7 @@ def test_resize_like_on_adam_state():
 def test_fold_dead_neurons_keeps_shapes_and_equals_the_deleted_network():
   model = MLP(widths=(2, 25, 25, 1), activation="tanh")
   params = model.init(jax.random.key(3), jnp.zeros((1, 2)))["params"]
-  mask_tree = masks.ones_like(params)
+  mask_tree = masks.ones_like(params, masks.every_leaf)
   # Units 0-4 of Dense_0 lose their inputs (dead, bias folded), 5-7 their outputs.
   mask_tree["Dense_0"]["kernel"] = mask_tree["Dense_0"]["kernel"].at[:, :5].set(False)
   mask_tree["Dense_1"]["kernel"] = mask_tree["Dense_1"]["kernel"].at[5:8, :].set(False)
@@ -228,7 +228,8 @@ def test_fold_dead_neurons_keeps_shapes_and_equals_the_deleted_network():
   deleted = neurons.delete_neurons(params, mask_tree, activation="tanh")
   jax.tree.map(lambda a, b: np.testing.assert_equal(np.shape(a), np.shape(b)),
                folded_params, params)
-  assert int(masks.kept_count(folded_masks)) == int(masks.kept_count(deleted.masks))
+  assert int(masks.kept_count(folded_masks, folded_params)) == int(
+      masks.kept_count(deleted.masks, deleted.params))
   x = jax.random.uniform(jax.random.key(4), (64, 2), minval=-1, maxval=1)
   small = MLP(widths=deleted.widths, activation="tanh").apply({"params": deleted.params}, x)
   same = model.apply({"params": masks.apply(folded_masks, folded_params)}, x)
@@ -279,7 +280,8 @@ def test_conv_fold_keeps_shapes_and_equals_the_deleted_network():
   deleted = delete_neurons(params, mask_tree, activation="relu")
   jax.tree.map(lambda a, b: np.testing.assert_equal(np.shape(a), np.shape(b)),
                folded_params, params)
-  assert int(masks.kept_count(folded_masks)) == int(masks.kept_count(deleted.masks))
+  assert int(masks.kept_count(folded_masks, folded_params)) == int(
+      masks.kept_count(deleted.masks, deleted.params))
   x = jax.random.uniform(jax.random.key(7), (4, 28, 28, 1))
   want = model.apply({"params": masks.apply(mask_tree, params)}, x)
   got = model.apply({"params": masks.apply(folded_masks, folded_params)}, x)

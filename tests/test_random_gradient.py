@@ -21,7 +21,7 @@ DEAD = 1  # The hidden unit of Dense_0 whose outgoing weights are pruned.
 def _model_and_state():
   model = MLP(widths=(3, 4, 2), activation="tanh")
   state = create_train_state(jax.random.key(0), model, jnp.ones((6, 3)), objectives.plain(),
-                             optax.sgd(0.1))
+                             optax.sgd(0.1), prunable=masks.every_leaf)
   mask_tree = dict(state.masks)
   mask_tree["Dense_1"] = {**mask_tree["Dense_1"],
                           "kernel": mask_tree["Dense_1"]["kernel"].at[DEAD].set(False)}

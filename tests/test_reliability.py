@@ -17,10 +17,11 @@ import pytest
 
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import results
+from sparsejax.fields import ConfigError, flatten
 from sparsejax.runner import build as build_lib
 from sparsejax.runner import errors, load_run, run
 from sparsejax.runner import program as program_lib
-from sparsejax.runner.config import ConfigError, _flatten, base_config, validate
+from sparsejax.runner.config import base_config, validate
 from tests.test_cli import own_stderr
 from tests.test_runner import REPO, latest_checkpoint, main_command, small_config
 
@@ -221,7 +222,7 @@ def _with(config, name, value):
 
 
 def test_every_field_rejects_nan_infinity_and_the_wrong_type():
-  defaults = _flatten(base_config())
+  defaults = flatten(base_config())
   config = base_config()
   validate(config)
   for name, default in defaults.items():
@@ -253,7 +254,7 @@ def test_every_field_rejects_nan_infinity_and_the_wrong_type():
     ("experiment_name", "", "experiment_name"),
     ("seed", 2 ** 66, "seed"),
     ("seed", -1, "seed"),
-    ("layerwise_pruning_max_epochs", 10 ** 12, "layerwise_pruning_max_epochs"),
+    ("ec.layerwise_pruning_max_epochs", 10 ** 12, "ec.layerwise_pruning_max_epochs"),
     ("input_offset", float("nan"), "input_offset"),
     ("bmrs.mu_p", float("nan"), "bmrs.mu_p"),
     ("distributed.coordinator_address", "localhost", "distributed.coordinator_address"),

@@ -27,3 +27,14 @@ def test_renamed_fields_map_to_their_new_names():
                             "architecture_student": [2, 4, 1]})
   assert config.hidden_layers == 3 and config.hidden_dim == 7 and config.lr == 0.5
   assert config.architecture_student == (2, 4, 1)
+
+
+def test_the_efficient_compression_fields_move_to_their_sub_dict():
+  # Saved before the family's fields moved from the top level to ``ec``.
+  config = rerun.config_of({"method": "drr", "alpha": 5e-4, "beta": 3.0, "gauss_loss": True,
+                            "shrinking": True, "layerwise_pruning_max_epochs": 7,
+                            "pruning": {"density": 0.5}})
+  assert (config.ec.alpha, config.ec.beta, config.ec.gauss_loss, config.ec.shrinking) == (
+      5e-4, 3.0, True, True)
+  assert config.ec.layerwise_pruning_max_epochs == 7 and config.pruning.density == 0.5
+  assert "alpha" not in config and "gauss_loss" not in config

@@ -21,11 +21,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_config(**overrides):
+  """A small rl1 teacher-student config; a dict override updates a sub-dict (``ec={...}``)."""
   c = base_config()
   c.experiment_name = "tiny"
   c.lr = 5e-3
   c.method = "rl1"
-  c.alpha = 1e-3
+  c.ec.alpha = 1e-3
   c.min_epochs = 0
   c.max_epochs = 200
   c.prune_window = 50
@@ -38,7 +39,10 @@ def small_config(**overrides):
   c.checkpoint_every_epochs = 50
   c.quiet = True
   for key, value in overrides.items():
-    c[key] = value
+    if isinstance(value, dict):
+      c[key].update(value)
+    else:
+      c[key] = value
   return c
 
 
@@ -49,7 +53,7 @@ def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
   assert len(runs) == 1
   recorded = runs.iloc[0]
   assert recorded["run_id"] == run_id_of(config) == row["run_id"]
-  for field in ("lr", "alpha", "pruning.threshold", "seed", "max_epochs"):
+  for field in ("lr", "ec.alpha", "pruning.threshold", "seed", "max_epochs"):
     assert recorded[field] == results.flatten_config(config)[field]
   assert recorded["total_params"] == 751
   assert 0 < recorded["kept_params"] < 751
@@ -100,6 +104,12 @@ def test_reloaded_run_reproduces_recorded_metrics_exactly(tmp_path):
   assert older.config.parallel == "auto"
   assert older.config.pruning.calibration == base_config().pruning.calibration
   assert evaluate_run(older) == metrics
+  # A run saved with the efficient-compression fields at the top level (before ``ec``).
+  saved.update(saved.pop("ec"))
+  path.write_text(json.dumps(saved))
+  oldest = load_run(tmp_path)
+  assert oldest.config.ec.alpha == 1e-3 and "alpha" not in oldest.config
+  assert evaluate_run(oldest) == metrics
 
 
 def jax_leaves(tree):
@@ -169,12 +179,12 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow),
                                     pytest.param("layerwise", marks=pytest.mark.slow)])
 def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method):
-  config = small_config(method=method, alpha=1e-3 if method != "layerwise" else 0.0,
+  config = small_config(method=method, ec=dict(alpha=1e-3 if method != "layerwise" else 0.0),
                         max_epochs=100, finetuning_max_epochs=50)
   config.pruning.criterion = "tamade"
   config.pruning.delete_neurons = method != "layerwise"
-  config.layerwise_pruning_max_epochs = 3000
-  config.layerwise_pruning_alpha = 1e-3
+  config.ec.layerwise_pruning_max_epochs = 3000
+  config.ec.layerwise_pruning_alpha = 1e-3
   [row] = run(config, tmp_path)
   # Each pruning step only removes parameters; TAMADE's search ran and
   # respected its tolerance on the calibration (train) data.
@@ -195,7 +205,8 @@ def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method
 def test_shrinking_prunes_during_training_once_the_loss_saturates(tmp_path):
   # A deviation of 1 (loss units) saturates at the first check; RGP -> TAMADE
   # -> RGP then runs at every check of the regularised phase.
-  config = small_config(method="drr", alpha=1e-3, shrinking=True, shrinking_from_deviation_of=1.0,
+  config = small_config(method="drr", ec=dict(alpha=1e-3, shrinking=True,
+                                              shrinking_from_deviation_of=1.0),
                         smoothing_window=20, max_epochs=150, finetuning_max_epochs=50)
   config.pruning.criterion = "tamade"
   [row] = run(config, tmp_path)

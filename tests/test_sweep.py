@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from sparsejax import results
+from sparsejax.fields import ConfigError
 from sparsejax.runner import run
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner.config import validate
 from sparsejax.runner.program import seed_config, seed_loop_of, sweep_seeds
 from tests.test_runner import REPO, small_config
 
 
 def sweep_config(method, **overrides):
   # Seeds 8..11 of this set-up converge at different epochs.
-  fields = dict(method=method, alpha=1e-3 if method == "drr" else 1e-2, min_epochs=50,
+  fields = dict(method=method, ec=dict(alpha=1e-3 if method == "drr" else 1e-2), min_epochs=50,
                 max_epochs=350, smoothing_window=30, prune_window=50, finetuning_min_epochs=0,
                 finetuning_max_epochs=50, seeds=4, seed=8, dtype="float64")
   config = small_config(**{**fields, **overrides})

@@ -14,18 +14,16 @@ from sparsejax.train import (CLASSIFICATION, REGRESSION, create_train_state, mak
 
 
 class TinyNet(nn.Module):
-  """Dense -> relu -> BatchNorm -> Dense, following the model contract."""
+  """Dense -> relu -> BatchNorm -> Dense: a plain model, gated from outside."""
   width: int = 8
   out: int = 3
   batchnorm: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train=False, gates=None):
+  def __call__(self, x, *, train=False):
     x = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.dtype)(x.reshape(x.shape[0], -1))
     x = nn.relu(x)
-    if gates is not None:
-      x = x * gates["hidden"]
     if self.batchnorm:
       x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype, param_dtype=self.dtype)(x)
     return nn.Dense(self.out, dtype=self.dtype, param_dtype=self.dtype)(x)
@@ -58,7 +56,7 @@ def test_pruned_weights_stay_exactly_zero_under_adam():
   model, (x, y) = TinyNet(), data()
   opt = optax.adam(5e-2)
   obj = objectives.l2(1e-3)
-  state = create_train_state(jax.random.key(1), model, x, obj, opt)
+  state = create_train_state(jax.random.key(1), model, x, obj, opt, prunable=masks.every_leaf)
   state = state._replace(masks=masks.global_magnitude_density(state.params, state.masks, 0.3))
   pruned = jax.tree.map(jnp.logical_not, state.masks)
   step = make_train_step(model, CLASSIFICATION, obj, opt)
@@ -147,7 +145,7 @@ def test_gates_from_the_objective_reach_the_model():
   def gate_objective(open_units):
     return Objective(
         init=lambda key, params: (),
-        forward=lambda params, state, key, train: (params, {"hidden": open_units}),
+        forward=lambda params, state, key, train: (params, {"Dense_0": open_units}),
         penalty=lambda params, state: jnp.zeros(()),
         readout=lambda params, state: (params, None))
   model, (x, y) = TinyNet(), data()

@@ -1,9 +1,13 @@
-"""Flax linen models that follow the sparsejax model contract.
+"""Models: the adapter that takes any Flax model, the registry, and the zoo.
 
-Every model takes ``(x, *, train=False, gates=None)``, exposes
-``gate_sites()`` and ``unit_covers()`` and has ``dtype`` / ``param_dtype``
-fields; the contract is described in :mod:`sparsejax.models.mlp`.
-:func:`get_model` builds a model by name.
+:func:`adapt` wraps any linen or NNX module in the one model contract
+(:class:`ModelAdapter`: pure ``init`` / ``apply``, prunable leaves, units and
+gates attached from outside, capabilities); :mod:`sparsejax.models.registry`
+finds models by name (or your own by import path) with the capabilities they
+declare. The zoo's models gate themselves (``(x, *, train=False,
+gates=None)``, ``gate_sites()``, ``unit_covers()``; see
+:mod:`sparsejax.models.mlp`) and are adapted like any other.
+:func:`get_model` builds a zoo module by name with its fields.
 
 The BMRS architectures (Wright, Igel & Selvan, NeurIPS 2024) are
 :func:`bmrs_mlp` and :class:`BMRSLeNet5` (:mod:`sparsejax.models.bmrs`),
@@ -20,10 +24,14 @@ from typing import Callable
 
 import flax.linen as nn
 
+from sparsejax.models import capabilities, registry
+from sparsejax.models.adapter import ModelAdapter, adapt
 from sparsejax.models.basic_cnn import BasicCNN
 from sparsejax.models.bmrs import BMRSLeNet5, bmrs_mlp
+from sparsejax.models.capabilities import CAPABILITIES, CapabilityError
 from sparsejax.models.lenet import LeNet5Caffe
 from sparsejax.models.mlp import ACTIVATIONS, MLP, lenet_300_100, lenet_300_100_no_bias
+from sparsejax.models.registry import ModelSpec, model_names, register_model
 from sparsejax.models.resnet import ResNet, resnet18, resnet50
 from sparsejax.models.vgg import VGG16_CONFIG, VGG16BN
 from sparsejax.models.vit import ViT, vit_b16, vit_small_cifar
@@ -67,6 +75,15 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "ACTIVATIONS",
+    "CAPABILITIES",
+    "CapabilityError",
+    "ModelAdapter",
+    "ModelSpec",
+    "adapt",
+    "capabilities",
+    "model_names",
+    "register_model",
+    "registry",
     "BasicCNN",
     "BMRSLeNet5",
     "LeNet5Caffe",

@@ -8,7 +8,8 @@ MLP's weights (``anneal.units="weights"``) or the filter mask of
 1. ``train``: ``anneal.k_epochs`` epochs of dense training (0: the mask is
    chosen at initialisation);
 2. ``search``: the mask keeping ``1 - anneal.sparsity`` of the prunable
-   weights, ranked globally, by ``anneal.criterion``:
+   weights, ranked globally, by ``anneal.criterion`` (the scores:
+   :mod:`sparsejax.pruning.saliency`):
 
    * ``sa``: the simulated-annealing search (:mod:`sparsejax.pruning.annealing`)
      for the mask that maximises the accuracy of the *dense* network of step 1,
@@ -61,24 +62,22 @@ import ml_collections
 import numpy as np
 import optax
 
+from sparsejax import keys as keys_lib
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.fields import choice, require
 from sparsejax.models import init as init_lib
 from sparsejax.models.basic_cnn import CHANNELS
-from sparsejax.pruning import annealing, filters
+from sparsejax.pruning import annealing, filters, saliency
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner import keys as keys_lib
-from sparsejax.runner.build import build_optimizer, input_shape
-from sparsejax.runner.config import FILTER_ARCHITECTURES, choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
 from sparsejax.train.loop import steps_per_epoch
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 from sparsejax.train.step import apply_model
 
 UNITS = ("weights", "filters")
-#: The architectures that take ``weight_init="torch"`` (:mod:`sparsejax.models.init`).
-TORCH_INIT_ARCHITECTURES = ("mlp", "lenet_300_100", "lenet_300_100_no_bias", "basic_cnn")
 #: The criteria of each kind of unit.
 CRITERIA = {"weights": ("sa", "lth", "deconst", "snip", "random"),
             "filters": ("sa",) + filters.FILTER_CRITERIA + ("random",)}
@@ -103,6 +102,14 @@ def defaults() -> dict:
   return {"anneal": a}
 
 
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  """PyTorch's initialisation and the filter search need a model that offers them."""
+  if config.anneal.weight_init == "torch":
+    model.require("torch_init", "anneal.weight_init 'torch' (or use anneal.weight_init 'flax')")
+  if config.anneal.units == "filters":
+    model.require("conv_filters", "anneal.units 'filters'")
+
+
 def schedule_of(config: ml_collections.ConfigDict) -> annealing.Schedule:
   """The search's constants from ``config.anneal``."""
   return annealing.Schedule(**{name: config.anneal[name] for name in annealing.Schedule._fields})
@@ -113,16 +120,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "anneal.criterion", CRITERIA[config.anneal.units])
   choice(config, "anneal.tabu", annealing.TABU_RULES)
   choice(config, "anneal.weight_init", init_lib.INITS)
-  if config.anneal.weight_init == "torch":
-    require(config.architecture in TORCH_INIT_ARCHITECTURES, "architecture", config.architecture,
-            f"one of {', '.join(TORCH_INIT_ARCHITECTURES)} for anneal.weight_init 'torch' "
-            "(or anneal.weight_init 'flax')")
   a = config.anneal
-  if a.units == "filters":
-    require(config.architecture in FILTER_ARCHITECTURES, "architecture", config.architecture,
-            f"one of {', '.join(FILTER_ARCHITECTURES)} for anneal.units 'filters'")
   for name in ("momentum", "weight_decay", "lr_decay_factor"):
     require(a[name] >= 0, f"anneal.{name}", a[name], ">= 0")
+  require(a.momentum == 0 or config.optimizer == "sgd", "anneal.momentum", a.momentum,
+          f"0 for optimizer {config.optimizer!r} (only 'sgd' takes a momentum)")
   require(0 < a.sparsity < 1, "anneal.sparsity", a.sparsity, "in (0, 1)")
   require(a.k_epochs >= 0, "anneal.k_epochs", a.k_epochs, ">= 0")
   for name in ("eval_examples", "snip_batch", "levels", "tabu_size", "tabu_attempts"):
@@ -142,12 +144,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 # --------------------------------------------------------------------------
 # Masks as flat vectors over the prunable leaves
-
-
-def top_mask(scores: jax.Array, n_keep: int) -> jax.Array:
-  """The ``n_keep`` largest scores (global ranking)."""
-  keep = jnp.zeros(scores.shape, bool)
-  return keep.at[jnp.argsort(-scores)[:n_keep]].set(True)
 
 
 def orthogonality(params, masks) -> dict[str, jax.Array]:
@@ -189,9 +185,8 @@ def make_search(config: ml_collections.ConfigDict, program):
     masks = initial.masks
     to_tree = ((lambda flat: filter_masks(flat, model, trained.params, masks)) if by_filter
                else (lambda flat: masks_lib.unflatten_like(flat, masks)))
-    w_k = masks_lib.flatten_prunable(trained.params, masks)
-    w_0 = masks_lib.flatten_prunable(initial.params, masks)
-    n = sum(model.gate_sites().values()) if by_filter else w_k.size
+    n = (sum(model.gate_sites().values()) if by_filter
+         else sum(m.size for m in jax.tree.leaves(masks)))
     n_keep = n - int(n * a.sparsity)
     stats = {"sa_best_mean": jnp.asarray(jnp.nan), "sa_evaluations": jnp.asarray(0),
              "sa_accepted": jnp.asarray(0)}
@@ -203,28 +198,28 @@ def make_search(config: ml_collections.ConfigDict, program):
         outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
         return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
       result = annealing.anneal(evaluate, key, n, a.sparsity, schedule)
-      flat = result.best_mask
       stats = {"sa_best_mean": result.best_mean, "sa_evaluations": result.evaluations,
                "sa_accepted": result.accepted}
-    elif a.criterion in filters.FILTER_CRITERIA:
+      return to_tree(result.best_mask), stats
+    if a.criterion in filters.FILTER_CRITERIA:
       scores = filters.filter_scores(a.criterion, trained.params, initial.params)
-      flat = top_mask(jnp.concatenate([scores[site] for site in model.gate_sites()]), n_keep)
-    elif a.criterion == "lth":
-      flat = top_mask(jnp.abs(w_k), n_keep)
+      flat = jnp.concatenate([scores[site] for site in model.gate_sites()])
+      return to_tree(masks_lib.top_k(flat, n_keep)), stats
+    if a.criterion == "random":
+      return to_tree(annealing.random_mask(key, n, n - n_keep)), stats
+    if a.criterion == "lth":
+      scores = saliency.lth_scores(trained.params)
     elif a.criterion == "deconst":
-      flat = top_mask(jnp.abs(w_k) * (w_k * w_0 >= 0), n_keep)
-    elif a.criterion == "snip":
+      scores = saliency.deconst_scores(initial.params, trained.params)
+    else:  # snip
       batch = jax.random.choice(key, data.train.x.shape[0], (a.snip_batch,), replace=False)
-      xb, yb = data.train.x[batch], data.train.y[batch]
 
-      def loss(params):
-        outputs, _ = apply_model(model, params, initial.model_state, xb, train=False)
-        return jnp.mean(task.loss(outputs, yb))
-      grads = jax.grad(loss)(initial.params)
-      flat = top_mask(jnp.abs(masks_lib.flatten_prunable(grads, masks) * w_0), n_keep)
-    else:
-      flat = annealing.random_mask(key, n, n - n_keep)
-    return to_tree(flat), stats
+      def loss(params, batch):
+        outputs, _ = apply_model(model, params, initial.model_state, batch[0], train=False)
+        return jnp.mean(task.loss(outputs, batch[1]))
+      scores = saliency.snip_scores(loss, initial.params,
+                                    (data.train.x[batch], data.train.y[batch]))
+    return masks_lib.global_top_k(scores, masks, n_keep), stats
   return search
 
 
@@ -234,13 +229,7 @@ def optimizer(config: ml_collections.ConfigDict, n_train: int) -> optax.Gradient
   steps = steps_per_epoch(n_train, config.train_batch_size)
   lr = optax.piecewise_constant_schedule(
       config.lr, {epoch * steps: a.lr_decay_factor for epoch in a.lr_decay_epochs})
-  if config.optimizer == "sgd":
-    base = optax.sgd(lr, momentum=a.momentum or None)
-  else:
-    base = build_optimizer(config, lr)
-  if a.weight_decay:
-    return optax.chain(optax.add_decayed_weights(a.weight_decay), base)
-  return base
+  return build_optimizer(config.optimizer, lr, momentum=a.momentum, weight_decay=a.weight_decay)
 
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
@@ -288,11 +277,11 @@ def kept_filters(state: TrainState) -> dict[str, np.ndarray]:
           for name in filters.conv_names(state.params)}
 
 
-def smaller_cnn(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+def smaller_cnn(model, state: TrainState) -> dict:
   """Kept filters per conv and the deleted CNN's size beside the dense one's."""
   kept = kept_filters(state)
   deleted = filters.delete_filters(state.params, state.model_state["batch_stats"], kept)
-  shape = input_shape(config)
+  shape = model.input_shape
   small, full = filters.count(deleted.channels, shape), filters.count(CHANNELS, shape)
   fields = {f"filters_{name}": int(k.sum()) for name, k in kept.items()}
   fields.update(small_params=small["params"], small_macs=small["macs"],
@@ -307,19 +296,15 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
     for name in ("sa_best_mean", "sa_evaluations", "sa_accepted"):
       record.pop(name)
   if config.anneal.units == "filters":
-    record.update(smaller_cnn(config, outcome.state))
+    record.update(smaller_cnn(outcome.model, outcome.state))
   return record
 
 
 def model_options(config: ml_collections.ConfigDict) -> dict:
-  """The initialisation scheme (``anneal.weight_init``; the study's is PyTorch's).
-
-  Models without the option (``flax`` only, validated) get none.
-  """
-  if config.architecture not in TORCH_INIT_ARCHITECTURES:
-    return {}
+  """The initialisation scheme (``anneal.weight_init``; the study's is PyTorch's), for the
+  registered models that have the field (capability ``torch_init``)."""
   return {"weight_init": config.anneal.weight_init}
 
 
 register_recipe(Recipe(name="anneal", defaults=defaults, validate=validate, plan=plan, row=row,
-                       model_options=model_options))
+                       model_options=model_options, check_model=check_model))

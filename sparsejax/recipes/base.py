@@ -4,11 +4,11 @@ A method family is a :class:`Recipe`, a NamedTuple of pure functions in the
 manner of ``optax.GradientTransformation`` and the
 :class:`~sparsejax.objectives.Objective`:
 
-* ``defaults()``: the config fields the family adds (its sub-dict, or for
-  the efficient-compression family the reference's top-level ``TrainArgs``
-  names), with their defaults;
+* ``defaults()``: the config fields the family adds, in its own sub-dict
+  (``ec``, ``bmrs``, ``l0``, ...), with their defaults;
 * ``validate(config)``: its checks, run before any compute (raise
-  :class:`~sparsejax.runner.config.ConfigError` naming the field);
+  :class:`~sparsejax.fields.ConfigError` naming the field, with
+  :func:`~sparsejax.fields.choice` and :func:`~sparsejax.fields.require`);
 * ``plan(config, parts)``: the run as a :class:`Plan`, a sequence of
   :class:`~sparsejax.train.driver.Phase` (objective, optimiser, epochs,
   convergence, selection, hooks between chunks) and :class:`Stage`
@@ -16,7 +16,11 @@ manner of ``optax.GradientTransformation`` and the
 * ``row(config, outcome)``: the fields it adds to each seed's result row
   (and artifacts it writes);
 * ``model_options(config)``: model fields the family sets (hard-concrete
-  L0's BatchNorm), ``{}`` for most.
+  L0's BatchNorm, the annealing study's initialisation), ``{}`` for most; a
+  registered model takes those it has (:mod:`sparsejax.models.registry`);
+* ``check_model(config, model)``: what the family asks of the run's model
+  (a :class:`~sparsejax.models.ModelAdapter`), by capability
+  (``model.require(capability, family)``), run before any compute.
 
 ``register_recipe(recipe)`` files it under ``recipe.name``; the runner looks
 the method up with :func:`get_recipe` and knows nothing else about it.
@@ -90,6 +94,7 @@ class Outcome(NamedTuple):
     stages: ``{stage name: record}``.
     events: ``{phase name: [event, ...]}`` from the hooks.
     artifacts: the seed's artifacts folder (a recipe may write files there).
+    model: the run's :class:`~sparsejax.models.ModelAdapter`.
   """
   index: int
   state: TrainState
@@ -97,6 +102,7 @@ class Outcome(NamedTuple):
   stages: dict
   events: dict
   artifacts: Any
+  model: Any
 
 
 class Recipe(NamedTuple):
@@ -107,6 +113,7 @@ class Recipe(NamedTuple):
   plan: Callable[[ml_collections.ConfigDict, Any], Plan]
   row: Callable[[ml_collections.ConfigDict, Outcome], dict]
   model_options: Callable[[ml_collections.ConfigDict], dict] = lambda config: {}
+  check_model: Callable[[ml_collections.ConfigDict, Any], None] = lambda config, model: None
 
 
 _REGISTRY: dict[str, Recipe] = {}

@@ -39,12 +39,12 @@ import numpy as np
 
 from sparsejax import masks as masks_lib
 from sparsejax import objectives, results
+from sparsejax.fields import choice, require
 from sparsejax.pruning import bmr
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner.build import build_optimizer
-from sparsejax.runner.config import choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import ChunkContext, Phase, PhaseCarry
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 
 CRITERIA = ("none", "snr", "expected_theta", "l2", "bmrs_n", "bmrs_u")
@@ -90,13 +90,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(b[name] >= 1, f"bmrs.{name}", b[name], ">= 1")
   require(config.dataset != "teacher_student", "dataset", config.dataset,
           "an image data set for method 'bmrs'")
-  require(hasattr(_model_class(config), "gate_sites"), "architecture", config.architecture,
-          "a model with gate sites for method 'bmrs'")
 
 
-def _model_class(config):
-  from sparsejax.runner.build import build_model
-  return build_model(config)
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  """BMRS gates the model's units."""
+  del config
+  model.require("gate_sites", "method 'bmrs'")
 
 
 def criterion_of(config: ml_collections.ConfigDict) -> bmr.Criterion | None:
@@ -164,7 +163,8 @@ class Compressor:
     self.covers = model.unit_covers()
 
     def set_units(state: TrainState, units) -> TrainState:
-      masks = masks_lib.unit_masks(state.params, units, self.covers)
+      masks = masks_lib.unit_masks(state.params, units, self.covers,
+                                   jax.tree.map(jnp.ones_like, state.masks))
       return state._replace(masks=masks, params=masks_lib.apply(masks, state.params))
     self.set_units = jax.jit(jax.vmap(set_units))
 
@@ -204,7 +204,8 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
     return {"units": {s: jnp.ones((n, k), bool) for s, k in parts.model.gate_sites().items()}}
 
   train = Phase("train", objective, max_epochs=config.max_epochs, min_epochs=config.max_epochs,
-                chunk_epochs=1, optimizer=build_optimizer(config), between_chunks=during_training)
+                chunk_epochs=1, optimizer=build_optimizer(config.optimizer, config.lr),
+                between_chunks=during_training)
   finetune = Phase("finetune", objective, max_epochs=config.finetuning_max_epochs,
                    min_epochs=config.finetuning_max_epochs, chunk_epochs=1,
                    selection=selection.best_metric("val_accuracy"),
@@ -228,4 +229,5 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict[str, Any]:
   return fields
 
 
-register_recipe(Recipe(name="bmrs", defaults=defaults, validate=validate, plan=plan, row=row))
+register_recipe(Recipe(name="bmrs", defaults=defaults, validate=validate, plan=plan, row=row,
+                       check_model=check_model))

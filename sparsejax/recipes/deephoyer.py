@@ -32,17 +32,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.fields import choice, require
 from sparsejax.objectives import hoyer
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.pruning import neurons
-from sparsejax.runner.build import build_model
-from sparsejax.runner.config import DELETABLE_ARCHITECTURES, choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 
 REGULARISERS = ("none",) + hoyer.REGULARISERS
@@ -75,13 +74,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(config.dataset != "teacher_student", "dataset", config.dataset,
           "an image data set for method 'deephoyer' (a classifier: the finetuning keeps the "
           "best validation accuracy)")
-
-
-def adam(lr: float, weight_decay: float) -> optax.GradientTransformation:
-  """Adam with PyTorch's coupled weight decay (``grad + wd * w``), as the reference."""
-  if weight_decay == 0:
-    return optax.adam(lr)
-  return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
 
 
 def regulariser(config: ml_collections.ConfigDict) -> objectives.Objective:
@@ -118,7 +110,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   d = config.deephoyer
   train = Phase("train", regulariser(config), max_epochs=config.max_epochs,
                 min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
-                optimizer=adam(config.lr, d.weight_decay))
+                optimizer=build_optimizer("adam", config.lr, weight_decay=d.weight_decay))
 
   def prune(inputs: StageInput):
     states = inputs.program.over_seeds(lambda s: prune_masks(s, d.rule, d.sensitivity),
@@ -128,23 +120,23 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
 
   finetune = Phase("finetune", objectives.plain(), max_epochs=config.finetuning_max_epochs,
                    min_epochs=config.finetuning_max_epochs, chunk_epochs=1,
-                   optimizer=adam(d.finetune_lr, d.finetune_weight_decay),
+                   optimizer=build_optimizer("adam", d.finetune_lr,
+                                             weight_decay=d.finetune_weight_decay),
                    selection=selection.best_metric("val_accuracy"))
   return Plan(steps=(train, Stage("prune", prune), finetune))
 
 
-def smaller_network(config: ml_collections.ConfigDict, state: TrainState) -> dict:
+def smaller_network(model, state: TrainState) -> dict:
   """The dense network left after deleting dead units: its widths and parameter count.
 
   :func:`sparsejax.pruning.neurons.delete_neurons` removes the neurons and
   conv channels with no incoming or no outgoing weight, folding the
   constants of dead ones into the next biases; the smaller dense network
   computes the masked one's function (tests/test_deephoyer_recipe.py).
-  Empty for architectures unit deletion does not cover.
+  Empty for models without capability ``deletable_units``.
   """
-  if config.architecture not in DELETABLE_ARCHITECTURES:
+  if "deletable_units" not in model.capabilities:
     return {}
-  model = build_model(config)
   result = neurons.delete_neurons(state.params, state.masks, activation=model.activation)
   return {"small_widths": "-".join(str(w) for w in result.widths),
           "small_params": int(sum(np.size(leaf) for leaf in jax.tree.leaves(result.params)))}
@@ -153,7 +145,7 @@ def smaller_network(config: ml_collections.ConfigDict, state: TrainState) -> dic
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   fields = {"pruning_kept": outcome.stages["prune"]["kept"]}
   fields.update(structure(outcome.state.params))
-  fields.update(smaller_network(config, outcome.state))
+  fields.update(smaller_network(outcome.model, outcome.state))
   return fields
 
 

@@ -4,11 +4,12 @@ Five methods share one procedure (the reference's ``train_and_prune``; notes
 sections 1, 3-7) and register one recipe each: ``none`` (plain training),
 ``rl1`` (L1 + L2), ``drr`` (the smooth l0 surrogate + L2), ``pmmp``
 (probabilistic minimax pruning) and ``layerwise`` (plain training, then the
-layerwise Bernoulli fit, PEGP).
+layerwise Bernoulli fit, PEGP). The five share the config sub-dict ``ec``
+(:func:`defaults`: ``ec.alpha``, ``ec.beta``, ..., ``--config.ec.alpha=5e-4``).
 
 **Phases.**
 
-1. ``train``: the regularised objective (with ``gauss_loss``, the Gaussian
+1. ``train``: the regularised objective (with ``ec.gauss_loss``, the Gaussian
    code length with a learnable noise scale), checked every
    ``prune_window`` epochs once ``epoch >= smoothing_window + 3`` with the
    Epanechnikov saturation test at deviation 1e-10 on the validation loss
@@ -16,8 +17,8 @@ layerwise Bernoulli fit, PEGP).
    also waits for its keep-probabilities to settle (at most 1% of
    :math:`\\gamma` inside (0.1, 0.9)). The turning-point rule returns the
    best validation check if the end is worse (``return_best_state``). With
-   ``shrinking``, every check whose curve has saturated at
-   ``shrinking_from_deviation_of`` prunes (steps 2-4, 6 below) during
+   ``ec.shrinking``, every check whose curve has saturated at
+   ``ec.shrinking_from_deviation_of`` prunes (steps 2-4, 6 below) during
    training; PMMP then prunes the entries whose :math:`\\gamma` is exactly 0
    instead of the criterion.
 2. ``prune`` (one stage, in this order):
@@ -60,20 +61,20 @@ import jax
 import ml_collections
 import numpy as np
 
+from sparsejax import keys
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.fields import require
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import make_random_gradient_prune_fn, make_tamade_fn
 from sparsejax.pruning.layerwise import layerwise_prune
 from sparsejax.pruning.neurons import fold_dead_neurons
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner import keys
-from sparsejax.runner.build import build_optimizer
-from sparsejax.runner.config import DENSE_ARCHITECTURES, require
 from sparsejax.train import selection
 from sparsejax.train.convergence import tail_saturated
 from sparsejax.train.driver import (ChunkContext, Convergence, Phase, PhaseCarry, stack_seeds,
                                     per_seed, where_seeds)
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState, clear_objective_moments
 
 #: Deviation of the convergence test (reference: ``is_saturated(...; d=1e-10)``).
@@ -81,73 +82,77 @@ CONVERGENCE_DEVIATION = 1e-10
 
 
 def defaults() -> dict:
-  """The family's fields (the reference's ``TrainArgs`` names and defaults)."""
-  return dict(
-      alpha=0.0,
-      rho=0.0,
-      beta=10.0,              # DRR sharpness (TrainArgs' 0 would disable DRR; the DRR struct's 10)
-      norm=False,             # DRR: normalise the alpha term per layer
-      layer_norm=True,        # DRR NORM: per top-level layer (True) or per parameter block
-      l1_alpha=0.0,           # PMMP: L1 on theta
-      initial_p_value=1.0,    # PMMP: initial gamma
-      initial_u_value=0.0,    # PMMP: initial u
-      u_value_multiply_factor=1.0,
-      gauss_loss=False,       # teacher-student: Gaussian code length with learnable sigma
-      layerwise_pruning_alpha=0.1,
-      layerwise_pruning_lr=1e-3,
-      layerwise_pruning_mask_start_value=0.3,
-      layerwise_pruning_max_epochs=20000,  # the reference uses max_epochs (default 20000)
-      shrinking=False,        # prune during training once the loss saturates
-      shrinking_from_deviation_of=1e-2,
-  )
+  """The family's fields, in its sub-dict ``ec`` (the reference's ``TrainArgs`` names and
+  defaults)."""
+  e = ml_collections.ConfigDict()
+  e.alpha = 0.0
+  e.rho = 0.0
+  e.beta = 10.0              # DRR sharpness (TrainArgs' 0 would disable DRR; the DRR struct's 10)
+  e.norm = False             # DRR: normalise the alpha term per layer
+  e.layer_norm = True        # DRR NORM: per top-level layer (True) or per parameter block
+  e.l1_alpha = 0.0           # PMMP: L1 on theta
+  e.initial_p_value = 1.0    # PMMP: initial gamma
+  e.initial_u_value = 0.0    # PMMP: initial u
+  e.u_value_multiply_factor = 1.0
+  e.gauss_loss = False       # teacher-student: Gaussian code length with learnable sigma
+  e.layerwise_pruning_alpha = 0.1
+  e.layerwise_pruning_lr = 1e-3
+  e.layerwise_pruning_mask_start_value = 0.3
+  e.layerwise_pruning_max_epochs = 20000  # the reference uses max_epochs (default 20000)
+  e.shrinking = False        # prune during training once the loss saturates
+  e.shrinking_from_deviation_of = 1e-2
+  return {"ec": e}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
+  e = config.ec
   for name in ("alpha", "rho", "l1_alpha", "initial_u_value", "u_value_multiply_factor",
                "layerwise_pruning_alpha", "shrinking_from_deviation_of"):
-    require(config[name] >= 0, name, config[name], ">= 0")
+    require(e[name] >= 0, f"ec.{name}", e[name], ">= 0")
   for name in ("beta", "layerwise_pruning_lr"):
-    require(config[name] > 0, name, config[name], "> 0")
+    require(e[name] > 0, f"ec.{name}", e[name], "> 0")
   for name in ("initial_p_value", "layerwise_pruning_mask_start_value"):
-    require(0 <= config[name] <= 1, name, config[name], "in [0, 1]")
-  require(config.layerwise_pruning_max_epochs >= 1, "layerwise_pruning_max_epochs",
-          config.layerwise_pruning_max_epochs, ">= 1")
-  if config.method == "layerwise":
-    require(config.architecture in DENSE_ARCHITECTURES, "architecture", config.architecture,
-            "'mlp' or 'lenet_300_100' for method 'layerwise' (Dense layers only)")
-  if config.gauss_loss:
-    require(config.dataset == "teacher_student", "gauss_loss", True,
+    require(0 <= e[name] <= 1, f"ec.{name}", e[name], "in [0, 1]")
+  require(e.layerwise_pruning_max_epochs >= 1, "ec.layerwise_pruning_max_epochs",
+          e.layerwise_pruning_max_epochs, ">= 1")
+  if e.gauss_loss:
+    require(config.dataset == "teacher_student", "ec.gauss_loss", True,
             "false unless the data set is 'teacher_student' (a regression loss)")
+
+
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  """The layerwise Bernoulli fit works layer by layer on a chain of Dense layers."""
+  if config.method == "layerwise":
+    model.require("dense_chain", "method 'layerwise'")
 
 
 def regulariser(config: ml_collections.ConfigDict) -> Objective:
   """The regularised phase's objective of ``config.method``, before the Gauss loss."""
-  method = config.method
+  method, e = config.method, config.ec
   if method == "rl1":
-    return objectives.rl1(config.alpha, config.rho)
+    return objectives.rl1(e.alpha, e.rho)
   if method == "drr":
-    return objectives.drr(config.alpha, config.beta, rho=config.rho, norm=config.norm,
-                          layer_norm=config.layer_norm)
+    return objectives.drr(e.alpha, e.beta, rho=e.rho, norm=e.norm, layer_norm=e.layer_norm)
   if method == "pmmp":
-    return objectives.pmmp(config.alpha, initial_p_value=config.initial_p_value,
-                           initial_u_value=config.initial_u_value,
-                           u_value_multiply_factor=config.u_value_multiply_factor,
-                           l1_alpha=config.l1_alpha, rho=config.rho)
+    return objectives.pmmp(e.alpha, initial_p_value=e.initial_p_value,
+                           initial_u_value=e.initial_u_value,
+                           u_value_multiply_factor=e.u_value_multiply_factor,
+                           l1_alpha=e.l1_alpha, rho=e.rho)
   return objectives.plain()  # none, layerwise (the fit comes after the phase)
 
 
 def with_loss(config: ml_collections.ConfigDict, objective: Objective) -> Objective:
-  """``objective`` on the Gaussian code length when ``gauss_loss``."""
-  return objectives.with_gauss_loss(objective) if config.gauss_loss else objective
+  """``objective`` on the Gaussian code length when ``ec.gauss_loss``."""
+  return objectives.with_gauss_loss(objective) if config.ec.gauss_loss else objective
 
 
 def pmmp_state(config, objective_state) -> objectives.PMMPState:
   """The PMMP state inside the run's objective state (unwrapping the Gauss loss)."""
-  return objective_state.inner if config.gauss_loss else objective_state
+  return objective_state.inner if config.ec.gauss_loss else objective_state
 
 
 def _replace_pmmp_state(config, objective_state, new):
-  return objective_state._replace(inner=new) if config.gauss_loss else new
+  return objective_state._replace(inner=new) if config.ec.gauss_loss else new
 
 
 def gamma_settled(config):
@@ -236,11 +241,11 @@ class Pruning:
 
   def layerwise(self, state: TrainState, x_train) -> TrainState:
     """Step 1, on one seed."""
-    c = self.config
+    c, e = self.config, self.config.ec
     params, masks = layerwise_prune(
-        self.model, state.params, state.masks, x_train, alpha=c.layerwise_pruning_alpha,
-        lr=c.layerwise_pruning_lr, mask_start_value=c.layerwise_pruning_mask_start_value,
-        max_epochs=c.layerwise_pruning_max_epochs, smoothing_window=c.smoothing_window)
+        self.model.module, state.params, state.masks, x_train, alpha=e.layerwise_pruning_alpha,
+        lr=e.layerwise_pruning_lr, mask_start_value=e.layerwise_pruning_mask_start_value,
+        max_epochs=e.layerwise_pruning_max_epochs, smoothing_window=c.smoothing_window)
     return _set(state, params, masks)
 
   def delete(self, state: TrainState) -> TrainState:
@@ -287,9 +292,9 @@ def prune_stage(config: ml_collections.ConfigDict, pruning: Pruning) -> Stage:
 
 def shrinking_hook(config: ml_collections.ConfigDict, pruning: Pruning, convergence: Convergence,
                    check_from: int):
-  """The ``between_chunks`` hook of ``shrinking``: prune the seeds whose curve has
-  saturated at ``shrinking_from_deviation_of`` (checks before the last epoch)."""
-  deviation = config.shrinking_from_deviation_of
+  """The ``between_chunks`` hook of ``ec.shrinking``: prune the seeds whose curve has
+  saturated at ``ec.shrinking_from_deviation_of`` (checks before the last epoch)."""
+  deviation = config.ec.shrinking_from_deviation_of
   saturated = jax.jit(jax.vmap(lambda t, c: tail_saturated(t, c, convergence.window, deviation)))
 
   def prune(state, key, data):
@@ -326,9 +331,9 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                 check_from=check_from, settled=settled)
   train = Phase(
       "train", with_loss(config, regulariser(config)), min_epochs=config.min_epochs,
-      max_epochs=config.max_epochs, optimizer=build_optimizer(config),
+      max_epochs=config.max_epochs, optimizer=build_optimizer(config.optimizer, config.lr),
       between_chunks=(shrinking_hook(config, pruning, convergence, check_from)
-                      if config.shrinking else None), **common)
+                      if config.ec.shrinking else None), **common)
   finetune = Phase(
       "finetune", with_loss(config, objectives.plain()), min_epochs=config.finetuning_min_epochs,
       max_epochs=config.finetuning_max_epochs, **common)
@@ -341,10 +346,11 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict[str, Any]:
   fields["shrinking_prunings"] = sum(
       1 for event in outcome.events.get("train", []) if event["name"] == "shrinking"
       and event["seeds"][outcome.index])
-  if config.gauss_loss:
+  if config.ec.gauss_loss:
     fields["final_sigma"] = float(outcome.state.objective_state.sigma)
   return fields
 
 
 for _method in ("none", "rl1", "drr", "pmmp", "layerwise"):
-  register_recipe(Recipe(name=_method, defaults=defaults, validate=validate, plan=plan, row=row))
+  register_recipe(Recipe(name=_method, defaults=defaults, validate=validate, plan=plan, row=row,
+                         check_model=check_model))

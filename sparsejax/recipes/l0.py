@@ -10,7 +10,8 @@ layer), Cooper 1.0's augmented Lagrangian, or Louizos et al.'s penalty
 ``l0.penalty * expected L0``. The primal optimiser (``config.optimizer`` at
 ``config.lr``) trains the weights, the same kind at ``l0.gates_lr`` the
 gates' ``log_alpha``, and SGD at ``l0.dual_lr`` ascends the multipliers
-(``optax.multi_transform``); penalised runs hold the penalty weights fixed.
+(:func:`~sparsejax.objectives.constrained_l0.optimizer`); penalised runs hold
+the penalty weights fixed.
 With ``l0.target_anneal_epochs > 0`` (not in the paper) the constrained
 targets fall from 1 to ``l0.target_density`` over that many epochs by Zhu
 and Gupta's cubic schedule (:func:`~sparsejax.objectives.constrained_l0.annealed_targets`).
@@ -50,21 +51,20 @@ import ml_collections
 import numpy as np
 import optax
 
+from sparsejax import keys
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.fields import choice, require
 from sparsejax.models.batchnorm import BATCHNORMS
 from sparsejax.objectives import constrained_l0
 from sparsejax.objectives import hard_concrete as hc
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import purge
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner import keys
-from sparsejax.runner.build import build_model, input_shape, param_shapes
-from sparsejax.runner.config import (BATCHNORM_ARCHITECTURES, DELETABLE_ARCHITECTURES, choice,
-                                     require)
 from sparsejax.train import selection
 from sparsejax.train.driver import Phase
 from sparsejax.train.loop import steps_per_epoch
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 
 
@@ -92,9 +92,9 @@ def defaults() -> dict:
   return {"l0": l0}
 
 
-def layers_of(config: ml_collections.ConfigDict) -> list[hc.GatedLayer]:
-  """The gated layers of the config's model (from shapes alone)."""
-  return hc.gated_layers(param_shapes(config), config.l0.structure)
+def layers_of(config: ml_collections.ConfigDict, model) -> list[hc.GatedLayer]:
+  """The gated layers of the run's model (from its parameter shapes alone)."""
+  return hc.gated_layers(model.param_shapes, config.l0.structure)
 
 
 def per_layer(values, layers) -> dict[str, float]:
@@ -122,16 +122,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(all(p >= 0 for p in l0.penalty), "l0.penalty", l0.penalty, ">= 0")
   require(all(0 < d < 1 for d in l0.droprate_init), "l0.droprate_init", l0.droprate_init,
           "in (0, 1)")
-  layers = layers_of(config)
-  names = ", ".join(layer.name for layer in layers)
-  fields = ("target_density", "droprate_init") + (() if l0.penalty_sweep else ("penalty",))
-  for field in fields:
-    require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
-            f"one value or one per gated layer ({len(layers)}: {names})")
   if l0.sampling == "per_example":
-    require(l0.structure == "structured" and config.architecture in DELETABLE_ARCHITECTURES,
-            "l0.sampling", l0.sampling, "per_batch unless the gates are structured and the "
-            f"architecture is one of {', '.join(DELETABLE_ARCHITECTURES)}")
+    require(l0.structure == "structured", "l0.sampling", l0.sampling,
+            "per_batch unless l0.structure is 'structured'")
   require(0 <= l0.target_anneal_epochs <= config.max_epochs, "l0.target_anneal_epochs",
           l0.target_anneal_epochs, f"in [0, max_epochs = {config.max_epochs}]")
   if l0.formulation == "penalized":
@@ -142,14 +135,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if l0.finetune_epochs:
     require(config.prunable == "all", "prunable", config.prunable,
             "'all' with l0.finetune_epochs > 0 (every gated leaf needs a mask)")
-    require(config.architecture not in BATCHNORM_ARCHITECTURES, "l0.finetune_epochs",
-            l0.finetune_epochs, "0 for models with BatchNorm (L0 BatchNorm's statistics follow "
-            f"the gates): {', '.join(BATCHNORM_ARCHITECTURES)}")
   if l0.penalty_sweep:
     require(l0.formulation == "penalized", "l0.penalty_sweep", l0.penalty_sweep,
             "false unless l0.formulation is 'penalized'")
     require(len(l0.penalty) == config.seeds, "l0.penalty", l0.penalty,
             f"one value per seed ({config.seeds}) with l0.penalty_sweep")
+
+
+def check_model(config: ml_collections.ConfigDict, model) -> None:
+  """One value or one per gated layer; per-example gates need a gate chain; a model with
+  L0 BatchNorm is not finetuned (its statistics follow the gates)."""
+  l0 = config.l0
+  layers = layers_of(config, model)
+  names = ", ".join(layer.name for layer in layers)
+  fields = ("target_density", "droprate_init") + (() if l0.penalty_sweep else ("penalty",))
+  for field in fields:
+    require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
+            f"one value or one per gated layer ({len(layers)}: {names})")
+  if l0.sampling == "per_example":
+    model.require("gate_chain", "l0.sampling 'per_example'")
+  if l0.finetune_epochs:
+    require("l0_batchnorm" not in model.capabilities, "l0.finetune_epochs", l0.finetune_epochs,
+            "0 for models with L0 BatchNorm (capability 'l0_batchnorm': its statistics follow "
+            "the gates)")
 
 
 def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0) -> Objective:
@@ -167,26 +175,20 @@ def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0) -
       sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * epoch_steps)
 
 
-def _primal(config: ml_collections.ConfigDict):
-  """``config.optimizer`` as an optax constructor of the learning rate."""
-  return optax.adam if config.optimizer == "adam" else optax.sgd
-
-
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Weights and gates at their own rates of ``config.optimizer``; the duals by SGD."""
-  primal = _primal(config)
+  """Weights and gates at their own rates of ``config.optimizer``; the duals by SGD
+  (held fixed when penalised)."""
   gates_lr = config.lr if config.l0.gates_lr < 0 else config.l0.gates_lr
-  duals = (optax.set_to_zero() if config.l0.formulation == "penalized"
-           else optax.sgd(config.l0.dual_lr))
-  return optax.multi_transform(
-      {"weights": primal(config.lr), "gates": primal(gates_lr), "multipliers": duals,
-       "counter": constrained_l0.COUNTER},
-      constrained_l0.trainable_labels)
+  duals = (None if config.l0.formulation == "penalized"
+           else build_optimizer("sgd", config.l0.dual_lr))
+  return constrained_l0.optimizer(weights=build_optimizer(config.optimizer, config.lr),
+                                  gates=build_optimizer(config.optimizer, gates_lr),
+                                  multipliers=duals)
 
 
 def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   """train; with ``l0.finetune_epochs``: -> fold the test gates -> finetune."""
-  layers = layers_of(config)
+  layers = layers_of(config, parts.model)
   steps = 0
   if config.l0.target_anneal_epochs:
     steps = steps_per_epoch(parts.split_size("train"), config.train_batch_size)
@@ -206,11 +208,9 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
 
 def finetune_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """``config.optimizer`` at ``l0.finetune_lr`` on the weights; gates and multipliers frozen."""
-  frozen = optax.set_to_zero()
-  return optax.multi_transform(
-      {"weights": _primal(config)(config.l0.finetune_lr), "gates": frozen, "multipliers": frozen,
-       "counter": frozen},
-      constrained_l0.trainable_labels)
+  return constrained_l0.optimizer(
+      weights=build_optimizer(config.optimizer, config.l0.finetune_lr), gates=None,
+      multipliers=None)
 
 
 def fold_stage(config: ml_collections.ConfigDict, layers, gated: Objective):
@@ -276,14 +276,14 @@ def densities(layers, log_alpha) -> dict:
   return fields
 
 
-def purged_size(config: ml_collections.ConfigDict, layers, state: TrainState) -> dict:
-  """The purged network's parameters and MACs, and their shares of the dense model's."""
-  if config.l0.structure != "structured" or config.architecture not in DELETABLE_ARCHITECTURES:
+def purged_size(config: ml_collections.ConfigDict, model, layers, state: TrainState) -> dict:
+  """The purged network's parameters and MACs, and their shares of the dense model's
+  (structured gates on a model with capability ``deletable_units``)."""
+  if config.l0.structure != "structured" or "deletable_units" not in model.capabilities:
     return {}
   log_alpha = state.objective_state.log_alpha
   gates = {l.name: hc.test_gates(log_alpha[l.name], config.l0.test_gate) for l in layers}
-  activation = build_model(config).activation
-  shape = input_shape(config) if config.dataset != "teacher_student" else None
+  activation, shape = model.activation, model.input_shape
   net = purge.purge(hc.gate_params(layers, state.params, gates),
                     {name: np.asarray(g) > 0 for name, g in gates.items()}, activation)
   dense = purge.purge(state.params, {l.name: np.ones(l.n_gates, bool) for l in layers},
@@ -301,16 +301,15 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
   fields.update(densities(layers, state.objective_state.log_alpha))
   for k, value in enumerate(np.asarray(jax.device_get(state.objective_state.multipliers))):
     fields[f"l0_multiplier_{k}"] = float(value)
-  fields.update(purged_size(config, layers, state))
+  fields.update(purged_size(config, outcome.model, layers, state))
   return fields
 
 
 def model_options(config: ml_collections.ConfigDict) -> dict:
-  """L0 BatchNorm (``l0.batchnorm``) for the models that have BatchNorm layers."""
-  if config.architecture in BATCHNORM_ARCHITECTURES:
-    return {"batchnorm": config.l0.batchnorm}
-  return {}
+  """L0 BatchNorm (``l0.batchnorm``), for the registered models that have the field
+  (capability ``l0_batchnorm``)."""
+  return {"batchnorm": config.l0.batchnorm}
 
 
 register_recipe(Recipe(name="l0", defaults=defaults, validate=validate, plan=plan, row=row,
-                       model_options=model_options))
+                       model_options=model_options, check_model=check_model))

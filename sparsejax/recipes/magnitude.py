@@ -29,12 +29,12 @@ import ml_collections
 
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
-from sparsejax.pruning.magnitude import SCOPES, gradual_density, magnitude_masks
+from sparsejax.fields import choice, require
+from sparsejax.pruning.magnitude import gradual_density, magnitude_masks
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
-from sparsejax.runner.build import build_optimizer
-from sparsejax.runner.config import choice, require
 from sparsejax.train import selection
 from sparsejax.train.driver import ChunkContext, Convergence, Phase, PhaseCarry
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 
 SCHEDULES = ("one_shot", "gradual")
@@ -53,7 +53,7 @@ def defaults() -> dict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  choice(config, "magnitude.scope", SCOPES)
+  choice(config, "magnitude.scope", masks_lib.SCOPES)
   choice(config, "magnitude.schedule", SCHEDULES)
   for name in ("steps", "epochs_per_step"):
     require(config.magnitude[name] >= 1, f"magnitude.{name}", config.magnitude[name], ">= 1")
@@ -85,7 +85,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
       check_from=config.smoothing_window + 3, chunk_epochs=config.prune_window)
   dense = objectives.plain()
   steps = [Phase("train", dense, min_epochs=config.min_epochs, max_epochs=config.max_epochs,
-                 optimizer=build_optimizer(config), **checks)]
+                 optimizer=build_optimizer(config.optimizer, config.lr), **checks)]
 
   if m.schedule == "gradual":
     def step_prune(state, step):
@@ -114,8 +114,8 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
     steps.append(Stage("rewind", rewind_stage))
 
   steps.append(Phase("finetune", dense, min_epochs=config.finetuning_min_epochs,
-                     max_epochs=config.finetuning_max_epochs, optimizer=build_optimizer(config),
-                     **checks))
+                     max_epochs=config.finetuning_max_epochs,
+                     optimizer=build_optimizer(config.optimizer, config.lr), **checks))
   return Plan(steps=tuple(steps))
 
 

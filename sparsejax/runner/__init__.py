@@ -1,29 +1,13 @@
 """The experiment runner: config schema, the one ``run``, records, reloading.
 
-Attributes are imported on first use, so that the recipes (which use the
-config helpers and keys of this package) and the runner (which plays the
-recipes) can import each other's modules in any order.
+The runner plays the recipes (:mod:`sparsejax.recipes`), which depend on
+the library only, so nothing here is imported back by them.
 """
 
-import importlib
+from sparsejax.runner.config import base_config, field_names, validate
+from sparsejax.runner.program import run, seed_config
+from sparsejax.runner.records import run_id_of
+from sparsejax.runner.reload import LoadedRun, evaluate_run, load_run
 
-_EXPORTS = {
-    "ConfigError": "sparsejax.runner.config",
-    "base_config": "sparsejax.runner.config",
-    "field_names": "sparsejax.runner.config",
-    "validate": "sparsejax.runner.config",
-    "run": "sparsejax.runner.program",
-    "seed_config": "sparsejax.runner.program",
-    "run_id_of": "sparsejax.runner.records",
-    "LoadedRun": "sparsejax.runner.reload",
-    "evaluate_run": "sparsejax.runner.reload",
-    "load_run": "sparsejax.runner.reload",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-  raise AttributeError(f"module 'sparsejax.runner' has no attribute {name!r}")
+__all__ = ["LoadedRun", "base_config", "evaluate_run", "field_names", "load_run", "run",
+           "run_id_of", "seed_config", "validate"]

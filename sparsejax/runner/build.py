@@ -1,22 +1,24 @@
-"""Turns a validated config into the parts every run has: data, model, task, optimiser.
+"""Turns a validated config into the parts every run has: data, model, task.
 
-The method's own parts (objectives, phases) come from its recipe
+The method's own parts (objectives, optimisers, phases) come from its recipe
 (:mod:`sparsejax.recipes`).
 """
 
 from __future__ import annotations
 
+import ast
 from typing import Any, NamedTuple, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from sparsejax import data as data_lib
 from sparsejax import masks as masks_lib
-from sparsejax import models
+from sparsejax.fields import ConfigError
+from sparsejax.models import registry
+from sparsejax.models.adapter import ModelAdapter
+from sparsejax.runner.config import model_name
 from sparsejax.train.losses import CLASSIFICATION, REGRESSION, Task
 
 
@@ -28,14 +30,14 @@ class Parts(NamedTuple):
       ``data_axis = 0`` every array has a leading seed axis (teacher-student
       data are drawn per seed), with ``None`` they are shared by the seeds.
     data_axis: ``0`` or ``None`` (above).
-    model: the Flax model.
+    model: the model (:class:`~sparsejax.models.ModelAdapter`).
     task: the per-example loss and metrics.
     prunable: which parameter leaves get a mask.
     teacher_params: the teachers' parameters (teacher-student; per seed), else ``None``.
   """
   data: Any
   data_axis: int | None
-  model: nn.Module
+  model: ModelAdapter
   task: Task
   prunable: masks_lib.PrunablePredicate
   teacher_params: Any
@@ -61,8 +63,10 @@ def build_data(config: ml_collections.ConfigDict, seeds: Sequence[int]):
   """``(splits, data_axis, teacher)`` for the seeds of one program.
 
   Teacher-student data are drawn per seed (leading seed axis, ``data_axis =
-  0``): each seed has its own teacher and points, as its single run. Image
-  data sets are loaded once and shared (``data_axis = None``).
+  0``): each seed has its own teacher and points, as its single run.
+  Classification data sets (an image data set, ``npz:PATH`` or a
+  tensorflow-datasets name; :func:`sparsejax.data.load_dataset`) are loaded
+  once and shared (``data_axis = None``).
   """
   dtype = dtype_of(config)
   if config.dataset == "teacher_student":
@@ -71,11 +75,10 @@ def build_data(config: ml_collections.ConfigDict, seeds: Sequence[int]):
         n_test=config.test_set_size or 5000, noise=config.noise,
         teacher_widths=tuple(config.architecture_teacher), dtype=dtype))(jnp.asarray(seeds))
     return splits, 0, teacher
-  split = (dict(val_fraction=config.val_fraction, n_train=None) if config.val_fraction
-           else {})
-  splits = data_lib.load_image_dataset(
+  splits = data_lib.load_dataset(
       config.dataset, data_dir=config.data_dir or None, manual_dir=config.manual_dir or None,
-      image_size=config.image_size or None, dtype=dtype, download=config.download, **split)
+      image_size=config.image_size or None, dtype=dtype, download=config.download,
+      val_fraction=config.val_fraction or None)
   return _normalise(_subset(splits, config), config), None, None
 
 
@@ -96,63 +99,63 @@ def _subset(splits, config):
                          test=take(splits.test, config.test_set_size))
 
 
-#: Native image shapes (H, W, C) and class counts of the image data sets.
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
-                "tiny_imagenet": (64, 64, 3)}
-NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "tiny_imagenet": 200}
+def data_shape(config) -> tuple[tuple[int, ...], int]:
+  """``(input_shape, num_classes)`` of a classification data set, from the data.
 
-
-def input_shape(config) -> tuple[int, int, int]:
-  """``(H, W, C)`` of the model's inputs: the data set's, resized to ``image_size``."""
-  height, width, channels = IMAGE_SHAPES[config.dataset]
-  if config.image_size:
-    height = width = config.image_size
-  return height, width, channels
-
-
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model of ``config.architecture``, sized for the data set's inputs and classes,
-  with the fields the method's recipe sets (``Recipe.model_options``)."""
-  from sparsejax.recipes import get_recipe
-  kwargs = dict(dtype=compute_dtype_of(config), param_dtype=dtype_of(config),
-                **get_recipe(config.method).model_options(config))
-  if config.architecture == "mlp":
-    return models.MLP(widths=tuple(config.architecture_student), activation=config.activation,
-                      **kwargs)
-  if config.architecture in ("lenet_300_100", "lenet_300_100_no_bias", "lenet5_caffe",
-                             "vgg16_bn"):
-    return models.get_model(config.architecture, **kwargs)
-  height, width, channels = input_shape(config)
-  kwargs["num_classes"] = NUM_CLASSES[config.dataset]
-  if config.architecture == "bmrs_mlp":
-    kwargs.update(n_layers=config.hidden_layers, hidden_dim=config.hidden_dim,
-                  in_dim=height * width * channels)
-  elif config.architecture == "bmrs_lenet5":
-    kwargs["in_channels"] = channels
-  return models.get_model(config.architecture, **kwargs)
-
-
-def param_shapes(config: ml_collections.ConfigDict):
-  """The model's ``params`` as ``jax.ShapeDtypeStruct`` leaves (no compute, no data)."""
-  model = build_model(config)
-  shape = ((config.architecture_student[0],) if config.dataset == "teacher_student"
-           else input_shape(config))
-  sample = jax.ShapeDtypeStruct((1, *shape), dtype_of(config))
-  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample)["params"]
-
-
-def build_optimizer(config: ml_collections.ConfigDict, lr: float | None = None
-                    ) -> optax.GradientTransformation:
-  """``config.optimizer`` (Adam, SGD or Adadelta) at ``lr`` (default ``config.lr``).
-
-  Adadelta has PyTorch's defaults (``rho=0.9``, ``eps=1e-6``).
+  The shape of one input as the model takes it (``(H, W, C)`` images resized to
+  ``image_size``, ``(D,)`` vectors, ...) and the number of classes, from the
+  data set's description (:func:`sparsejax.data.dataset_info`: the image data
+  sets' tables, an ``.npz`` file's arrays, a tensorflow-datasets builder's
+  features), read without the examples.
   """
-  lr = config.lr if lr is None else lr
-  if config.optimizer == "adam":
-    return optax.adam(lr)
-  if config.optimizer == "adadelta":
-    return optax.adadelta(lr, rho=0.9, eps=1e-6)
-  return optax.sgd(lr)
+  info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir or None,
+                               download=config.download)
+  shape = info.input_shape
+  if config.image_size and len(shape) == 3:
+    shape = (config.image_size, config.image_size, shape[2])
+  return shape, info.num_classes
+
+
+def input_shape(config) -> tuple[int, ...]:
+  """The shape of one of the model's inputs (:func:`data_shape`)."""
+  return data_shape(config)[0]
+
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """``config.model_kwargs`` (a Python dict literal) as a dict.
+
+  Raises:
+    ConfigError: it is not a dict literal with string keys.
+  """
+  try:
+    kwargs = ast.literal_eval(config.model_kwargs or "{}")
+  except (ValueError, SyntaxError):
+    kwargs = None
+  if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    raise ConfigError(f"config field 'model_kwargs' is {config.model_kwargs!r}; it must be a "
+                      "Python dict literal with string keys, e.g. \"{'width': 64}\"")
+  return kwargs
+
+
+def model_spec(config: ml_collections.ConfigDict) -> registry.ModelSpec:
+  """What the model is told: the data's input shape and outputs, the dtypes, the run's
+  model fields and the ones the method sets (``Recipe.model_options``)."""
+  from sparsejax.recipes import get_recipe
+  if config.dataset == "teacher_student":
+    shape, outputs = (config.architecture_teacher[0],), config.architecture_teacher[-1]
+  else:
+    shape, outputs = data_shape(config)
+  options = dict(widths=tuple(config.architecture_student), activation=config.activation,
+                 hidden_layers=config.hidden_layers, hidden_dim=config.hidden_dim,
+                 **get_recipe(config.method).model_options(config))
+  return registry.ModelSpec(tuple(shape), outputs, compute_dtype_of(config), dtype_of(config),
+                            options)
+
+
+def build_model(config: ml_collections.ConfigDict) -> ModelAdapter:
+  """The run's model (:func:`model_name`) as a :class:`~sparsejax.models.ModelAdapter`,
+  sized for the data set's inputs and outputs (:func:`model_spec`)."""
+  return registry.build(model_name(config), model_spec(config), model_kwargs(config))
 
 
 def build(config: ml_collections.ConfigDict, seeds: Sequence[int] | None = None) -> Parts:

@@ -2,19 +2,22 @@
 
 A config is the run's fields (data, model, optimiser, phases, pruning,
 seeds, bookkeeping), defined here, plus the fields each method family adds
-(its :class:`~sparsejax.recipes.Recipe`'s ``defaults()``: the
-efficient-compression family's top-level ``alpha``, ``beta``, ..., BMRS's
-``bmrs`` sub-dict, magnitude pruning's ``magnitude``). :func:`base_config`
-holds all of them, so any config file can name any field; a run's id and
-its result row use the run fields and its own family's
-(:func:`relevant_fields`), so adding a family changes no existing run id.
+(its :class:`~sparsejax.recipes.Recipe`'s ``defaults()``, each in its own
+sub-dict: the efficient-compression family's ``ec`` (``ec.alpha``,
+``ec.beta``, ...), BMRS's ``bmrs``, magnitude pruning's ``magnitude``).
+:func:`base_config` holds all of them, so any config file can name any
+field; a run's id and its result row use the run fields and its own
+family's (:func:`relevant_fields`), so adding a family changes no existing
+run id.
 Field names follow the efficient-compression reference's ``TrainArgs``
 where one applies (``min_epochs``, ``prune_window``, ...) and its defaults
 (``src/TrainArgs.jl``) unless noted.
 
 :func:`validate` runs before any compute: an unknown field, a value of the
-wrong type, or a value outside its accepted set is a :class:`ConfigError` that
-names the field and what it accepts; then the method's recipe checks its own.
+wrong type, or a value outside its accepted set is a
+:class:`~sparsejax.fields.ConfigError` that names the field and what it
+accepts; then the method's recipe checks its own (with the same helpers,
+:mod:`sparsejax.fields`).
 """
 
 from __future__ import annotations
@@ -25,29 +28,26 @@ from typing import Any
 
 import ml_collections
 
-DATASETS = ("teacher_student", "mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
-ARCHITECTURES = ("mlp", "lenet_300_100", "lenet_300_100_no_bias", "lenet5_caffe", "vgg16_bn",
-                 "basic_cnn", "bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
+from sparsejax.fields import ConfigError, choice, flatten, require
+from sparsejax.models import capabilities as caps
+from sparsejax.models import registry
+from sparsejax.train.optimizers import OPTIMIZERS
+
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
-OPTIMIZERS = ("adam", "sgd", "adadelta")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
 PRUNABLE = ("all", "kernels")
 DTYPES = ("float32", "float64", "bfloat16")
-#: Models that compute in bfloat16 with ``dtype="bfloat16"`` (parameters stay float32).
-MIXED_PRECISION_ARCHITECTURES = ("lenet5_caffe", "vgg16_bn", "resnet18", "resnet50")
 #: Integer fields fit int32 (epochs and seeds become int32 arrays).
 INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)
 #: An experiment name: it names run ids, files and folders in the workdir.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
+#: A model import path, ``package.module:Attr``.
+IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")
 #: ``host:port`` of the ``jax.distributed`` coordinator.
 ADDRESS = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")
-
-
-class ConfigError(ValueError):
-  """A config field is unknown or has a value outside its accepted set."""
 
 
 #: Fields that do not change what a run computes: left out of its id.
@@ -55,6 +55,23 @@ BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_
                       "sweep.seed_loop", "sweep.num_sub_batches", "sweep.sub_batch", "download", "data_dir",
                       "manual_dir", "parallel", "distributed.coordinator_address",
                       "distributed.num_processes", "distributed.process_id")
+#: Run fields added after runs were recorded, at the values that change nothing: left
+#: out of a run's id while they hold them, so earlier runs keep their ids.
+NEUTRAL_FIELDS = {"model": "", "model_kwargs": ""}
+#: Fields renamed or moved since runs were recorded, old dotted name -> new: a saved
+#: ``config.json`` is read under the new names (:func:`renamed`; ``load_run``, the
+#: ``rerun`` study). The efficient-compression family's fields were top-level.
+_EC_MOVED = ("alpha", "rho", "beta", "norm", "layer_norm", "l1_alpha", "initial_p_value",
+             "initial_u_value", "u_value_multiply_factor", "gauss_loss",
+             "layerwise_pruning_alpha", "layerwise_pruning_lr",
+             "layerwise_pruning_mask_start_value", "layerwise_pruning_max_epochs", "shrinking",
+             "shrinking_from_deviation_of")
+RENAMED_FIELDS = {"bmrs.n_layers": "hidden_layers", "bmrs.hidden_dim": "hidden_dim",
+                  **{name: f"ec.{name}" for name in _EC_MOVED}}
+#: Fields a run's id hashes under their names before a move that changed nothing they
+#: compute (the efficient-compression fields' move into ``ec``), so earlier runs keep
+#: their ids and their workdirs resume.
+ID_NAMES = {f"ec.{name}": name for name in _EC_MOVED}
 #: How a program spreads over the local devices (``parallel``).
 PARALLEL = ("auto", "data", "seeds")
 #: How a program runs its seeds (``sweep.seed_loop``; ``sparsejax.train.driver.SEED_LOOPS`` or auto).
@@ -69,7 +86,8 @@ def run_fields() -> ml_collections.ConfigDict:
   c.dtype = "float32"  # or "float64"; "bfloat16": CNNs compute in bfloat16, parameters float32
 
   # Data.
-  c.dataset = "teacher_student"
+  c.dataset = "teacher_student"  # or mnist, fashion_mnist, cifar10, tiny_imagenet, npz:PATH
+                               # (own arrays) or a tensorflow-datasets name
   c.data_dir = ""            # tfds data_dir for prepared data sets ("" = tfds default)
   c.manual_dir = ""          # folder with the original archives ("" = $SPARSEJAX_DATA_DIR/<dataset>)
   c.download = False         # let tensorflow-datasets download a data set it cannot find
@@ -85,7 +103,9 @@ def run_fields() -> ml_collections.ConfigDict:
   c.input_scale = 1.0
 
   # Model.
-  c.architecture = "mlp"
+  c.architecture = "mlp"      # a registered model (sparsejax.models.registry)
+  c.model = ""               # your own model, 'package.module:Class' (overrides architecture)
+  c.model_kwargs = ""        # its constructor arguments, a Python dict literal "{'width': 64}"
   c.architecture_student = (2, 25, 25, 1)
   c.activation = "tanh"
   c.init_from = ""           # WORKDIR[:RUN_ID]: start from a finished run's final parameters
@@ -172,30 +192,32 @@ def _plain(value):
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
+def renamed(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config (nested dicts, as ``config.json``) with its fields under today's
+  names (:data:`RENAMED_FIELDS`)."""
+  out: dict[str, Any] = {}
+  for name, value in flatten(saved).items():
+    *parents, leaf = RENAMED_FIELDS.get(name, name).split(".")
+    node = out
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return out
+
+
 def relevant_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The flat fields of ``config`` that its run depends on: the run fields and its
   method's (the columns of its result row)."""
   from sparsejax.recipes import get_recipe
-  names = set(_flatten(run_fields()))
+  names = set(flatten(run_fields()))
   defaults = ml_collections.ConfigDict(get_recipe(config.method).defaults())
-  names |= set(_flatten(defaults))
-  return {k: v for k, v in _flatten(config).items() if k in names}
-
-
-def _flatten(config, prefix="") -> dict[str, Any]:
-  out = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, (ml_collections.ConfigDict, dict)):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
+  names |= set(flatten(defaults))
+  return {k: v for k, v in flatten(config).items() if k in names}
 
 
 def field_names() -> list[str]:
   """Dotted names of every valid field."""
-  return sorted(_flatten(base_config()))
+  return sorted(flatten(base_config()))
 
 
 def check_field_name(name: str, known: list[str] | None = None) -> None:
@@ -206,26 +228,12 @@ def check_field_name(name: str, known: list[str] | None = None) -> None:
     raise ConfigError(f"unknown config field {name!r}; valid fields: {', '.join(known)}")
 
 
-def choice(config, name: str, accepted) -> None:
-  """Raises :class:`ConfigError` unless field ``name`` is one of ``accepted``."""
-  value = _flatten(config)[name]
-  if value not in accepted:
-    raise ConfigError(f"config field {name!r} is {value!r}; accepted values: "
-                      f"{', '.join(map(str, accepted))}")
-
-
-def require(ok: bool, name: str, value, what: str) -> None:
-  """Raises :class:`ConfigError` naming field ``name`` unless ``ok``."""
-  if not ok:
-    raise ConfigError(f"config field {name!r} is {value!r}; it must be {what}")
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field of ``config`` before any compute: types, the run fields,
   then the method's recipe (``Recipe.validate``)."""
   from sparsejax.recipes import get_recipe, recipe_names
-  flat = _flatten(config)
-  defaults = _flatten(base_config())
+  flat = flatten(config)
+  defaults = flatten(base_config())
   known = sorted(defaults)
   for name in flat:
     check_field_name(name, known)
@@ -257,7 +265,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "letter or digit (it names files in the workdir)")
   require(0 <= config.seed and config.seed + config.seeds <= INT_RANGE[1], "seed", config.seed,
           f"in [0, {INT_RANGE[1]} - seeds]")
-  for name, accepted in [("dataset", DATASETS), ("architecture", ARCHITECTURES),
+  for name, accepted in [("architecture", tuple(registry.model_names())),
                          ("activation", ACTIVATIONS), ("method", tuple(recipe_names())),
                          ("optimizer", OPTIMIZERS), ("pruning.criterion", PRUNING),
                          ("prunable", PRUNABLE), ("dtype", DTYPES),
@@ -280,25 +288,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f">= min_epochs ({config.min_epochs})")
   require(config.finetuning_max_epochs >= config.finetuning_min_epochs, "finetuning_max_epochs",
           config.finetuning_max_epochs, f">= finetuning_min_epochs ({config.finetuning_min_epochs})")
-  if config.architecture == "mlp":
-    require(len(config.architecture_student) >= 2, "architecture_student",
-            config.architecture_student, "a list of >= 2 positive integers")
+  require(len(config.architecture_student) >= 2, "architecture_student",
+          config.architecture_student, "a list of >= 2 positive integers")
+  if config.model:
+    require(config.model in registry.model_names() or IMPORT_PATH.fullmatch(config.model),
+            "model", config.model, "'' (the registered config.architecture), a registered model "
+            f"({', '.join(registry.model_names())}) or 'package.module:Class' (your own)")
   if config.dataset == "teacher_student":
-    require(config.architecture == "mlp", "architecture", config.architecture,
-            "'mlp' for the teacher_student data set")
     teacher, student = list(config.architecture_teacher), list(config.architecture_student)
     require(len(teacher) >= 2, "architecture_teacher", teacher,
             "a list of >= 2 positive integers (input, hidden..., output widths)")
     require(student[0] == teacher[0] and student[-1] == teacher[-1], "architecture_student",
             student, f"a list whose first and last widths are the teacher's inputs and outputs "
             f"({teacher[0]} and {teacher[-1]}, from architecture_teacher)")
+  name = model_name(config)
   if config.dtype == "bfloat16":
-    require(config.architecture in MIXED_PRECISION_ARCHITECTURES, "dtype", config.dtype,
-            f"'float32' or 'float64' unless the architecture is one of "
-            f"{MIXED_PRECISION_ARCHITECTURES}")
+    require("mixed_precision" in registry.capabilities_of(name), "dtype", config.dtype,
+            "'float32' or 'float64' unless the model has capability 'mixed_precision' "
+            f"({caps.CAPABILITIES['mixed_precision']})")
   if config.pruning.delete_neurons:
-    require(config.architecture in DELETABLE_ARCHITECTURES, "pruning.delete_neurons", True,
-            f"false unless the architecture is one of {DELETABLE_ARCHITECTURES}")
+    require("deletable_units" in registry.capabilities_of(name), "pruning.delete_neurons", True,
+            "false unless the model has capability 'deletable_units' "
+            f"({caps.CAPABILITIES['deletable_units']})")
   require(config.sweep.num_sub_batches <= config.seeds, "sweep.num_sub_batches",
           config.sweep.num_sub_batches, f"<= seeds ({config.seeds}): every task needs a seed")
   require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
@@ -317,44 +328,68 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(config.input_scale > 0, "input_scale", config.input_scale, "> 0")
   require(0 <= config.val_fraction < 1, "val_fraction", config.val_fraction,
           "in [0, 1) (0 = the default 5,000 validation images)")
-  if config.architecture in GATED_ARCHITECTURES:
-    require(config.dataset != "teacher_student", "dataset", config.dataset,
-            f"an image data set for architecture {config.architecture!r}")
+  check_dataset(config)
   get_recipe(config.method).validate(config)  # names the family's fields before the model is built
-  if config.dataset != "teacher_student":
-    _check_model_fits_images(config)
+  check_model(config)
 
 
-def _check_model_fits_images(config: ml_collections.ConfigDict) -> None:
-  """The model takes the data set's images (at ``image_size``) and gives one logit per
-  class: checked on shapes alone (``jax.eval_shape``), before any data is read."""
-  import jax
-  from sparsejax.runner import build
-  shape = build.input_shape(config)
-  classes = build.NUM_CLASSES[config.dataset]
-  where = (f"{config.dataset} images of {shape[0]}x{shape[1]}x{shape[2]}"
-           + (f" (image_size={config.image_size})" if config.image_size else ""))
+def check_dataset(config: ml_collections.ConfigDict) -> None:
+  """``dataset`` is ``teacher_student`` or a classification data set that can be read
+  as asked (``val_fraction``, ``image_size``): one of
+  :data:`sparsejax.data.IMAGE_DATASETS`, ``npz:PATH`` or a tensorflow-datasets name
+  (:func:`sparsejax.data.dataset_info`). An ``.npz`` file is checked from its array
+  headers and labels, a tensorflow-datasets data set from its builder, before any
+  data is read."""
+  from sparsejax import data
+  if config.dataset == "teacher_student":
+    return
   try:
-    model = build.build_model(config)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                               jax.ShapeDtypeStruct((1, *shape), build.dtype_of(config)))
-    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                         jax.ShapeDtypeStruct((1, *shape), build.dtype_of(config)))
-  except Exception as error:  # noqa: BLE001  (any shape error of any model)
-    raise ConfigError(f"config field 'architecture' is {config.architecture!r}; it cannot take "
-                      f"{where}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                      ) from None
-  require(out.shape == (1, classes), "architecture", config.architecture,
-          f"a model with {classes} outputs for {config.dataset} (it gives {out.shape[1:]})")
+    info = data.dataset_info(config.dataset, data_dir=config.data_dir or None,
+                             download=config.download)
+    data.check_options(info, val_fraction=config.val_fraction, image_size=config.image_size)
+  except data.UnknownDatasetError as error:
+    raise ConfigError(f"config field 'dataset' is {config.dataset!r}; accepted values: "
+                      f"teacher_student, {data.ACCEPTED_FORMS} ({error.reason})") from None
+  except data.DatasetError as error:
+    raise ConfigError(f"config field 'dataset' is {config.dataset!r}: {error}") from None
 
 
-#: Architectures made of Dense layers only (neuron deletion, the layerwise fit).
-DENSE_ARCHITECTURES = ("mlp", "lenet_300_100")
-#: Architectures whose dead units (neurons, conv channels) sparsejax.pruning.neurons deletes.
-DELETABLE_ARCHITECTURES = DENSE_ARCHITECTURES + ("lenet5_caffe",)
-#: Architectures with BatchNorm layers (``batchnorm="standard"`` or ``"l0"``).
-BATCHNORM_ARCHITECTURES = ("vgg16_bn", "resnet18", "resnet50")
-#: Architectures whose conv filters the pruning-at-initialisation recipe masks and deletes.
-FILTER_ARCHITECTURES = ("basic_cnn",)
-#: Architectures built for BMRS's 32x32 (or 224x224) inputs, with gates everywhere.
-GATED_ARCHITECTURES = ("bmrs_mlp", "bmrs_lenet5", "resnet18", "resnet50", "vit_small", "vit_b16")
+def model_name(config: ml_collections.ConfigDict) -> str:
+  """The run's model: ``config.model`` (a registered name, or your own as
+  ``package.module:Class``) if set, else the registered ``config.architecture``."""
+  return config.model or config.architecture
+
+
+def model_field(config: ml_collections.ConfigDict) -> str:
+  """The field that names the run's model: ``model`` if set, else ``architecture``."""
+  return "model" if config.model else "architecture"
+
+
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """The model builds, takes the data's inputs, gives one output per class (or target),
+  and has every capability the method asks of it (``Recipe.check_model``): checked on
+  shapes alone (``jax.eval_shape``), before any data is read."""
+  import jax
+  from sparsejax.recipes import get_recipe
+  from sparsejax.runner import build
+  field, name = model_field(config), model_name(config)
+  spec = build.model_spec(config)
+  where = (f"{config.dataset} inputs of shape {'x'.join(map(str, spec.input_shape))}"
+           + (f" (image_size={config.image_size})" if config.image_size else ""))
+  kwargs = build.model_kwargs(config)
+  try:
+    model = registry.build(name, spec, kwargs)
+    sample = jax.ShapeDtypeStruct((1, *spec.input_shape), spec.param_dtype)
+    params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
+    out = jax.eval_shape(lambda p, s, x: model.apply(p, s, x, train=False)[0], params, state,
+                         sample)
+  except Exception as error:  # noqa: BLE001  (any error of any model)
+    raise ConfigError(f"config field {field!r} is {name!r}; it cannot take {where}: "
+                      f"{type(error).__name__}: {str(error).splitlines()[0][:300]}") from None
+  require(out.shape == (1, spec.num_classes), field, name,
+          f"a model with {spec.num_classes} outputs for {config.dataset} (it gives "
+          f"{out.shape[1:]})")
+  try:
+    get_recipe(config.method).check_model(config, model)
+  except caps.CapabilityError as error:
+    raise ConfigError(f"config field {field!r} is {name!r}: {error}") from None

@@ -1,7 +1,7 @@
 """Expected failures of a run, each reported as one message naming what and where.
 
 ``python -m sparsejax.main`` prints ``error: <message>`` for these (and for
-:class:`~sparsejax.runner.config.ConfigError` and missing data sets) without
+:class:`~sparsejax.fields.ConfigError` and missing data sets) without
 a traceback and exits with status 2.
 """
 

@@ -15,7 +15,7 @@ of the plan, under ``checkpoints/<first run id>+<seeds>``; re-running the
 same command continues from the latest checkpoint and ends with the result
 of an uninterrupted run. Epoch ``e`` of a phase uses the key
 ``fold_in(phase key, e)`` and every other key comes from
-:mod:`sparsejax.runner.keys`, so nothing depends on where a run was
+:mod:`sparsejax.keys`, so nothing depends on where a run was
 interrupted.
 
 When a program finishes, every seed gets its row in ``runs.csv``, its
@@ -39,11 +39,13 @@ import ml_collections
 import numpy as np
 
 from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import keys
 from sparsejax import masks as masks_lib
+from sparsejax.fields import ConfigError
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import errors, hosts, keys, locks, records
-from sparsejax.runner.config import ConfigError, validate
+from sparsejax.runner import errors, hosts, locks, records
+from sparsejax.runner.config import validate
 from sparsejax.runner.progress import Progress
 from sparsejax.train import driver, sharding
 from sparsejax.train.state import TrainState, create_train_state, trainables
@@ -145,8 +147,8 @@ def seed_loop_of(config, model, sample) -> str:
     return config.sweep.seed_loop
   if jax.default_backend() != "cpu":
     return "vmap"
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), sample)
-  has_conv = any(leaf.ndim == 4 for leaf in jax.tree.leaves(shapes.get("params", {})))
+  params, _ = jax.eval_shape(model.init, jax.random.key(0), sample)
+  has_conv = any(leaf.ndim == 4 for leaf in jax.tree.leaves(params))
   return "map" if has_conv else "vmap"
 
 
@@ -373,7 +375,8 @@ class Program:
       if not self.progress.due():
         return
       last, active, kept = jax.device_get((carry.last, carry.active, density(carry.states)))
-      total = masks_lib.total_count(records.per_seed(carry.states, 0).params)
+      first = records.per_seed(carry.states, 0)
+      total = masks_lib.total_count(first.masks, first.params)
       medians = {name: [float(np.median(values))] for name, values in last.items()}
       label = phase.name if len(self.seeds) == 1 else (
           f"{phase.name} x{len(self.seeds)}, {int(np.sum(active))} active")
@@ -392,7 +395,7 @@ class Program:
     for i, seed in enumerate(self.seeds):
       rows.append(records.record_seed(
           seed_config(self.config, seed), self.workdir,
-          recipe=self.recipe, index=i, state=records.per_seed(states, i),
+          recipe=self.recipe, model=self.parts.model, index=i, state=records.per_seed(states, i),
           aux=records.per_seed(aux, i),
           metrics={f"final_{split}_{k}": float(v[i]) for split, m in metrics.items()
                    for k, v in m.items()},

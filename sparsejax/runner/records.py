@@ -46,7 +46,8 @@ from sparsejax import masks as masks_lib
 from sparsejax import results
 from sparsejax.recipes import Outcome, Recipe
 from sparsejax.runner import hosts
-from sparsejax.runner.config import BOOKKEEPING_FIELDS, relevant_fields
+from sparsejax.runner.config import (BOOKKEEPING_FIELDS, ID_NAMES, NEUTRAL_FIELDS,
+                                     relevant_fields)
 from sparsejax.runner.errors import WorkdirError
 from sparsejax.train.driver import per_seed
 
@@ -57,8 +58,14 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def run_id_of(config: ml_collections.ConfigDict) -> str:
-  """``<experiment_name>-<10 hex digits of the hash of the fields the run depends on>``."""
-  flat = {k: v for k, v in relevant_fields(config).items() if k not in BOOKKEEPING_FIELDS}
+  """``<experiment_name>-<10 hex digits of the hash of the fields the run depends on>``.
+
+  Bookkeeping fields are left out, and so are fields added since runs were recorded
+  while they hold their neutral values (``NEUTRAL_FIELDS``); moved fields are hashed
+  under their former names (``ID_NAMES``): a run keeps its id across such changes.
+  """
+  flat = {ID_NAMES.get(k, k): v for k, v in relevant_fields(config).items()
+          if k not in BOOKKEEPING_FIELDS and not (k in NEUTRAL_FIELDS and v == NEUTRAL_FIELDS[k])}
   digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
   return f"{config.experiment_name}-{digest[:10]}"
 
@@ -109,7 +116,7 @@ def final_state_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
 
 
 def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, recipe: Recipe,
-                index: int, state, aux, metrics: dict[str, float], phase_names: Sequence[str],
+                model, index: int, state, aux, metrics: dict[str, float], phase_names: Sequence[str],
                 curves: dict[str, dict[str, np.ndarray]], meta: dict,
                 seeds_in_program: int) -> dict[str, Any]:
   """Writes one seed's artifacts, final state and row (module docstring); returns the row."""
@@ -142,7 +149,7 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
   results.write_config(artifacts, config)
   outcome = Outcome(index=index, state=state, aux=aux,
                     stages={name: r[index] for name, r in meta["stages"].items()},
-                    events=meta["events"], artifacts=artifacts)
+                    events=meta["events"], artifacts=artifacts, model=model)
   if diverged is None:
     row.update(recipe.row(config, outcome))
   with checkpoint_lib.Checkpointer(final_state_dir(workdir, run_id), max_to_keep=1) as ckpt:

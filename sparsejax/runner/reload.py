@@ -37,11 +37,13 @@ def load_config(workdir: str | pathlib.Path, run_id: str) -> ml_collections.Conf
   """The run's saved ``config.json`` over today's defaults.
 
   A run saved before a field existed gets that field's default (every new
-  field defaults to the behaviour before it), so older workdirs stay loadable.
+  field defaults to the behaviour before it), and a field renamed since is
+  read under its new name (``config_lib.RENAMED_FIELDS``), so older workdirs
+  stay loadable.
   """
   path = pathlib.Path(workdir) / "artifacts" / run_id / "config.json"
-  return ml_collections.ConfigDict(
-      _over_defaults(config_lib.base_config().to_dict(), json.loads(path.read_text())))
+  saved = config_lib.renamed(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(_over_defaults(config_lib.base_config().to_dict(), saved))
 
 
 def _over_defaults(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:

@@ -64,16 +64,18 @@ import numpy as np
 import pandas as pd
 
 from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import keys
 from sparsejax import masks as masks_lib
-from sparsejax import results
+from sparsejax import results, xla_flags
 from sparsejax.pruning import bmr
 from sparsejax.recipes import bmrs as bmrs_recipe
 from sparsejax.runner import build as build_lib
-from sparsejax.runner import keys, records
+from sparsejax.runner import records
 from sparsejax.runner.config import validate
 from sparsejax.runner.program import Program, run, seed_config, sweep_seeds
 from sparsejax.train.driver import stack_seeds
 from sparsejax.train.loop import make_epoch_fn
+from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState
 from sparsejax.train.step import make_eval_fn, make_train_step
 
@@ -145,14 +147,15 @@ def trained_states(config: ml_collections.ConfigDict, workdir: pathlib.Path
 def make_finetune(config, parts: build_lib.Parts, covers):
   """``(state, units, keys) -> test metrics``, vmapped over a leading percentile axis."""
   objective = bmrs_recipe.gates(config, parts.model, parts.data.train.x.shape[0])
-  step = make_train_step(parts.model, parts.task, objective, build_lib.build_optimizer(config),
-                         jit=False)
+  step = make_train_step(parts.model, parts.task, objective,
+                         build_optimizer(config.optimizer, config.lr), jit=False)
   epoch = make_epoch_fn(step, config.train_batch_size, shuffle=False, jit=False)
   evaluate = make_eval_fn(parts.model, parts.task, objective, config.eval_batch_size, jit=False)
   train, test = tuple(parts.data.train), parts.data.test
 
   def one(state: TrainState, units, key):
-    masks = masks_lib.unit_masks(state.params, units, covers)
+    masks = masks_lib.unit_masks(state.params, units, covers,
+                                 jax.tree.map(jnp.ones_like, state.masks))
     state = state._replace(masks=masks, params=masks_lib.apply(masks, state.params))
     for e in range(config.bmrs.posthoc_finetune_epochs):
       state, _ = epoch(state, train, jax.random.fold_in(key, e))
@@ -209,7 +212,8 @@ def run_posthoc(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                 else float("nan"))
         rows = []
         for lam, units, key in zip(lambdas, per_lambda, keys_of):
-          weight_masks = masks_lib.unit_masks(state.params, units, covers)
+          weight_masks = masks_lib.unit_masks(state.params, units, covers,
+                                              jax.tree.map(jnp.ones_like, state.masks))
           rows.append(dict(
               criterion=name, seed=seed, percentile=float(lam),
               unit_compression=bmr.unit_compression(units),
@@ -357,6 +361,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.apply()  # before JAX starts a backend: XLA reads XLA_FLAGS once
   from absl import app, flags
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "BMRS config file (configs/bmrs_*.py).")

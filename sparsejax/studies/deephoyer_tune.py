@@ -29,6 +29,7 @@ import pandas as pd
 from absl import app, flags
 from ml_collections import config_flags
 
+from sparsejax import xla_flags
 from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.recipes import deephoyer
 from sparsejax.runner import run
@@ -103,6 +104,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.apply()  # before JAX starts a backend: XLA reads XLA_FLAGS once
   _CONFIG = config_flags.DEFINE_config_file("config", None, "A DeepHoyer config file.")
   flags.DEFINE_string("workdir", None, "Where the grid's runs go.")
   flags.DEFINE_list("decays", None, "Regulariser decays to train with.")

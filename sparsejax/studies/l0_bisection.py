@@ -34,9 +34,10 @@ import pandas as pd
 from absl import app, flags
 from ml_collections import config_flags
 
+from sparsejax import xla_flags
 from sparsejax.data.quiet import silence_tensorflow
+from sparsejax.fields import ConfigError
 from sparsejax.runner import run
-from sparsejax.runner.config import ConfigError
 from sparsejax.runner.progress import configure_logging
 from sparsejax.studies.report import markdown
 
@@ -125,6 +126,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.apply()  # before JAX starts a backend: XLA reads XLA_FLAGS once
   _CONFIG = config_flags.DEFINE_config_file("config", None, "A penalty-sweep L0 config file.")
   flags.DEFINE_string("workdir", None, "Where the runs go.")
   flags.DEFINE_float("target", 0.5, "The expected density to reach.")

@@ -3,7 +3,9 @@
 ``python -m sparsejax.studies.report --workdir=DIR [--columns a,b,...]`` prints
 the rows of ``DIR/runs.csv`` as a Markdown table (the tables of
 ``docs/results.md`` are made this way) followed by the median of every
-numeric column per ``method`` and ``alpha``.
+numeric column per ``method`` and ``ec.alpha`` (the efficient-compression
+family's penalty weight; ``alpha`` in a ``runs.csv`` written before the
+family's fields moved to the ``ec`` sub-dict).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from absl import app, flags
 
 from sparsejax import results
 
-DEFAULT_COLUMNS = ("method", "alpha", "seed", "kept_params", "total_params", "final_test_loss",
+DEFAULT_COLUMNS = ("method", "ec.alpha", "seed", "kept_params", "total_params", "final_test_loss",
                    "final_test_accuracy", "train_epochs", "finetune_epochs", "wall_time_s")
-GROUP = ("method", "alpha")
+GROUP = ("method", "ec.alpha", "alpha")
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -47,7 +49,7 @@ def mean_std(values: pd.Series, digits: int = 2) -> str:
 
 
 def tables(runs: pd.DataFrame, columns: Sequence[str] = DEFAULT_COLUMNS) -> tuple[str, str]:
-  """``(per-run table, medians per method and alpha)`` of the columns present."""
+  """``(per-run table, medians per method and ec.alpha)`` of the columns present."""
   present = [c for c in columns if c in runs.columns]
   per_run = runs[present].sort_values([c for c in (*GROUP, "seed") if c in present])
   keys = [c for c in GROUP if c in present]

@@ -23,11 +23,14 @@ import ml_collections
 import pandas as pd
 from absl import app, flags
 
+from sparsejax import xla_flags
 from sparsejax.runner import run
-from sparsejax.runner.config import base_config
+from sparsejax.runner.config import RENAMED_FIELDS, base_config
 
-#: Old dotted name -> new name.
-RENAMED = {"bmrs.n_layers": "hidden_layers", "bmrs.hidden_dim": "hidden_dim"}
+#: Old dotted name -> new name: BMRS's MLP sizes became run fields, and the
+#: efficient-compression family's top-level fields moved to its sub-dict ``ec``
+#: (``alpha`` -> ``ec.alpha``, ...); kept in the runner, which reloads old runs too.
+RENAMED = RENAMED_FIELDS
 #: Columns that must be equal, and columns equal to a relative tolerance.
 EXACT = ("kept_params", "train_epochs", "finetune_epochs", "unit_compression", "kept_units")
 CLOSE = ("final_train_loss", "final_val_loss", "final_test_loss", "final_train_accuracy",
@@ -88,6 +91,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.apply()  # before JAX starts a backend: XLA reads XLA_FLAGS once
   flags.DEFINE_string("workdir", None, "Where the re-runs go.", required=True)
   flags.DEFINE_float("rtol", 1e-9, "Relative tolerance of the losses and accuracies.")
   app.run(main)

@@ -63,7 +63,7 @@ class Phase(NamedTuple):
   """A training phase of a recipe.
 
   Attributes:
-    name: the phase's name: its key stream (:mod:`sparsejax.runner.keys`),
+    name: the phase's name: its key stream (:mod:`sparsejax.keys`),
       and the prefix of its fields in the result row (``<name>_epochs``).
     objective: the objective trained (and evaluated) in the phase.
     max_epochs: the most epochs; ``min_epochs``: the fewest before a seed

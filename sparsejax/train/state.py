@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from sparsejax import masks as masks_lib
+from sparsejax.models.adapter import ModelAdapter, as_adapter
 from sparsejax.objectives.base import Objective
 
 
@@ -37,24 +37,25 @@ def trainables(params, objective_state) -> dict:
   return {"params": params, "objective": objective_state}
 
 
-def create_train_state(key: jax.Array, model: nn.Module, sample_input: jax.Array,
+def create_train_state(key: jax.Array, model: ModelAdapter, sample_input: jax.Array,
                        objective: Objective, optimizer: optax.GradientTransformation,
-                       *, prunable: masks_lib.PrunablePredicate = masks_lib.every_leaf,
+                       *, prunable: masks_lib.PrunablePredicate | None = None,
                        ) -> TrainState:
   """Initialises the model, the objective and the optimiser.
 
   Args:
     key: PRNG key; split into the model's and the objective's.
-    model: a Flax module following the sparsejax model contract.
+    model: the model (:func:`sparsejax.models.adapt`; a bare linen or NNX module is
+      adapted with the defaults).
     sample_input: a batch of inputs (only its shape and dtype matter).
     objective: the training objective.
     optimizer: an optax transformation over ``trainables(params, objective_state)``.
-    prunable: which parameter leaves get a mask (default all of them).
+    prunable: which parameter leaves get a mask (default ``model.prunable``: the
+      adapter's, kernels only unless it was told otherwise).
   """
   model_key, objective_key = jax.random.split(key)
-  variables = model.init(model_key, sample_input, train=False)
-  params = variables["params"]
-  model_state = {k: v for k, v in variables.items() if k != "params"}
+  model = as_adapter(model, sample_input)
+  params, model_state = model.init(model_key, sample_input)
   objective_state = objective.init(objective_key, params)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -62,7 +63,7 @@ def create_train_state(key: jax.Array, model: nn.Module, sample_input: jax.Array
       objective_state=objective_state,
       model_state=model_state,
       opt_state=optimizer.init(trainables(params, objective_state)),
-      masks=masks_lib.ones_like(params, prunable),
+      masks=masks_lib.ones_like(params, model.prunable if prunable is None else prunable),
   )
 
 

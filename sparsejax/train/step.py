@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from sparsejax import masks as masks_lib
-from sparsejax.models.mlp import INPUT_SITE
+from sparsejax.models.adapter import ModelAdapter, as_adapter
 from sparsejax.objectives.base import Objective
 from sparsejax.train.losses import Task
 from sparsejax.train.state import TrainState, trainables
@@ -37,39 +36,41 @@ Batch = tuple[jax.Array, jax.Array]
 TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]
 
 
-def apply_model(model: nn.Module, params, model_state, x, *, train: bool,
+def apply_model(model: ModelAdapter, params, model_state, x, *, train: bool,
                 gates=None, key: jax.Array | None = None):
   """Runs the model; returns ``(outputs, new_model_state)``.
 
+  ``model`` is a :class:`~sparsejax.models.ModelAdapter`, or any linen or
+  NNX module, adapted here with the defaults of :func:`sparsejax.models.adapt`.
   In train mode the mutable collections (BatchNorm statistics) are updated and
-  ``key`` feeds the ``dropout`` stream. A gate at the reserved site
-  ``"input"`` (a callable) is applied to ``x`` before the model.
+  ``key`` feeds the ``dropout`` stream; ``gates`` are attached at their sites
+  (a gate at the reserved site ``"input"``, a callable, is applied to ``x``).
   """
-  if gates and INPUT_SITE in gates:
-    gates = dict(gates)
-    x = gates.pop(INPUT_SITE)(x)
-  variables = {"params": params, **model_state}
-  rngs = {"dropout": key} if key is not None else None
-  if train and model_state:
-    outputs, new_state = model.apply(
-        variables, x, train=True, gates=gates, rngs=rngs, mutable=list(model_state))
-    return outputs, dict(new_state)
-  return model.apply(variables, x, train=train, gates=gates, rngs=rngs), model_state
+  model = as_adapter(model, x)
+  return model.apply(params, model_state, x, train=train, gates=gates, key=key)
 
 
-def _ascent_signs(objective: Objective, grads_objective):
+def ascent_signs(objective: Objective, grads_objective):
+  """The objective's gradients with the sign of its dual variables flipped.
+
+  Where ``objective.ascend`` marks a variable, its gradient is negated, so a
+  descending optimiser *ascends* on it (min over the primal, max over the
+  dual variables). Shared by :func:`make_train_step` and
+  :func:`sparsejax.train.regularized.ascend_duals`.
+  """
   dual = objective.ascend(grads_objective)
   return jax.tree.map(lambda g, is_dual: -g if is_dual else g, grads_objective, dual)
 
 
-def make_train_step(model: nn.Module, task: Task, objective: Objective,
+def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
                     optimizer: optax.GradientTransformation, *, jit: bool = True,
                     batch_constraint: Callable[[Batch], Batch] | None = None,
                     ) -> TrainStep:
   """Builds ``step(state, batch, key) -> (state, metrics)`` for any objective.
 
   Args:
-    model: a Flax module following the sparsejax model contract.
+    model: the model (:func:`sparsejax.models.adapt`; a bare linen or NNX module is
+      adapted with the defaults).
     task: the per-example loss and metrics (:data:`~sparsejax.train.losses.CLASSIFICATION`
       or :data:`~sparsejax.train.losses.REGRESSION`).
     objective: the regularised objective.
@@ -107,7 +108,7 @@ def make_train_step(model: nn.Module, task: Task, objective: Objective,
         train_vars, state, batch, key)
     grads = {
         "params": masks_lib.apply(state.masks, grads["params"]),
-        "objective": _ascent_signs(objective, grads["objective"]),
+        "objective": ascent_signs(objective, grads["objective"]),
     }
     updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
     train_vars = optax.apply_updates(train_vars, updates)
@@ -123,7 +124,7 @@ def make_train_step(model: nn.Module, task: Task, objective: Objective,
   return jax.jit(step) if jit else step
 
 
-def make_eval_fn(model: nn.Module, task: Task, objective: Objective,
+def make_eval_fn(model: ModelAdapter, task: Task, objective: Objective,
                  batch_size: int, *, jit: bool = True,
                  batch_constraint: Callable[[Batch], Batch] | None = None,
                  ) -> Callable[[TrainState, jax.Array, jax.Array], dict]:
@@ -169,7 +170,7 @@ def make_eval_fn(model: nn.Module, task: Task, objective: Objective,
   return jax.jit(evaluate) if jit else evaluate
 
 
-def data_loss_fn(model: nn.Module, task: Task, objective: Objective, batch_size: int
+def data_loss_fn(model: ModelAdapter, task: Task, objective: Objective, batch_size: int
                  ) -> Callable[[Any, TrainState, jax.Array, jax.Array], jax.Array]:
   """``loss(params, state, x, y)``: the full-data mean loss at given parameters.
 
