@@ -20,9 +20,12 @@ import pytest
 from flax import nnx
 
 from configs import common
-from configs import anneal_mlp_mnist, bmrs_mlp_mnist, deephoyer_lenet300_mnist, l0_mlp_mnist
+from configs import (anneal_mlp_mnist, bmrs_mlp_mnist, deephoyer_lenet300_mnist, l0_mlp_mnist,
+                     lenet300_mnist)
 from sparsejax import masks as masks_lib
-from sparsejax import models, objectives
+from sparsejax import models, objectives, pruning
+from sparsejax import train as sparse_train
+from sparsejax.checkpoint import Checkpointer
 from sparsejax.data import load_image_dataset
 from sparsejax.objectives import constrained_l0
 from sparsejax.objectives import hard_concrete as hc
@@ -133,7 +136,7 @@ def test_units_follow_batchnorm_and_leave_the_head_out():
   assert covers["conv_a"] == [("conv_a/kernel", -1), ("conv_a/bias", 0), ("bn_a/scale", 0),
                               ("bn_a/bias", 0)]
   assert covers["stem"] == [("stem/kernel", -1), ("stem/bias", 0)]
-  assert model.capabilities == {"gate_sites", "batch_stats"}
+  assert model.capabilities == {"gate_sites", "batch_stats", "layer_gates"}
   nnx_model = models.adapt(nnx_mlp, SAMPLE)
   assert nnx_model.gate_sites() == {"hidden": 64}
   assert [p for p, _ in nnx_model.unit_covers()["hidden"]] == [
@@ -186,8 +189,8 @@ def test_a_gate_site_the_forward_pass_skips_is_an_error():
     model.apply(params, state, SAMPLE, train=True, gates=gates)
   with pytest.raises(ValueError, match="gate site 'nowhere' names no Dense or Conv layer"):
     models.adapt(SkipsALayer(), SAMPLE, sites=["first", "nowhere"])
-  with pytest.raises(ValueError, match="unknown gate site"):
-    model.apply(params, state, SAMPLE, train=False, gates={"head": jnp.ones(10)})
+  with pytest.raises(ValueError, match="unknown gate site 'nowhere'"):
+    model.apply(params, state, SAMPLE, train=False, gates={"nowhere": jnp.ones(10)})
 
 
 def test_gates_on_the_next_layers_inputs_reproduce_the_zoos_gates_after_tanh():
@@ -215,6 +218,22 @@ def test_gates_on_the_next_layers_inputs_reproduce_the_zoos_gates_after_tanh():
   # At the layer outputs (before tanh) the function differs: the site matters.
   at_outputs, _ = models.adapt(TanhMLP(), x).apply(params, {}, x, train=True, gates=gates)
   assert not np.allclose(at_outputs, expected)
+
+
+def test_per_example_l0_sites_gate_what_the_per_batch_gates_gate():
+  """Dense layers' gates act on their inputs, Conv layers' on their raw outputs."""
+  model = models.adapt(LinenResidual(), SAMPLE)
+  params, state = model.init(jax.random.key(0), SAMPLE)
+  layers = hc.gated_layers(params)
+  sites = hc.layer_sites(layers)
+  assert sites["conv_a"] == ("conv_a:output", "channels")  # before bn_a, as the weights' gates
+  assert sites["head"] == ("head:input", "features")
+  z = {l.name: jax.random.uniform(jax.random.key(i), (l.n_gates,)) for i, l in enumerate(layers)}
+  x = jax.random.uniform(jax.random.key(9), (4, 28, 28, 1))
+  by_weights, _ = model.apply(hc.gate_params(layers, params, z), state, x, train=False)
+  by_sites, _ = model.apply(params, state, x, train=False,
+                            gates={sites[name][0]: gate for name, gate in z.items()})
+  np.testing.assert_allclose(by_sites, by_weights, rtol=1e-5, atol=1e-6)
 
 
 def test_a_missing_capability_names_it_and_the_family():
@@ -297,11 +316,11 @@ def test_constrained_l0_reaches_its_target_on_a_model_with_batchnorm(mnist):
 def test_bmrs_gates_attached_from_outside_prune_units(mnist):
   model = models.adapt(LinenCNN(), SAMPLE)
   objective = objectives.log_uniform_gates(model.gate_sites())
-  state = _train(model, objective, optax.adam(3e-3), mnist, 200)
+  state = _train(model, objective, optax.adam(3e-3), mnist, 120)
   gate_state = state.objective_state
   # The data term reached every site: the gates moved differently from the KL alone.
   kl_only = _train(model, objective, optax.adam(3e-3), (
-      (jnp.zeros_like(mnist[0][0]), mnist[0][1]), mnist[1]), 200)
+      (jnp.zeros_like(mnist[0][0]), mnist[0][1]), mnist[1]), 120)
   for site in model.gate_sites():
     assert not np.allclose(gate_state.mu[site], kl_only.objective_state.mu[site], atol=1e-3)
   scores = bmr.scores(bmr.Criterion("bmrs_n"), gate_state)
@@ -322,6 +341,58 @@ def test_deephoyer_then_threshold_on_the_residual_model(mnist):
   pruned = state._replace(masks=masks, params=masks_lib.apply(masks, state.params))
   _exactly_zero_where_pruned(pruned.params, masks)
   assert _accuracy(model, objective, pruned, mnist) > max(0.7, dense - 0.05)
+
+
+def test_drr_then_tamade_on_the_nnx_model(mnist):
+  """Efficient compression: DRR training, then TAMADE's threshold within 5 % of the loss."""
+  model = models.adapt(NNXMLP, SAMPLE)
+  objective = objectives.drr(1e-5, 10.0)
+  state = _train(model, objective, optax.adam(2e-3), mnist, 150)
+  (x, y), _ = mnist
+  search = pruning.make_tamade_fn(model, CLASSIFICATION, objective, 500, delta=0.05)
+  result = search(state, x, y)
+  assert 0 < _prunable_density(result.masks) < 0.9
+  pruned = state._replace(masks=result.masks, params=masks_lib.apply(result.masks, state.params))
+  loss = make_eval_fn(model, CLASSIFICATION, objective, 500)
+  assert float(loss(pruned, x, y)["loss"]) <= 1.05 * float(loss(state, x, y)["loss"]) + 1e-6
+  _exactly_zero_where_pruned(pruned.params, result.masks)
+
+
+def test_the_optax_wrapper_prunes_a_user_model_in_a_plain_loop(mnist, tmp_path):
+  """The user's own loop: module.apply, optax, sparsify's gradual schedule; the masks
+  survive an orbax round trip and training resumes identically."""
+  module, ((x, y), (x_test, y_test)) = LinenCNN(), mnist
+  params = module.init(jax.random.key(0), x[:1])["params"]
+  tx = sparse_train.sparsify(optax.adam(2e-3),
+                             sparse_train.gradual(0.2, start=20, end=100, frequency=10))
+
+  @jax.jit
+  def step(params, opt_state, i):
+    batch = jax.random.choice(jax.random.key(i), x.shape[0], (128,), replace=False)
+    def loss(p):
+      logits = module.apply({"params": p}, x[batch])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y[batch]).mean()
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def train(params, opt_state, steps):
+    for i in steps:
+      params, opt_state = step(params, opt_state, i)
+    return params, opt_state
+
+  params, opt_state = train(params, tx.init(params), range(60))
+  with Checkpointer(tmp_path / "ckpt") as ckpt:
+    ckpt.save(60, (params, opt_state))
+  straight = train(params, opt_state, range(60, 150))
+  with Checkpointer(tmp_path / "ckpt") as ckpt:
+    restored, _ = ckpt.restore(like=(params, tx.init(params)))
+  resumed = train(*restored, range(60, 150))
+  jax.tree.map(np.testing.assert_array_equal, straight, resumed)
+  params, opt_state = resumed
+  assert float(sparse_train.density_of(opt_state)) == pytest.approx(0.2, abs=1e-3)
+  _exactly_zero_where_pruned(params, sparse_train.masks_of(opt_state))
+  accuracy = jnp.mean(jnp.argmax(module.apply({"params": params}, x_test), -1) == y_test)
+  assert float(accuracy) > 0.8
 
 
 # --------------------------------------------------------------------------
@@ -350,20 +421,25 @@ CLI_RUNS = {
     "l0": (l0_mlp_mnist, "constrained", {"l0.target_density": (0.5,), "l0.gates_lr": 0.1,
                                          "l0.dual_lr": 1.0, "l0.droprate_init": (0.5,),
                                          "lr": 3e-3, "max_epochs": 5, "min_epochs": 5}),
-    "bmrs": (bmrs_mlp_mnist, "bmrs_n", {"train_batch_size": 128}),
+    "l0_per_example": (l0_mlp_mnist, "constrained", {
+        "l0.sampling": "per_example", "l0.target_density": (0.5,), "l0.gates_lr": 0.1,
+        "l0.dual_lr": 1.0, "l0.droprate_init": (0.5,), "lr": 3e-3, "max_epochs": 5,
+        "min_epochs": 5}),
+    "bmrs": (bmrs_mlp_mnist, "snr", {"train_batch_size": 128, "bmrs.match_compression": 30.0}),
+    "drr": (lenet300_mnist, "drr", {"pruning.calibration": "val"}),
     "anneal": (anneal_mlp_mnist, "lth", {"val_fraction": 0.0, "anneal.k_epochs": 0,
+                                         "anneal.weight_init": "flax",
                                          "anneal.eval_examples": 500, "optimizer": "adam",
                                          "lr": 1e-3}),
 }
 
 
-@pytest.mark.parametrize("family", ["magnitude", "l0"])
-def test_command_line_families_on_the_plain_cnn(family, tmp_path):
-  _command_line_run(family, "LinenCNN", tmp_path)
+def test_command_line_magnitude_pruning_of_the_plain_cnn(tmp_path):
+  _command_line_run("magnitude", "LinenCNN", tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["LinenCNN", "LinenBNDropout", "nnx_mlp", "LinenResidual"])
+@pytest.mark.parametrize("model", ["LinenCNN", "LinenBNDropout", "NNXMLP", "LinenResidual"])
 @pytest.mark.parametrize("family", list(CLI_RUNS))
 def test_command_line_every_family_on_every_model(family, model, tmp_path):
   _command_line_run(family, model, tmp_path)
@@ -393,6 +469,7 @@ def test_a_bad_import_path_names_the_field():
     run(config, None)
 
 
+@pytest.mark.slow
 def test_seed_sweeps_vmap_over_a_user_model(tmp_path):
   config = _small(deephoyer_lenet300_mnist, "none", "LinenBNDropout", method="magnitude",
                   seeds=2, **{"pruning.density": 0.2})

@@ -75,6 +75,8 @@ class ModelAdapter:
   native_gates: bool
   _init: Callable = dataclasses.field(repr=False)
   _apply: Callable = dataclasses.field(repr=False)
+  _calls: tuple = dataclasses.field(repr=False, default=())
+  _leaves: frozenset = dataclasses.field(repr=False, default=frozenset())
 
   def init(self, key: jax.Array, x: jax.Array) -> tuple[Any, dict]:
     """``(params, model_state)`` for a batch ``x`` (only its shape and dtype matter)."""
@@ -102,12 +104,26 @@ class ModelAdapter:
     if gates and INPUT_SITE in gates:
       gates = dict(gates)
       x = gates.pop(INPUT_SITE)(x)
-    if gates:
-      unknown = sorted(set(gates) - set(self.units))
-      if unknown:
-        raise ValueError(f"unknown gate site(s) {unknown}; this model's gate sites: "
-                         f"{list(self.units)}")
-    return self._apply(params, model_state, x, train, gates or None, key)
+    sites = {name: self.site(name) for name in gates} if gates else {}
+    return self._apply(params, model_state, x, train, gates or None, key, sites)
+
+  def site(self, name: str) -> sites_lib.Site:
+    """The gate site ``name``: one of :attr:`units`, or any traced Dense / Conv layer's
+    ``"path"``, ``"path:input"`` or ``"path:output"``.
+
+    Raises:
+      ValueError: the model has no such site.
+    """
+    if name in self.units:
+      return self.units[name]
+    if self.native_gates:
+      raise ValueError(f"unknown gate site {name!r}; this model's gate sites: "
+                       f"{list(self.units)}")
+    try:
+      return sites_lib.layer_site(name, self._calls, self._leaves)
+    except ValueError as error:
+      raise ValueError(f"unknown gate site {name!r}; this model's units: {list(self.units)}; "
+                       f"{error}") from None
 
   def gate_sites(self) -> dict[str, int]:
     """``{site: number of units}``, in network order."""
@@ -138,8 +154,9 @@ def adapt(module, sample_input, *, sites: Sequence[str] | None = None,
 
   Args:
     module: a linen module (any ``__call__`` signature), an ``nnx.Module``
-      instance (its own weights are the initial ones, for every key), or a
-      constructor ``rngs -> nnx.Module`` (each key initialises anew).
+      instance (its own weights are the initial ones, for every key), an
+      ``nnx.Module`` class or a constructor ``rngs -> nnx.Module`` (each key
+      initialises anew).
     sample_input: a batch of inputs, or its ``jax.ShapeDtypeStruct``; only
       shapes matter (the units are found by tracing, without compute).
     sites: the gate sites, by module path: ``"path"`` gates the outputs of that
@@ -168,18 +185,18 @@ def adapt(module, sample_input, *, sites: Sequence[str] | None = None,
     raise ValueError(f"adapt() takes a flax linen module, an nnx.Module or a constructor "
                      f"rngs -> nnx.Module; got {type(module).__name__}")
   params_shape, state_shape = jax.eval_shape(backend.init, jax.random.key(0), sample)
-  if backend.native_gates:
-    units = sites_lib.declared_sites(backend.module)
-  else:
-    calls = backend.trace_calls(params_shape, state_shape, sample)
-    units = sites_lib.find_sites(calls, params_shape, sites)
-  backend.units = units
+  calls = () if backend.native_gates else tuple(
+      backend.trace_calls(params_shape, state_shape, sample))
+  units = (sites_lib.declared_sites(backend.module) if backend.native_gates
+           else sites_lib.find_sites(calls, params_shape, sites))
   declared = caps.check_names(capabilities)
-  found = caps.found(units, state_shape)
+  found = caps.found(units, state_shape, layer_gates=not backend.native_gates)
+  leaves = frozenset(masks_lib.path_str(p) for p, _ in
+                     jax.tree_util.tree_flatten_with_path(params_shape)[0])
   return ModelAdapter(module=backend.module, kind=backend.kind, input_shape=tuple(sample.shape[1:]),
                       param_shapes=params_shape, units=units, prunable=predicate,
                       capabilities=found | declared, native_gates=backend.native_gates,
-                      _init=backend.init, _apply=backend.apply)
+                      _init=backend.init, _apply=backend.apply, _calls=calls, _leaves=leaves)
 
 
 def as_adapter(model, sample_input) -> ModelAdapter:
@@ -252,14 +269,14 @@ class _LinenBackend:
       return {self.rng_streams[0]: key}
     return dict(zip(self.rng_streams, jax.random.split(key, len(self.rng_streams))))
 
-  def apply(self, params, model_state, x, train, gates, key):
+  def apply(self, params, model_state, x, train, gates, key, sites):
     variables = {"params": params, **model_state}
     rngs = None if key is None or not self.rng_streams else self._stream_keys(key)
     mutable = list(model_state) if train and model_state else False
     if self.native_gates or not gates:
       result = self._call(train, variables, x, gates, rngs, mutable)
     else:
-      with sites_lib.linen_gates(self.units, gates) as reached:
+      with sites_lib.linen_gates(sites, gates) as reached:
         result = self._call(train, variables, x, None, rngs, mutable)
       sites_lib.check_reached(gates, reached)
     if mutable:
@@ -294,6 +311,9 @@ class _NnxBackend:
       self.constructor = None
       self.module = module
     else:
+      if isinstance(module, type):  # an nnx.Module class takes its streams as ``rngs=``
+        cls = module
+        module = lambda rngs: cls(rngs=rngs)  # noqa: E731
       self.constructor = module
       self.module = module(nnx.Rngs(0))  # concrete RNG streams for the template
       if not isinstance(self.module, nnx.Module):
@@ -330,10 +350,10 @@ class _NnxBackend:
                               for i, tag in enumerate(self.rng_tags)})
     return module
 
-  def apply(self, params, model_state, x, train, gates, key):
+  def apply(self, params, model_state, x, train, gates, key, sites):
     module = self._merge(params, model_state, train, key)
     if gates:
-      with sites_lib.nnx_gates(module, self.units, gates) as reached:
+      with sites_lib.nnx_gates(module, sites, gates) as reached:
         outputs = module(x)
       sites_lib.check_reached(gates, reached)
     else:

@@ -18,6 +18,8 @@ CAPABILITIES = {
     "gate_sites": "units (the outputs of its Dense / Conv layers) that unit-level methods gate "
                   "and mask",
     "batch_stats": "mutable collections such as BatchNorm statistics",
+    "layer_gates": "gates on any traced Dense / Conv layer's inputs or outputs, attached from "
+                   "outside ('path:input', 'path:output')",
     "dense_chain": "a chain of Dense layers with one named activation (the `activation` field): "
                    "the layerwise Bernoulli fit and the deletion of dead neurons work on it",
     "deletable_units": "a Conv / Dense chain whose dead units (neurons, conv channels) are "
@@ -46,9 +48,10 @@ def check_names(names: Iterable[str]) -> frozenset:
   return names
 
 
-def found(units, model_state) -> frozenset:
-  """The capabilities the adapter sees from a traced model: gate sites, mutable state."""
-  out = set()
+def found(units, model_state, layer_gates: bool) -> frozenset:
+  """The capabilities the adapter sees from a traced model: gate sites, mutable state,
+  gates on any traced layer."""
+  out = {"layer_gates"} if layer_gates else set()
   if units:
     out.add("gate_sites")
   if model_state:

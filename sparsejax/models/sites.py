@@ -42,6 +42,9 @@ from sparsejax.models.mlp import apply_gate
 
 #: Positions of a gate relative to its module.
 OUTPUT, INPUT, DECLARED = "output", "input", "declared"
+#: The suffixes of a site name that address a layer's inputs, or its output as it is
+#: (before a following BatchNorm, where a plain ``"path"`` site moves).
+SUFFIXES = (INPUT, OUTPUT)
 
 
 class Site(NamedTuple):
@@ -211,6 +214,15 @@ def check_reached(gates: Mapping[str, Any], reached: set) -> None:
                      "(the layer was not called); their gates would train on the penalty alone")
 
 
+def layer_calls(calls: Sequence[Call]) -> dict[str, Call]:
+  """``{path: first call}`` of the Dense and Conv layers, in call order."""
+  layers: dict[str, Call] = {}
+  for call in calls:
+    if call.kind in ("dense", "conv"):
+      layers.setdefault(call.path, call)
+  return layers
+
+
 def find_sites(calls: Sequence[Call], params_shape, spec: Sequence[str] | None = None
                ) -> dict[str, Site]:
   """The gate sites of a traced forward pass (module docstring).
@@ -219,39 +231,42 @@ def find_sites(calls: Sequence[Call], params_shape, spec: Sequence[str] | None =
     calls: the layer calls, in order (:func:`linen_recorder`, :func:`nnx_recorder`).
     params_shape: the parameters (or their shapes), to find each unit's weights.
     spec: ``None`` (every Dense / Conv output but the head's) or the sites by
-      module path, ``"path"`` or ``"path:input"``.
+      module path: ``"path"`` (its output, past a following BatchNorm),
+      ``"path:input"`` or ``"path:output"`` (its output as it is).
 
   Raises:
     ValueError: a site in ``spec`` names no Dense / Conv layer that the
       forward pass calls.
   """
-  layers = {}
-  for call in calls:
-    if call.kind in ("dense", "conv"):
-      layers.setdefault(call.path, call)
+  layers = layer_calls(calls)
   if spec is None:
     heads = [c.path for c in calls if c.kind in ("dense", "conv")][-1:]
     spec = [path for path in layers if path not in heads]
   leaves = {masks_lib.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params_shape)[0]}
-  sites = {}
-  for entry in spec:
-    path, _, position = entry.partition(":")
-    position = position or OUTPUT
-    if path not in layers or position not in (OUTPUT, INPUT):
-      raise ValueError(f"gate site {entry!r} names no Dense or Conv layer of the model's forward "
-                       f"pass; its layers: {list(layers)} (add ':input' to gate a layer's inputs)")
-    call = layers[path]
-    if position == INPUT:
-      covers = [(f"{path}/kernel", -2)]
-      sites[entry] = Site(entry, path, INPUT, call.input_size, _existing(covers, leaves))
-      continue
-    module, covers = path, [(f"{path}/kernel", -1), (f"{path}/bias", 0)]
-    follower = _following_norm(calls, call)
-    if follower is not None:
-      module = follower.path
-      covers += [(f"{follower.path}/scale", 0), (f"{follower.path}/bias", 0)]
-    sites[path] = Site(path, module, OUTPUT, call.output_size, _existing(covers, leaves))
-  return sites
+  return {entry: layer_site(entry, calls, leaves) for entry in spec}
+
+
+def layer_site(entry: str, calls: Sequence[Call], leaves) -> Site:
+  """The site ``entry`` (``"path"``, ``"path:input"`` or ``"path:output"``) of a traced pass.
+
+  Raises:
+    ValueError: it names no Dense / Conv layer that the forward pass calls.
+  """
+  layers = layer_calls(calls)
+  path, _, position = entry.partition(":")
+  if path not in layers or position not in ("", *SUFFIXES):
+    raise ValueError(f"gate site {entry!r} names no Dense or Conv layer of the model's forward "
+                     f"pass; its layers: {list(layers)} (add ':input' to gate a layer's inputs, "
+                     "':output' for its output before a following BatchNorm)")
+  call = layers[path]
+  if position == INPUT:
+    return Site(entry, path, INPUT, call.input_size, _existing([(f"{path}/kernel", -2)], leaves))
+  module, covers = path, [(f"{path}/kernel", -1), (f"{path}/bias", 0)]
+  follower = None if position == OUTPUT else _following_norm(calls, call)
+  if follower is not None:
+    module = follower.path
+    covers += [(f"{follower.path}/scale", 0), (f"{follower.path}/bias", 0)]
+  return Site(entry, module, OUTPUT, call.output_size, _existing(covers, leaves))
 
 
 def _following_norm(calls: Sequence[Call], call: Call) -> Call | None:

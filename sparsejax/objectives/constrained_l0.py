@@ -98,7 +98,8 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
                      droprates: dict[str, float] | None = None, weight_decay: float = 0.0,
                      l2_detach_gates: bool = True, test_gate: str = "median",
                      dual_restarts: bool = True, penalty_coefficient: float = 1e-4,
-                     sampling: str = "per_batch", anneal_steps: int = 0) -> Objective:
+                     sampling: str = "per_batch", anneal_steps: int = 0,
+                     sites: dict[str, tuple[str, str]] | None = None) -> Objective:
   """The hard-concrete L0 objective (module docstring).
 
   Args:
@@ -120,6 +121,10 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
       :func:`~sparsejax.objectives.hard_concrete.per_example_gates`).
     anneal_steps: > 0: the targets fall from 1 over this many updates
       (:func:`annealed_targets`); 0: constant targets (the paper).
+    sites: per example, where each layer's gates act on the activations:
+      :func:`~sparsejax.objectives.hard_concrete.layer_sites` for a model gated
+      from outside; default the zoo's chain
+      (:func:`~sparsejax.objectives.hard_concrete.chain_sites`).
   """
   layers = tuple(layers)
   if formulation not in FORMULATIONS:
@@ -128,7 +133,10 @@ def hard_concrete_l0(layers: Sequence[hc.GatedLayer], *, formulation: str = "lag
     raise ValueError(f"test_gate must be one of {hc.TEST_GATES}, got {test_gate!r}")
   if sampling not in hc.SAMPLING:
     raise ValueError(f"sampling must be one of {hc.SAMPLING}, got {sampling!r}")
-  sites = hc.chain_sites(layers) if sampling == "per_example" else None
+  if sampling == "per_example" and sites is None:
+    sites = hc.chain_sites(layers)
+  elif sampling != "per_example":
+    sites = None
   constrained = formulation != "penalized"
   values = tuple(targets if constrained else penalty)
   if len(values) not in (1, len(layers)):

@@ -339,6 +339,22 @@ def chain_sites(layers: Sequence[GatedLayer]) -> dict[str, tuple[str, str]]:
   return sites
 
 
+def layer_sites(layers: Sequence[GatedLayer]) -> dict[str, tuple[str, str]]:
+  """``{layer: (site, how)}`` for a model gated from outside (any traced layers).
+
+  A Dense layer's structured gates act on its input features, per example:
+  the site ``"<layer>:input"``; a Conv layer's on its output channels as the
+  layer gives them (before any BatchNorm): ``"<layer>:output"``
+  (:meth:`sparsejax.models.ModelAdapter.site`). Per example this is exactly
+  the per-batch gating of the layer's kernel rows (Dense) or kernel and bias
+  (Conv) of :func:`gate_params`.
+  """
+  if any(l.kind not in ("dense", "conv") for l in layers):
+    raise ValueError("per-example gates need structured gates (l0.structure 'structured')")
+  return {l.name: (f"{l.name}:input", "features") if l.kind == "dense"
+          else (f"{l.name}:output", "channels") for l in layers}
+
+
 def _site_factor(how: str, z: jax.Array, x: jax.Array) -> jax.Array:
   """Per-example gates ``z`` (``(batch, n)``) as a factor broadcastable to ``x``."""
   if how == "features":

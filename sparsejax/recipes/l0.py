@@ -75,7 +75,7 @@ def defaults() -> dict:
   l0.penalty = (0.1,)              # penalized: lambda, one value or one per gated layer
   l0.penalty_sweep = False         # penalized: seed i of the run trains with lambda = penalty[i]
   l0.structure = "structured"      # structured (input features, conv channels) or unstructured
-  l0.sampling = "per_batch"        # per_batch (the reference) or per_example (MLPs, LeNet-5)
+  l0.sampling = "per_batch"        # per_batch (the reference) or per_example (on the activations)
   l0.batchnorm = "l0"              # BatchNorm models: l0 (active channels only) or standard
   l0.droprate_init = (0.5,)        # one value or one per gated layer (MNIST MLP: 0.2, 0.5, 0.5)
   l0.weight_init = "flax"          # flax (the model's) or kaiming (the reference's L0 layers)
@@ -152,18 +152,24 @@ def check_model(config: ml_collections.ConfigDict, model) -> None:
   for field in fields:
     require(len(l0[field]) in (1, len(layers)), f"l0.{field}", l0[field],
             f"one value or one per gated layer ({len(layers)}: {names})")
-  if l0.sampling == "per_example":
-    model.require("gate_chain", "l0.sampling 'per_example'")
+  if l0.sampling == "per_example" and "gate_chain" not in model.capabilities:
+    model.require("layer_gates", "l0.sampling 'per_example'")
   if l0.finetune_epochs:
     require("l0_batchnorm" not in model.capabilities, "l0.finetune_epochs", l0.finetune_epochs,
             "0 for models with L0 BatchNorm (capability 'l0_batchnorm': its statistics follow "
             "the gates)")
 
 
-def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0) -> Objective:
+def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0,
+              model=None) -> Objective:
   """The config's L0 objective; ``epoch_steps`` (updates an epoch) times
-  ``l0.target_anneal_epochs`` is the annealing's length in updates."""
+  ``l0.target_anneal_epochs`` is the annealing's length in updates. Per example,
+  ``model``'s gates act where it declares its chain (capability ``gate_chain``)
+  or on its traced layers (``layer_gates``)."""
   l0 = config.l0
+  sites = None
+  if l0.sampling == "per_example" and "gate_chain" not in model.capabilities:
+    sites = hc.layer_sites(layers)
   if l0.target_anneal_epochs and epoch_steps < 1:
     raise ValueError("objective() needs epoch_steps >= 1 with l0.target_anneal_epochs > 0")
   return constrained_l0.hard_concrete_l0(
@@ -172,7 +178,7 @@ def objective(config: ml_collections.ConfigDict, layers, epoch_steps: int = 0) -
       droprates=per_layer(l0.droprate_init, layers),
       weight_decay=l0.weight_decay, l2_detach_gates=l0.l2_detach_gates,
       test_gate=l0.test_gate, dual_restarts=l0.dual_restarts, penalty_coefficient=l0.dual_lr,
-      sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * epoch_steps)
+      sampling=l0.sampling, anneal_steps=l0.target_anneal_epochs * epoch_steps, sites=sites)
 
 
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -192,7 +198,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
   steps = 0
   if config.l0.target_anneal_epochs:
     steps = steps_per_epoch(parts.split_size("train"), config.train_batch_size)
-  gated = objective(config, layers, steps)
+  gated = objective(config, layers, steps, parts.model)
   train = Phase("train", gated, max_epochs=config.max_epochs,
                 min_epochs=config.max_epochs, chunk_epochs=config.prune_window,
                 optimizer=optimizer(config))
