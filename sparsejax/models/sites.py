@@ -8,8 +8,12 @@ default the sites are the outputs of every Dense and Conv layer but the head
 layer, its gate acts on the BatchNorm's output: a gate before a
 normalisation would be normalised away. A site ``"path:input"`` gates the
 inputs of that layer instead: a gate after the previous layer's
-nonlinearity (BMRS gates a tanh MLP there), or L0's gates on a Dense layer's
-input features.
+nonlinearity (BMRS gates a tanh MLP there), or L0's per-example gates on a
+Dense layer's input features; ``"path:output"`` gates the layer's output as
+the layer gives it (L0's per-example gates on a Conv layer's channels, the
+same as gating its kernel and bias). Any traced layer may be addressed so
+(:meth:`sparsejax.models.ModelAdapter.site`); the default sites are the
+model's *units*.
 
 For a ReLU, and for max pooling, a positive gate commutes with the
 nonlinearity (:math:`\\mathrm{relu}(\\theta x) = \\theta\\,\\mathrm{relu}(x)`
