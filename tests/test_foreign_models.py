@@ -343,6 +343,7 @@ def test_deephoyer_then_threshold_on_the_residual_model(mnist):
   assert _accuracy(model, objective, pruned, mnist) > max(0.7, dense - 0.05)
 
 
+@pytest.mark.slow
 def test_drr_then_tamade_on_the_nnx_model(mnist):
   """Efficient compression: DRR training, then TAMADE's threshold within 5 % of the loss."""
   model = models.adapt(NNXMLP, SAMPLE)

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 def test_lenet300_train_prune_finetune_on_real_mnist(mnist_dir, tmp_path):
   data = load_image_dataset("mnist", manual_dir=mnist_dir, data_dir=tmp_path)
   model, objective, optimizer = models.lenet_300_100(), objectives.plain(), optax.adam(1e-3)
-  state = create_train_state(jax.random.key(0), model, data.train.x[:1], objective, optimizer)
+  state = create_train_state(jax.random.key(0), model, data.train.x[:1], objective, optimizer,
+                             prunable=masks.every_leaf)  # the reference prunes biases too
   step = make_train_step(model, CLASSIFICATION, objective, optimizer, jit=False)
   epoch = make_epoch_fn(step, batch_size=100)
   evaluate = make_eval_fn(model, CLASSIFICATION, objective, batch_size=1000)

@@ -184,7 +184,9 @@ def adapt(module, sample_input, *, sites: Sequence[str] | None = None,
   else:
     raise ValueError(f"adapt() takes a flax linen module, an nnx.Module or a constructor "
                      f"rngs -> nnx.Module; got {type(module).__name__}")
-  params_shape, state_shape = jax.eval_shape(backend.init, jax.random.key(0), sample)
+  # The key is made inside the traced function: nothing here may start a JAX backend
+  # (jax.distributed.initialize must come first in a multi-process run).
+  params_shape, state_shape = jax.eval_shape(lambda x: backend.init(jax.random.key(0), x), sample)
   calls = () if backend.native_gates else tuple(
       backend.trace_calls(params_shape, state_shape, sample))
   units = (sites_lib.declared_sites(backend.module) if backend.native_gates
@@ -298,6 +300,16 @@ class _LinenBackend:
 # NNX
 
 
+def _concrete_stream(value):
+  """An RNG stream's key or count, made concrete where it is only a shape (a constructor's
+  module is built under ``nnx.eval_shape``): every stream is reseeded from the step's key."""
+  if not isinstance(value, jax.ShapeDtypeStruct):
+    return value
+  if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+    return jax.random.key(0)
+  return jnp.zeros(value.shape, value.dtype)
+
+
 #: The NNX variables that make the model state: all but the parameters and RNG streams.
 _OTHER = nnx.Not(nnx.Any(nnx.Param, nnx.RngState))
 
@@ -315,7 +327,7 @@ class _NnxBackend:
         cls = module
         module = lambda rngs: cls(rngs=rngs)  # noqa: E731
       self.constructor = module
-      self.module = module(nnx.Rngs(0))  # concrete RNG streams for the template
+      self.module = nnx.eval_shape(lambda: module(nnx.Rngs(0)))  # shapes only, no compute
       if not isinstance(self.module, nnx.Module):
         raise ValueError(f"a model constructor must return an nnx.Module for rngs, got "
                          f"{type(self.module).__name__}")
@@ -335,8 +347,8 @@ class _NnxBackend:
   def _merge(self, params, model_state, train: bool, key):
     """A fresh module (inside the caller's trace) with these variables and mode, its RNG
     streams seeded from ``key`` (each stream's tag folded in; one stream takes ``key``)."""
-    param_state, other_state, rng_state = jax.tree.map(
-        lambda v: v, (*self.template, self.rng_state))
+    param_state, other_state = jax.tree.map(lambda v: v, self.template)
+    rng_state = jax.tree.map(_concrete_stream, self.rng_state)
     nnx.replace_by_pure_dict(param_state, params)
     nnx.replace_by_pure_dict(other_state, model_state)
     module = nnx.merge(self.graphdef, param_state, other_state, rng_state)

@@ -380,7 +380,7 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   try:
     model = registry.build(name, spec, kwargs)
     sample = jax.ShapeDtypeStruct((1, *spec.input_shape), spec.param_dtype)
-    params, state = jax.eval_shape(model.init, jax.random.key(0), sample)
+    params, state = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), sample)
     out = jax.eval_shape(lambda p, s, x: model.apply(p, s, x, train=False)[0], params, state,
                          sample)
   except Exception as error:  # noqa: BLE001  (any error of any model)

@@ -147,7 +147,7 @@ def seed_loop_of(config, model, sample) -> str:
     return config.sweep.seed_loop
   if jax.default_backend() != "cpu":
     return "vmap"
-  params, _ = jax.eval_shape(model.init, jax.random.key(0), sample)
+  params, _ = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), sample)
   has_conv = any(leaf.ndim == 4 for leaf in jax.tree.leaves(params))
   return "map" if has_conv else "vmap"
 
