@@ -191,6 +191,54 @@ def efficient_compression_mnist_setup(config: ml_collections.ConfigDict) -> None
   config.checkpoint_every_epochs = 10
 
 
+def sparse_training_mnist_setup(config: ml_collections.ConfigDict) -> None:
+  """The sparse-training baselines' MNIST set-up (``sparsejax.recipes.sparse_training``).
+
+  The papers give no set-up for these networks (RigL, SET and SR-STE report
+  CIFAR and ImageNet; Zhu & Gupta, Inception and LSTMs), so it is the usual
+  LeNet one, chosen here and run the same way for jaxpruner
+  (``benchmarks/peers/jaxpruner_mnist.py``): Adam 1e-3, batch 100, 55,000
+  training and 5,000 validation images, kernels pruned (biases dense, as
+  jaxpruner), the final state after ``max_epochs`` epochs. The papers'
+  schedule hyperparameters: updates every 100 steps (RigL's Delta T), drop
+  fraction 0.3 with cosine decay (RigL; SET's zeta = 0.3), updates until 75 %
+  of training (RigL's T_end; Zhu & Gupta's end of pruning), ERK budget.
+  """
+  config.dataset = "mnist"
+  config.val_fraction = 1 / 12
+  config.prunable = "kernels"
+  config.optimizer = "adam"
+  config.lr = 1e-3
+  config.train_batch_size = 100
+  config.eval_batch_size = 5000
+  config.checkpoint_every_epochs = 1
+
+
+#: The sparse-training methods (``sparsejax.recipes.sparse_training``) -> the fields each
+#: sets beyond the shared set-up: SR-STE is an N:M method, its masks recomputed every
+#: step (Zhou et al., 2021).
+SPARSE_TRAINING_METHODS = {
+    "gmp": {}, "random": {}, "saliency": {}, "snip": {}, "ste": {},
+    "sr_ste": {"sparse.structure": "2:4", "pruning.density": 0.5, "sparse.schedule": "periodic",
+               "sparse.frequency": 1, "sparse.end_fraction": 1.0},
+    "static": {}, "set": {}, "rigl": {},
+}
+
+
+def sparse_training(method: str, architecture: str, epochs: int) -> ml_collections.ConfigDict:
+  """A sparse-training config: :func:`sparse_training_mnist_setup` for ``architecture``,
+  ``epochs`` epochs, 90 % sparsity with the ERK budget, ``method``'s fields."""
+  config = base(method, f"sparse_training_{architecture}_mnist_{method}")
+  sparse_training_mnist_setup(config)
+  config.architecture = architecture
+  config.max_epochs = config.min_epochs = epochs
+  config.prune_window = 5
+  config.pruning.density = 0.1
+  config.sparse.distribution = "erk"
+  set_method_fields(config, SPARSE_TRAINING_METHODS)
+  return config
+
+
 def deephoyer_mnist_setup(config: ml_collections.ConfigDict) -> None:
   """The DeepHoyer MNIST code's set-up (reference notes, section 1.3), shared with its baselines.
 

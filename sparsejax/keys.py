@@ -27,6 +27,7 @@ STREAMS = {
     "posthoc": 7,
     "search": 8,
     "reinit": 9,
+    "sparse": 10,
     "model": 43,
 }
 

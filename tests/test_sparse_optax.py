@@ -394,7 +394,7 @@ def test_bad_arguments_are_named():
     gradual(0.5, start=0, end=5, frequency=1, initial_density=0.4)
   with pytest.raises(ValueError, match=r"scope must be one of \('global', 'layer'\)"):
     sparsify(optax.sgd(0.1), one_shot(0.5, 0), scope="row")
-  with pytest.raises(ValueError, match="schedule must be a PruningSchedule"):
+  with pytest.raises(ValueError, match="algorithm must be a SparseTraining .* or a PruningSchedule"):
     sparsify(optax.sgd(0.1), 0.5)
   with pytest.raises(ValueError, match="prunable selects no leaf"):
     sparsify(optax.sgd(0.1), one_shot(0.5, 0)).init({"w": jnp.ones(3)})

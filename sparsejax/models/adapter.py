@@ -125,6 +125,15 @@ class ModelAdapter:
       raise ValueError(f"unknown gate site {name!r}; this model's units: {list(self.units)}; "
                        f"{error}") from None
 
+  def layer_order(self) -> list[str]:
+    """The Dense / Conv layers' module paths in the order the forward pass calls them
+    (empty for a model that gates itself: it is not traced)."""
+    order: list[str] = []
+    for call in self._calls:
+      if call.kind in ("dense", "conv") and call.path not in order:
+        order.append(call.path)
+    return order
+
   def gate_sites(self) -> dict[str, int]:
     """``{site: number of units}``, in network order."""
     return {name: site.size for name, site in self.units.items()}

@@ -11,7 +11,7 @@ from sparsejax.recipes.base import (Outcome, Plan, Recipe, Stage, StageInput, ge
 
 # The families (importing a module registers its recipes).
 from sparsejax.recipes import (  # noqa: E402,F401  isort: skip
-    anneal, bmrs, deephoyer, efficient_compression, l0, magnitude)
+    anneal, bmrs, deephoyer, efficient_compression, l0, magnitude, sparse_training)
 
 __all__ = ["Outcome", "Plan", "Recipe", "Stage", "StageInput", "get_recipe", "recipe_names",
            "register_recipe", "registered"]

@@ -38,6 +38,7 @@ import optax
 
 from sparsejax import masks as masks_lib
 from sparsejax.objectives.base import Objective
+from sparsejax.sparsity.algorithms import SparseTraining
 from sparsejax.train import sharding
 from sparsejax.train.convergence import push_tail, tail_length, tail_saturated
 from sparsejax.train.loop import make_epoch_fn
@@ -83,6 +84,9 @@ class Phase(NamedTuple):
     between_chunks: host hook ``(carry, ctx) -> carry`` after each chunk's
       checks (:class:`ChunkContext`); it may change the states (masks
       included: they are part of the state, so nothing recompiles).
+    sparse: a sparse-training algorithm (:mod:`sparsejax.sparsity.algorithms`)
+      that updates the masks inside the steps, its schedule counted in the
+      phase's steps; ``None``: the masks stay as the phase found them.
   """
   name: str
   objective: Objective
@@ -95,6 +99,7 @@ class Phase(NamedTuple):
   check_from: int = 0
   settled: Callable[[TrainState], jax.Array] | None = None
   between_chunks: Callable[["PhaseCarry", "ChunkContext"], "PhaseCarry"] | None = None
+  sparse: SparseTraining | None = None
 
 
 class PhaseCarry(NamedTuple):
@@ -392,7 +397,7 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
     return program._compiled[cache_key]
   constraint = program.batch_constraint
   step = make_train_step(program.model, program.task, phase.objective, phase.optimizer, jit=False,
-                         batch_constraint=constraint)
+                         batch_constraint=constraint, sparse=phase.sparse)
   epoch_fn = make_epoch_fn(step, program.train_batch_size, jit=False)
   evaluate = make_eval_fn(program.model, program.task, phase.objective, program.eval_batch_size,
                           jit=False, batch_constraint=constraint)
@@ -400,7 +405,8 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
 
   def one_seed(state, active, data, key, first_epoch):
     def body(state, epoch):
-      new, metrics = epoch_fn(state, data.train, jax.random.fold_in(key, epoch))
+      new, metrics = epoch_fn(state, data.train, jax.random.fold_in(key, epoch),
+                              None if phase.sparse is None else epoch)
       metrics.update({f"val_{k}": v for k, v in evaluate(new, *data.val).items()})
       return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), metrics
     return jax.lax.scan(body, state, first_epoch + jnp.arange(n_epochs))

@@ -42,7 +42,12 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int, shuffle: bool = True)
 
 def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
                   mesh: Mesh | None = None, jit: bool = True) -> EpochFn:
-  """Builds ``epoch(state, (x, y), key) -> (state, mean metrics)``.
+  """Builds ``epoch(state, (x, y), key[, index]) -> (state, mean metrics)``.
+
+  With ``index`` (the epoch's number in its phase, the same for every seed)
+  each step also receives its clock, ``index * steps + i`` for the epoch's
+  ``i``-th step: the steps of a sparse-training algorithm need it
+  (:func:`~sparsejax.train.step.make_train_step` with ``sparse``).
 
   Args:
     train_step: an *unjitted* step from :func:`~sparsejax.train.step.make_train_step`
@@ -56,17 +61,23 @@ def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
   if mesh is not None:
     sharding.check_divisible(batch_size, mesh)
 
-  def epoch(state: TrainState, data, key: jax.Array):
+  def epoch(state: TrainState, data, key: jax.Array, index=None):
     x, y = data
     perm_key, step_key = jax.random.split(key)
     batches = epoch_batches(perm_key, x.shape[0], batch_size, shuffle)
     keys = jax.random.split(step_key, batches.shape[0])
+    if index is None:
+      def body(state, inputs):
+        idx, k = inputs
+        return train_step(state, (x[idx], y[idx]), k)
+      state, metrics = jax.lax.scan(body, state, (batches, keys))
+    else:
+      clocks = index * batches.shape[0] + jnp.arange(batches.shape[0])
 
-    def body(state, inputs):
-      idx, k = inputs
-      return train_step(state, (x[idx], y[idx]), k)
-
-    state, metrics = jax.lax.scan(body, state, (batches, keys))
+      def clocked(state, inputs):
+        idx, k, clock = inputs
+        return train_step(state, (x[idx], y[idx]), k, clock)
+      state, metrics = jax.lax.scan(clocked, state, (batches, keys, clocks))
     return state, jax.tree.map(jnp.mean, metrics)
 
   return jax.jit(epoch) if jit else epoch

@@ -29,11 +29,13 @@ import optax
 from sparsejax import masks as masks_lib
 from sparsejax.models.adapter import ModelAdapter, as_adapter
 from sparsejax.objectives.base import Objective
+from sparsejax.sparsity import algorithms as sparse_lib
+from sparsejax.sparsity.algorithms import SparseTraining
 from sparsejax.train.losses import Task
 from sparsejax.train.state import TrainState, trainables
 
 Batch = tuple[jax.Array, jax.Array]
-TrainStep = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]
+TrainStep = Callable[..., tuple[TrainState, dict]]
 
 
 def apply_model(model: ModelAdapter, params, model_state, x, *, train: bool,
@@ -65,8 +67,9 @@ def ascent_signs(objective: Objective, grads_objective):
 def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
                     optimizer: optax.GradientTransformation, *, jit: bool = True,
                     batch_constraint: Callable[[Batch], Batch] | None = None,
+                    sparse: SparseTraining | None = None,
                     ) -> TrainStep:
-  """Builds ``step(state, batch, key) -> (state, metrics)`` for any objective.
+  """Builds ``step(state, batch, key[, clock]) -> (state, metrics)`` for any objective.
 
   Args:
     model: the model (:func:`sparsejax.models.adapt`; a bare linen or NNX module is
@@ -79,6 +82,13 @@ def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
       inside ``lax.scan``).
     batch_constraint: applied to the batch first; the sharded loop passes a
       ``with_sharding_constraint`` that splits it over the ``data`` axis.
+    sparse: a sparse-training algorithm (:mod:`sparsejax.sparsity.algorithms`)
+      that changes the masks inside the step: the step then takes ``clock``,
+      the step number its schedule reads (the same for every seed of a vmapped
+      program, so that the update stays a branch), and a part of ``key``
+      draws its random scores. Its update sees the dense gradient
+      :math:`\\nabla_{m\\odot\\theta} L` of the batch; with a straight-through
+      algorithm the weights stay dense and every one takes the gradient.
 
   Returns:
     The step. ``metrics`` holds ``loss`` (the data loss, as the reference
@@ -86,38 +96,63 @@ def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
     (= loss + penalty) and the task's metrics, all batch means.
   """
 
-  def loss_fn(train_vars, state: TrainState, batch: Batch, key: jax.Array):
+  def loss_fn(train_vars, model_state, batch: Batch, key: jax.Array):
     x, y = batch
     forward_key, dropout_key = jax.random.split(key)
-    params = masks_lib.apply(state.masks, train_vars["params"])
+    params = train_vars["params"]
     objective_state = train_vars["objective"]
     effective, gates = objective.forward(params, objective_state, forward_key, True)
     outputs, model_state = apply_model(
-        model, effective, state.model_state, x, train=True, gates=gates, key=dropout_key)
+        model, effective, model_state, x, train=True, gates=gates, key=dropout_key)
     data_loss = jnp.mean(objective.loss_transform(task.loss(outputs, y), objective_state))
     penalty = objective.penalty(params, objective_state)
     metrics = {name: jnp.mean(fn(outputs, y)) for name, fn in task.metrics.items()}
     metrics.update(loss=data_loss, penalty=penalty, objective=data_loss + penalty)
     return data_loss + penalty, (model_state, metrics)
 
-  def step(state: TrainState, batch: Batch, key: jax.Array):
+  def step(state: TrainState, batch: Batch, key: jax.Array, clock=None):
     if batch_constraint is not None:
       batch = batch_constraint(batch)
-    train_vars = trainables(state.params, state.objective_state)
+    if sparse is not None:
+      if clock is None:
+        raise ValueError("a step with a sparse-training algorithm needs its clock: "
+                         "step(state, batch, key, clock)")
+      key, mask_key = jax.random.split(key)
+    # The gradient at the masked weights m * theta: the dense gradient that
+    # RigL grows by; masked below, it is the gradient with respect to theta.
+    masked = trainables(masks_lib.apply(state.masks, state.params), state.objective_state)
     grads, (model_state, metrics) = jax.grad(loss_fn, has_aux=True)(
-        train_vars, state, batch, key)
-    grads = {
-        "params": masks_lib.apply(state.masks, grads["params"]),
-        "objective": ascent_signs(objective, grads["objective"]),
-    }
-    updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
+        masked, state.model_state, batch, key)
+    masks = state.masks
+    train_vars = trainables(state.params, state.objective_state)
+    objective_grads = ascent_signs(objective, grads["objective"])
+    if sparse is None:
+      grads = {"params": masks_lib.apply(masks, grads["params"]), "objective": objective_grads}
+      updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
+    else:
+      masks, updating, grown = sparse_lib.step_masks(
+          sparse, clock, mask_key, state.params, grads["params"], masks)
+      grads = {"params": sparse_lib.gradients(sparse, masks, state.params, grads["params"]),
+               "objective": objective_grads}
+      if sparse.skip_update:
+        updates, opt_state = jax.lax.cond(
+            updating, lambda: (jax.tree.map(jnp.zeros_like, grads), state.opt_state),
+            lambda: optimizer.update(grads, state.opt_state, train_vars))
+      else:
+        updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
+      opt_state = jax.lax.cond(
+          updating, lambda: sparse_lib.reset_moments(
+              opt_state, {"params": grown, "objective": None}, train_vars),
+          lambda: opt_state)
     train_vars = optax.apply_updates(train_vars, updates)
+    dense = sparse is not None and sparse.straight_through
     new_state = state._replace(
         step=state.step + 1,
-        params=masks_lib.apply(state.masks, train_vars["params"]),
+        params=train_vars["params"] if dense else masks_lib.apply(masks, train_vars["params"]),
         objective_state=objective.project(train_vars["objective"]),
         model_state=model_state,
         opt_state=opt_state,
+        masks=masks,
     )
     return new_state, metrics
 
