@@ -215,20 +215,24 @@ def sparse_training_mnist_setup(config: ml_collections.ConfigDict) -> None:
 
 
 #: The sparse-training methods (``sparsejax.recipes.sparse_training``) -> the fields each
-#: sets beyond the shared set-up: SR-STE is an N:M method, its masks recomputed every
-#: step (Zhou et al., 2021).
+#: sets beyond the shared set-up: the straight-through methods recompute their masks
+#: from the dense weights at every step (Zhou et al., 2021; jaxpruner's STE does too),
+#: and SR-STE is an N:M method.
 SPARSE_TRAINING_METHODS = {
-    "gmp": {}, "random": {}, "saliency": {}, "snip": {}, "ste": {},
+    "gmp": {}, "random": {}, "saliency": {}, "snip": {},
+    "ste": {"sparse.schedule": "periodic", "sparse.frequency": 1, "sparse.end_fraction": 1.0},
     "sr_ste": {"sparse.structure": "2:4", "pruning.density": 0.5, "sparse.schedule": "periodic",
                "sparse.frequency": 1, "sparse.end_fraction": 1.0},
     "static": {}, "set": {}, "rigl": {},
 }
 
 
-def sparse_training(method: str, architecture: str, epochs: int) -> ml_collections.ConfigDict:
+def sparse_training(method: str, architecture: str, epochs: int,
+                    name: str) -> ml_collections.ConfigDict:
   """A sparse-training config: :func:`sparse_training_mnist_setup` for ``architecture``,
-  ``epochs`` epochs, 90 % sparsity with the ERK budget, ``method``'s fields."""
-  config = base(method, f"sparse_training_{architecture}_mnist_{method}")
+  ``epochs`` epochs, 90 % sparsity with the ERK budget, ``method``'s fields; the
+  experiment is ``sparse_training_<name>_mnist_<method>``."""
+  config = base(method, f"sparse_training_{name}_mnist_{method}")
   sparse_training_mnist_setup(config)
   config.architecture = architecture
   config.max_epochs = config.min_epochs = epochs

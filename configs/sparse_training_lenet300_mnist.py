@@ -28,4 +28,4 @@ METHODS = common.SPARSE_TRAINING_METHODS
 
 def get_config(method: str = "rigl") -> ml_collections.ConfigDict:
   """LeNet-300-100 on MNIST, sparse-trained with ``method`` (one of :data:`METHODS`)."""
-  return common.sparse_training(method, "lenet_300_100", epochs=20)
+  return common.sparse_training(method, "lenet_300_100", epochs=20, name="lenet300")

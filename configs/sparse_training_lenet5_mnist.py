@@ -28,4 +28,4 @@ METHODS = common.SPARSE_TRAINING_METHODS
 
 def get_config(method: str = "rigl") -> ml_collections.ConfigDict:
   """LeNet-5-Caffe on MNIST, sparse-trained with ``method`` (one of :data:`METHODS`)."""
-  return common.sparse_training(method, "lenet5_caffe", epochs=10)
+  return common.sparse_training(method, "lenet5_caffe", epochs=10, name="lenet5")

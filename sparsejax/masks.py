@@ -84,6 +84,18 @@ def kernels_only(path: tuple[str, ...], leaf: jax.Array) -> bool:
   return bool(path) and path[-1] == "kernel"
 
 
+#: The named prunable sets of a run's ``prunable`` field.
+NAMED_PRUNABLE = {"all": every_leaf, "kernels": kernels_only}
+
+
+def named_prunable(name: str) -> PrunablePredicate:
+  """The predicate of a named prunable set: ``"all"`` (:func:`every_leaf`) or
+  ``"kernels"`` (:func:`kernels_only`)."""
+  if name not in NAMED_PRUNABLE:
+    raise ValueError(f"prunable must be one of {tuple(NAMED_PRUNABLE)}, got {name!r}")
+  return NAMED_PRUNABLE[name]
+
+
 def prunable_paths(*patterns: str | re.Pattern) -> PrunablePredicate:
   """Predicate: the leaves whose path ``Layer/leaf`` matches one of ``patterns``.
 
@@ -286,15 +298,52 @@ def keep_count(density, n: int) -> int | jax.Array:
   return jnp.round(density * n).astype(jnp.int32)
 
 
+def _order_keys(scores: jax.Array) -> tuple[jax.Array, int]:
+  """Unsigned integers in the order of the float ``scores`` (NaN as ``-inf``, -0 as +0).
+
+  The usual radix-sort key: a non-negative float's bits with the sign bit
+  set, a negative float's bits inverted, so that integer and float order agree.
+  """
+  if scores.dtype not in (jnp.float32, jnp.float64):
+    scores = scores.astype(jnp.float32)
+  bits = jnp.finfo(scores.dtype).bits
+  utype = jnp.uint64 if bits == 64 else jnp.uint32
+  clean = jnp.where(jnp.isnan(scores), -jnp.inf, scores) + jnp.zeros((), scores.dtype)
+  raw = jax.lax.bitcast_convert_type(clean, utype)
+  sign = jnp.asarray(1 << (bits - 1), utype)
+  return jnp.where(raw & sign, ~raw, raw | sign), bits
+
+
 def top_k(scores: jax.Array, n_keep) -> jax.Array:
   """``True`` for the ``n_keep`` largest entries of the 1-D ``scores``.
 
   ``n_keep`` may be traced. Ties go to the lower index (jaxpruner's top-k);
   an entry scoring ``-inf`` or NaN is never kept.
+
+  Without a sort: the ``n_keep``-th largest score :math:`v` is found by a
+  bisection over the scores' order-preserving integer keys (32 passes over
+  the entries in float32, 64 in float64), then the entries above :math:`v`
+  are kept and those equal to :math:`v` in index order until ``n_keep``;
+  XLA's CPU sort of a LeNet-300-100 kernel takes about 20 times as long.
   """
-  order = jnp.argsort(-scores, stable=True)
-  rank = jnp.zeros(scores.size, jnp.int32).at[order].set(jnp.arange(scores.size, dtype=jnp.int32))
-  return (rank < n_keep) & (scores > -jnp.inf)
+  key, bits = _order_keys(scores)
+  utype, ctype = key.dtype, (jnp.int64 if bits == 64 else jnp.int32)
+  k = jnp.asarray(n_keep).astype(ctype)
+
+  def bisect(_, bounds):
+    # Invariant: at least k keys are >= lo (while k <= size), fewer than k are > hi.
+    lo, hi = bounds
+    width = hi - lo
+    mid = lo + width // 2 + width % 2
+    enough = jnp.sum(key >= mid, dtype=ctype) >= k
+    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
+
+  start = (jnp.zeros((), utype), jnp.asarray(np.iinfo(np.dtype(utype)).max, utype))
+  kth, _ = jax.lax.fori_loop(0, bits, bisect, start)
+  above, tied = key > kth, key == kth
+  room = k - jnp.sum(above, dtype=ctype)
+  keep = above | (tied & (jnp.cumsum(tied, dtype=ctype) <= room))
+  return keep & (k > 0) & (scores > -jnp.inf)
 
 
 def global_top_k(scores: Params, masks: Masks, n_keep) -> Masks:

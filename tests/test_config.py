@@ -37,6 +37,8 @@ L0_SETUPS = {"l0_mlp_mnist": ("constrained", "augmented", "penalized", "penalty_
 #: The criteria of the pruning-at-initialisation set-ups.
 ANNEAL_SETUPS = {"anneal_mlp_mnist": ("sa", "lth", "deconst", "snip", "random"),
                  "anneal_cnn_cifar": ("sa", "magnitude", "magsign", "random")}
+#: The sparse-training set-ups (every one accepts every sparse-training method).
+SPARSE_TRAINING_SETUPS = ("sparse_training_lenet300_mnist", "sparse_training_lenet5_mnist")
 MAGNITUDE_MISSING = "method 'magnitude' is not registered in sparsejax.recipes yet"
 
 
@@ -61,18 +63,22 @@ def accepted(name):
     return (*DEEPHOYER_REGULARISERS, "magnitude")
   if name in DEEPHOYER_SETUPS:
     return DEEPHOYER_REGULARISERS
+  if name in SPARSE_TRAINING_SETUPS:
+    return tuple(common.SPARSE_TRAINING_METHODS)
   return BMRS_CRITERIA if name in BMRS_SETUPS else STANDARD_METHODS[name]
 
 
 def default_argument(name):
   return {**{s: "bmrs_n" for s in BMRS_SETUPS}, **{s: "hs" for s in DEEPHOYER_SETUPS},
-          **{s: "constrained" for s in L0_SETUPS}, **{s: "sa" for s in ANNEAL_SETUPS}}.get(
+          **{s: "constrained" for s in L0_SETUPS}, **{s: "sa" for s in ANNEAL_SETUPS},
+          **{s: "rigl" for s in SPARSE_TRAINING_SETUPS}}.get(
       name, "drr")
 
 
 def test_the_config_files_are_the_expected_ones():
   assert [p.stem for p in CONFIGS] == sorted([*STANDARD_METHODS, *BMRS_SETUPS,
-                                              *DEEPHOYER_SETUPS, *L0_SETUPS, *ANNEAL_SETUPS])
+                                              *DEEPHOYER_SETUPS, *L0_SETUPS, *ANNEAL_SETUPS,
+                                              *SPARSE_TRAINING_SETUPS])
   assert (REPO / "configs" / "__init__.py").exists()
 
 
@@ -84,7 +90,8 @@ def test_each_config_accepts_its_arguments():
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n in sorted([*STANDARD_METHODS, *BMRS_SETUPS,
                                                               *DEEPHOYER_SETUPS, *L0_SETUPS,
-                                                              *ANNEAL_SETUPS])
+                                                              *ANNEAL_SETUPS,
+                                                              *SPARSE_TRAINING_SETUPS])
                                       for a in accepted(n)])
 def test_every_config_loads_and_validates_for_every_argument(name, arg):
   if arg == "magnitude" and "magnitude" not in recipe_names():
@@ -103,6 +110,10 @@ def test_every_config_loads_and_validates_for_every_argument(name, arg):
     assert config.method == "l0" and config.l0.penalty_sweep == (arg == "penalty_grid")
   elif name in ANNEAL_SETUPS:
     assert config.method == "anneal" and config.anneal.criterion == arg
+  elif name in SPARSE_TRAINING_SETUPS:
+    assert config.method == arg and config.prunable == "kernels"
+    assert config.pruning.density == (0.5 if arg == "sr_ste" else 0.1)
+    assert config.sparse.structure == ("2:4" if arg == "sr_ste" else "unstructured")
   else:
     assert config.method == arg
 

@@ -28,8 +28,9 @@ polynomial; ``start_fraction`` and ``end_fraction`` of the training steps,
 ``pruning.density`` (N:M fixes it at N/M). Training runs ``max_epochs``
 epochs under the run's optimiser and returns the final state (no
 early stop, no best-state selection, as the papers report). The masks start
-from ``prepare`` (random for static, SET and RigL) with the seed's
-``sparse`` key stream.
+from ``prepare`` (random for static, SET and RigL; from the initial weights
+for STE and SR-STE; dense for the rest) with the seed's ``sparse`` key
+stream.
 
 The row adds ``sparse_kept`` and ``sparse_density`` (kept share of the
 prunable entries); the straight-through methods' final weights are masked.
@@ -45,7 +46,6 @@ from sparsejax import keys
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
 from sparsejax.fields import ConfigError, choice, require
-from sparsejax.runner import build
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.sparsity import algorithms, schedules, structures
 from sparsejax.train.driver import Phase
@@ -55,12 +55,8 @@ from sparsejax.train.state import TrainState
 
 #: method -> the schedule it uses when ``sparse.schedule`` is empty.
 METHODS = {"gmp": "polynomial", "random": "polynomial", "saliency": "polynomial",
-           "snip": "one_shot", "ste": "polynomial", "sr_ste": "periodic",
+           "snip": "one_shot", "ste": "periodic", "sr_ste": "periodic",
            "static": "periodic", "set": "periodic", "rigl": "periodic"}
-#: The methods whose masks start random at the target density and keep it.
-SPARSE_FROM_START = ("static", "set", "rigl")
-
-
 def defaults() -> dict:
   s = ml_collections.ConfigDict()
   s.distribution = "erk"        # uniform, er, erk (layer-wise) or global (one ranking)
@@ -157,17 +153,21 @@ def algorithm_of(config: ml_collections.ConfigDict, total_steps: int,
   structure = structure_of(config)
   order = None
   if model is not None and (s.dense_first or s.dense_last):
-    order = _order(model, masks_lib.ones_like(model.param_shapes, build.prunable_of(config)))
+    prunable = masks_lib.named_prunable(config.prunable)
+    order = _order(model, masks_lib.ones_like(model.param_shapes, prunable))
   budget = algorithms.Budget(s.distribution, power=s.erk_power, overrides=overrides_of(config),
                              dense_first=s.dense_first, dense_last=s.dense_last, order=order)
   start = int(round(s.start_fraction * total_steps))
-  end = max(start, min(total_steps - 1, int(round(s.end_fraction * total_steps))))
+  # The straight-through masks of step t + 1 are made at step t: those of the final
+  # weights at clock total_steps.
+  last = total_steps if method in ("ste", "sr_ste") else total_steps - 1
+  end = max(start, min(last, int(round(s.end_fraction * total_steps))))
   if method == "static":
     return algorithms.static(density, budget=budget, structure=structure)
   if method in ("set", "rigl"):
     return algorithms.dynamic(
         density, grow="gradient" if method == "rigl" else "random",
-        start=min(start + s.frequency, end), end=end, frequency=s.frequency,
+        start=start + s.frequency, end=end, frequency=s.frequency,
         drop_fraction=s.drop_fraction, drop_decay=s.drop_decay, budget=budget,
         structure=structure, name=method)
   kind = s.schedule or METHODS[method]
@@ -212,8 +212,7 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                                                                     inputs.states.params))
     return states, inputs.aux, _kept_records(states)
 
-  return Plan(steps=(train, Stage("sparse", final)),
-              prepare=prepare if config.method in SPARSE_FROM_START else None)
+  return Plan(steps=(train, Stage("sparse", final)), prepare=prepare)
 
 
 def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
@@ -223,7 +222,7 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict:
 
 def check_model(config: ml_collections.ConfigDict, model) -> None:
   """The prunable leaves must exist and suit the structure (N:M: kernels of rank >= 2)."""
-  masks = masks_lib.ones_like(model.param_shapes, build.prunable_of(config))
+  masks = masks_lib.ones_like(model.param_shapes, masks_lib.named_prunable(config.prunable))
   leaves = [(masks_lib.path_str(path), m.shape) for path, m in
             jax.tree_util.tree_flatten_with_path(masks)[0]]
   if not leaves:

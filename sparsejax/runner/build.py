@@ -158,11 +158,6 @@ def build_model(config: ml_collections.ConfigDict) -> ModelAdapter:
   return registry.build(model_name(config), model_spec(config), model_kwargs(config))
 
 
-def prunable_of(config: ml_collections.ConfigDict) -> masks_lib.PrunablePredicate:
-  """The leaves a run masks: ``config.prunable`` ``"all"`` or ``"kernels"``."""
-  return masks_lib.every_leaf if config.prunable == "all" else masks_lib.kernels_only
-
-
 def build(config: ml_collections.ConfigDict, seeds: Sequence[int] | None = None) -> Parts:
   """The data (for ``seeds``, default ``[config.seed]``), model and task of a run."""
   seeds = [config.seed] if seeds is None else list(seeds)
@@ -172,6 +167,6 @@ def build(config: ml_collections.ConfigDict, seeds: Sequence[int] | None = None)
       data_axis=data_axis,
       model=build_model(config),
       task=REGRESSION if config.dataset == "teacher_student" else CLASSIFICATION,
-      prunable=prunable_of(config),
+      prunable=masks_lib.named_prunable(config.prunable),
       teacher_params=teacher,
   )

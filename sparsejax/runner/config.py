@@ -28,6 +28,7 @@ from typing import Any
 
 import ml_collections
 
+from sparsejax import masks as masks_lib
 from sparsejax.fields import ConfigError, choice, flatten, require
 from sparsejax.models import capabilities as caps
 from sparsejax.models import registry
@@ -36,7 +37,7 @@ from sparsejax.train.optimizers import OPTIMIZERS
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
 PRUNING = ("none", "tamade", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
-PRUNABLE = ("all", "kernels")
+PRUNABLE = tuple(masks_lib.NAMED_PRUNABLE)
 DTYPES = ("float32", "float64", "bfloat16")
 #: Integer fields fit int32 (epochs and seeds become int32 arrays).
 INT_RANGE = (-(2 ** 31), 2 ** 31 - 1)

@@ -167,7 +167,10 @@ class SparseTraining(NamedTuple):
     init: ``(key, params, masks) -> masks``, the masks training starts from.
     update: ``(step, key, params, grads, masks) -> masks`` at an update step,
       with ``grads`` the dense gradient :math:`\\nabla_{m\\odot\\theta} L` of the
-      step's batch.
+      step's batch. A straight-through algorithm's update runs after the
+      optimiser step instead, on the new weights with ``step + 1`` and
+      ``grads=None``: it makes the masks of the next forward pass (as
+      jaxpruner's ``pre_forward_update``), and ``init`` those of the first.
     is_update_step: ``step -> bool`` (traceable).
     straight_through: the weights stay dense and take the dense gradient.
     decay: SR-STE's :math:`\\lambda_W` on the pruned weights (0: none).
@@ -199,7 +202,9 @@ def _select(structure, scores: Params, masks: Masks, densities: Masks, final_den
   at the final density), or globally at ``overall_density`` (``densities`` ``None``)."""
   if densities is None:
     n = sum(m.size for m in jax.tree_util.tree_leaves(masks))
-    return masks_lib.global_top_k(scores, masks, _keep_count(overall_density, n))
+    flat = _flatten(_over_masks(lambda m, s: jnp.where(m, s, -jnp.inf), masks, scores), masks)
+    return masks_lib.unflatten_like(masks_lib.top_k(flat, _keep_count(overall_density, n)),
+                                    masks)
   def leaf_density(d):
     # A leaf at the overall target follows the schedule's density exactly.
     return overall_density if d == final_density else 1.0 - fraction * (1.0 - d)
@@ -257,6 +262,10 @@ def pruning(schedule: PruningSchedule, *, score: ScoreFn | str = "magnitude",
                      f"decay={decay}")
   if decay < 0:
     raise ValueError(f"decay must be >= 0, got {decay}")
+  if straight_through and score in (saliency_score, gradient_score):
+    raise ValueError("a straight-through algorithm recomputes its masks from the updated "
+                     "weights, before the next gradient: it takes a score of the weights "
+                     "(magnitude, random), not the saliency")
   budget.check(structure)
   final = schedule.final_density
 
@@ -266,9 +275,18 @@ def pruning(schedule: PruningSchedule, *, score: ScoreFn | str = "magnitude",
     return _select(structure, scores, candidates, budget.densities(masks, final), final,
                    schedules.sparsity_fraction(schedule, step), schedules.density_at(schedule, step))
 
+  def is_update_step(step):
+    return schedules.is_update_step(schedule, step)
+
+  def init(key, params, masks):
+    if not straight_through:
+      return masks
+    # The masks of the first forward pass, from the initial weights.
+    return jax.lax.cond(is_update_step(0), lambda: update(0, key, params, None, masks),
+                        lambda: masks)
+
   return SparseTraining(
-      name=name or "pruning", init=lambda key, params, masks: masks, update=update,
-      is_update_step=lambda step: schedules.is_update_step(schedule, step),
+      name=name or "pruning", init=init, update=update, is_update_step=is_update_step,
       straight_through=straight_through, decay=float(decay))
 
 
@@ -349,8 +367,9 @@ def dynamic(density: float, *, grow: str, start: int, end: int, frequency: int,
     density: the density, at the start and after every update.
     grow: ``"gradient"`` (RigL) or ``"random"`` (SET).
     start: the first update step (RigL: :math:`\\Delta T`).
-    end: :math:`T_\\text{end}`, the last step that may update (RigL: 75 %
-      of training); the cosine decay reaches 0 there.
+    end: :math:`T_\\text{end}` (RigL: 75 % of training): updates happen at
+      ``start + k * frequency < end`` (RigL's Algorithm 1: :math:`t < T_\\text{end}`),
+      where the cosine decay reaches 0.
     frequency: :math:`\\Delta T` (RigL: 100).
     drop_fraction: :math:`\\alpha` (RigL: 0.3; SET's :math:`\\zeta`: 0.3).
     drop_decay: ``"cosine"`` (RigL) or ``"constant"`` (SET).
@@ -364,7 +383,7 @@ def dynamic(density: float, *, grow: str, start: int, end: int, frequency: int,
   if drop_decay not in schedules.DROP_DECAYS:
     raise ValueError(f"drop_decay must be one of {schedules.DROP_DECAYS}, got {drop_decay!r}")
   budget.check(structure)
-  schedule = schedules.periodic(density, start=start, end=end, frequency=frequency)
+  schedule = schedules.periodic(density, start=start, end=max(start, end), frequency=frequency)
   grow_score = gradient_score if grow == "gradient" else random_score
   n_by_m = isinstance(structure, structures.NByM)
 
@@ -373,10 +392,8 @@ def dynamic(density: float, *, grow: str, start: int, end: int, frequency: int,
     magnitudes = magnitude_score(params, grads, key)
     growth = grow_score(params, grads, key)
     if budget.distribution == "global":
-      flat = _drop_grow_units(
-          structures.Unstructured(), masks_lib.flatten_prunable(magnitudes, masks),
-          masks_lib.flatten_prunable(growth, masks), masks_lib.flatten_prunable(masks, masks),
-          fraction)
+      flat = _drop_grow_units(structures.Unstructured(), _flatten(magnitudes, masks),
+                              _flatten(growth, masks), _flatten(masks, masks), fraction)
       return masks_lib.unflatten_like(flat, masks)
 
     def leaf(m, mag, g):
@@ -392,7 +409,7 @@ def dynamic(density: float, *, grow: str, start: int, end: int, frequency: int,
       init=lambda key, params, masks: masks_lib.logical_and(
           masks, random_masks(key, masks, density, budget=budget, structure=structure)),
       update=update,
-      is_update_step=lambda step: schedules.is_update_step(schedule, step),
+      is_update_step=lambda step: schedules.is_update_step(schedule, step) & (step < end),
       skip_update=True)
 
 
@@ -461,6 +478,14 @@ def reset_moments(opt_state, grown: Masks, like: Params):
 
 def _none(x) -> bool:
   return x is None
+
+
+def _flatten(tree, masks: Masks) -> jax.Array:
+  """The entries of ``tree`` under the prunable leaves of ``masks``, raveled in leaf order
+  (``tree`` has the masks' structure or the parameters'; the inverse is
+  :func:`sparsejax.masks.unflatten_like`)."""
+  return jnp.concatenate(jax.tree_util.tree_leaves(
+      _over_masks(lambda m, x: jnp.ravel(x), masks, tree)))
 
 
 def _over_masks(fn: Callable, masks: Masks, *trees) -> Masks:

@@ -29,6 +29,7 @@ phase resumed at a chunk boundary continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -44,7 +45,7 @@ from sparsejax.train.convergence import push_tail, tail_length, tail_saturated
 from sparsejax.train.loop import make_epoch_fn
 from sparsejax.train.selection import Selection
 from sparsejax.train.state import TrainState, trainables
-from sparsejax.train.step import make_eval_fn, make_train_step
+from sparsejax.train.step import make_eval_fn, make_train_step, updates_masks
 
 
 class Convergence(NamedTuple):
@@ -398,7 +399,9 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
   constraint = program.batch_constraint
   step = make_train_step(program.model, program.task, phase.objective, phase.optimizer, jit=False,
                          batch_constraint=constraint, sparse=phase.sparse)
-  epoch_fn = make_epoch_fn(step, program.train_batch_size, jit=False)
+  epoch_fn = make_epoch_fn(
+      step, program.train_batch_size, jit=False,
+      update_steps=None if phase.sparse is None else partial(updates_masks, phase.sparse))
   evaluate = make_eval_fn(program.model, program.task, phase.objective, program.eval_batch_size,
                           jit=False, batch_constraint=constraint)
   axis = program.data_axis

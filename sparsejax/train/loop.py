@@ -41,7 +41,8 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int, shuffle: bool = True)
 
 
 def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
-                  mesh: Mesh | None = None, jit: bool = True) -> EpochFn:
+                  mesh: Mesh | None = None, jit: bool = True,
+                  update_steps: Callable[[jax.Array], jax.Array] | None = None) -> EpochFn:
   """Builds ``epoch(state, (x, y), key[, index]) -> (state, mean metrics)``.
 
   With ``index`` (the epoch's number in its phase, the same for every seed)
@@ -57,6 +58,12 @@ def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
     shuffle: reshuffle every epoch.
     mesh: the data-parallel mesh, or ``None`` for the default device.
     jit: compile the epoch.
+    update_steps: ``clock -> bool``, the steps that change the masks
+      (:func:`~sparsejax.train.step.updates_masks`): the epoch then runs the
+      steps between two updates in a loop whose body has no condition, and each
+      update step on its own (``train_step(..., update=True)``), instead of a
+      ``lax.cond`` in every step (about 10 % of a LeNet-300-100 step on the
+      CPU); the states are the same.
   """
   if mesh is not None:
     sharding.check_divisible(batch_size, mesh)
@@ -71,16 +78,45 @@ def make_epoch_fn(train_step, batch_size: int, *, shuffle: bool = True,
         idx, k = inputs
         return train_step(state, (x[idx], y[idx]), k)
       state, metrics = jax.lax.scan(body, state, (batches, keys))
-    else:
-      clocks = index * batches.shape[0] + jnp.arange(batches.shape[0])
-
+      return state, jax.tree.map(jnp.mean, metrics)
+    clocks = index * batches.shape[0] + jnp.arange(batches.shape[0])
+    if update_steps is None:
       def clocked(state, inputs):
         idx, k, clock = inputs
         return train_step(state, (x[idx], y[idx]), k, clock)
       state, metrics = jax.lax.scan(clocked, state, (batches, keys, clocks))
-    return state, jax.tree.map(jnp.mean, metrics)
+      return state, jax.tree.map(jnp.mean, metrics)
+    return _segmented(train_step, state, (x, y), batches, keys, clocks, update_steps)
 
   return jax.jit(epoch) if jit else epoch
+
+
+def _segmented(train_step, state, data, batches, keys, clocks, update_steps):
+  """The epoch's steps as runs of plain steps between update steps (metric means)."""
+  x, y = data
+  n = batches.shape[0]
+  updating = update_steps(clocks)
+
+  def one(carry, update: bool):
+    i, state, sums = carry
+    idx = batches[i]
+    state, metrics = train_step(state, (x[idx], y[idx]), keys[i], clocks[i], update=update)
+    return i + 1, state, jax.tree.map(jnp.add, sums, metrics)
+
+  def plain_run(carry):
+    return jax.lax.while_loop(lambda c: (c[0] < n) & ~updating[jnp.minimum(c[0], n - 1)],
+                              lambda c: one(c, False), carry)
+
+  def segment(carry):
+    carry = plain_run(carry)
+    return jax.lax.cond(carry[0] < n, lambda c: one(c, True), lambda c: c, carry)
+
+  shapes = jax.eval_shape(lambda: train_step(state, (x[batches[0]], y[batches[0]]), keys[0],
+                                             clocks[0], update=False)[1])
+  sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  _, state, sums = jax.lax.while_loop(lambda c: c[0] < n, segment,
+                                      (jnp.zeros((), jnp.int32), state, sums))
+  return state, jax.tree.map(lambda total: total / n, sums)
 
 
 def make_epochs_fn(epoch_fn: EpochFn, n_epochs: int, *, jit: bool = True):

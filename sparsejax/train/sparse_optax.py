@@ -184,10 +184,18 @@ def sparsify(inner: optax.GradientTransformation, algorithm: SparseTraining | Pr
     if params is None:
       raise ValueError("the sparsify update needs params: call "
                        "tx.update(grads, opt_state, params)")
-    masks, updating, grown = algorithms.step_masks(
-        algorithm, state.count,
-        jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count), params, updates,
-        state.masks)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
+    if algorithm.straight_through:
+      # The forward pass used state.masks; the next one's come from the new weights.
+      grads = algorithms.gradients(algorithm, state.masks, params, updates)
+      inner_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
+      masks = algorithms.step_masks(
+          algorithm, state.count + 1, key, optax.apply_updates(params, inner_updates), None,
+          state.masks)[0]
+      return inner_updates, SparseState(count=optax.safe_int32_increment(state.count),
+                                        masks=masks, inner_state=inner_state, key=state.key)
+    masks, updating, grown = algorithms.step_masks(algorithm, state.count, key, params, updates,
+                                                   state.masks)
     grads = algorithms.gradients(algorithm, masks, params, updates)
     if algorithm.skip_update:
       inner_updates, inner_state = jax.lax.cond(
@@ -198,13 +206,10 @@ def sparsify(inner: optax.GradientTransformation, algorithm: SparseTraining | Pr
     inner_state = jax.lax.cond(
         updating, lambda: algorithms.reset_moments(inner_state, grown, params),
         lambda: inner_state)
-    if algorithm.straight_through:
-      new_updates = inner_updates
-    else:
-      # -theta on the pruned entries: theta + (-theta) is exactly 0.
-      new_updates = masks_lib.map_masked(
-          lambda m, u, p: u if m is None else jnp.where(m, u, jnp.negative(p).astype(u.dtype)),
-          masks, inner_updates, params)
+    # -theta on the pruned entries: theta + (-theta) is exactly 0.
+    new_updates = masks_lib.map_masked(
+        lambda m, u, p: u if m is None else jnp.where(m, u, jnp.negative(p).astype(u.dtype)),
+        masks, inner_updates, params)
     return new_updates, SparseState(count=optax.safe_int32_increment(state.count),
                                     masks=masks, inner_state=inner_state, key=state.key)
 

@@ -64,12 +64,19 @@ def ascent_signs(objective: Objective, grads_objective):
   return jax.tree.map(lambda g, is_dual: -g if is_dual else g, grads_objective, dual)
 
 
+def updates_masks(sparse: SparseTraining, clock) -> jax.Array:
+  """Whether the step at ``clock`` changes the masks (traceable): an update step of
+  ``sparse``, or, for a straight-through algorithm, the step before one (its masks
+  for step ``t + 1`` are made at step ``t``)."""
+  return sparse.is_update_step(clock + 1 if sparse.straight_through else clock)
+
+
 def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
                     optimizer: optax.GradientTransformation, *, jit: bool = True,
                     batch_constraint: Callable[[Batch], Batch] | None = None,
                     sparse: SparseTraining | None = None,
                     ) -> TrainStep:
-  """Builds ``step(state, batch, key[, clock]) -> (state, metrics)`` for any objective.
+  """Builds ``step(state, batch, key[, clock, update]) -> (state, metrics)`` for any objective.
 
   Args:
     model: the model (:func:`sparsejax.models.adapt`; a bare linen or NNX module is
@@ -86,9 +93,12 @@ def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
       that changes the masks inside the step: the step then takes ``clock``,
       the step number its schedule reads (the same for every seed of a vmapped
       program, so that the update stays a branch), and a part of ``key``
-      draws its random scores. Its update sees the dense gradient
+      draws its random scores (``update``, a Python bool, names the kind of step
+      for a loop that knows it, :func:`updates_masks`; by default the step
+      decides under ``lax.cond``). Its update sees the dense gradient
       :math:`\\nabla_{m\\odot\\theta} L` of the batch; with a straight-through
-      algorithm the weights stay dense and every one takes the gradient.
+      algorithm the weights stay dense, every one takes the gradient, and the
+      masks of the next step are computed from the updated weights.
 
   Returns:
     The step. ``metrics`` holds ``loss`` (the data loss, as the reference
@@ -110,43 +120,17 @@ def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
     metrics.update(loss=data_loss, penalty=penalty, objective=data_loss + penalty)
     return data_loss + penalty, (model_state, metrics)
 
-  def step(state: TrainState, batch: Batch, key: jax.Array, clock=None):
-    if batch_constraint is not None:
-      batch = batch_constraint(batch)
-    if sparse is not None:
-      if clock is None:
-        raise ValueError("a step with a sparse-training algorithm needs its clock: "
-                         "step(state, batch, key, clock)")
-      key, mask_key = jax.random.split(key)
+  def gradients(state: TrainState, masks, batch: Batch, key: jax.Array):
     # The gradient at the masked weights m * theta: the dense gradient that
-    # RigL grows by; masked below, it is the gradient with respect to theta.
-    masked = trainables(masks_lib.apply(state.masks, state.params), state.objective_state)
+    # RigL grows by; masked by the caller, it is the gradient with respect to theta.
+    masked = trainables(masks_lib.apply(masks, state.params), state.objective_state)
     grads, (model_state, metrics) = jax.grad(loss_fn, has_aux=True)(
         masked, state.model_state, batch, key)
-    masks = state.masks
-    train_vars = trainables(state.params, state.objective_state)
-    objective_grads = ascent_signs(objective, grads["objective"])
-    if sparse is None:
-      grads = {"params": masks_lib.apply(masks, grads["params"]), "objective": objective_grads}
-      updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
-    else:
-      masks, updating, grown = sparse_lib.step_masks(
-          sparse, clock, mask_key, state.params, grads["params"], masks)
-      grads = {"params": sparse_lib.gradients(sparse, masks, state.params, grads["params"]),
-               "objective": objective_grads}
-      if sparse.skip_update:
-        updates, opt_state = jax.lax.cond(
-            updating, lambda: (jax.tree.map(jnp.zeros_like, grads), state.opt_state),
-            lambda: optimizer.update(grads, state.opt_state, train_vars))
-      else:
-        updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
-      opt_state = jax.lax.cond(
-          updating, lambda: sparse_lib.reset_moments(
-              opt_state, {"params": grown, "objective": None}, train_vars),
-          lambda: opt_state)
-    train_vars = optax.apply_updates(train_vars, updates)
-    dense = sparse is not None and sparse.straight_through
-    new_state = state._replace(
+    return grads["params"], ascent_signs(objective, grads["objective"]), model_state, metrics
+
+  def finish(state: TrainState, updates, opt_state, masks, model_state, dense: bool):
+    train_vars = optax.apply_updates(trainables(state.params, state.objective_state), updates)
+    return state._replace(
         step=state.step + 1,
         params=train_vars["params"] if dense else masks_lib.apply(masks, train_vars["params"]),
         objective_state=objective.project(train_vars["objective"]),
@@ -154,7 +138,56 @@ def make_train_step(model: ModelAdapter, task: Task, objective: Objective,
         opt_state=opt_state,
         masks=masks,
     )
+
+  def plain_step(state: TrainState, batch: Batch, key: jax.Array):
+    params_grads, objective_grads, model_state, metrics = gradients(state, state.masks, batch, key)
+    grads = {"params": masks_lib.apply(state.masks, params_grads), "objective": objective_grads}
+    updates, opt_state = optimizer.update(grads, state.opt_state,
+                                          trainables(state.params, state.objective_state))
+    return finish(state, updates, opt_state, state.masks, model_state, False), metrics
+
+  def sparse_step(state: TrainState, batch: Batch, key: jax.Array, clock, update: bool):
+    """A step of ``sparse``; ``update``: this step changes the masks (a static branch)."""
+    key, mask_key = jax.random.split(key)
+    straight = sparse.straight_through
+    masks = state.masks
+    params_grads, objective_grads, model_state, metrics = gradients(state, masks, batch, key)
+    if update and not straight:
+      masks = sparse.update(clock, mask_key, state.params, params_grads, masks)
+    grads = {"params": sparse_lib.gradients(sparse, masks, state.params, params_grads),
+             "objective": objective_grads}
+    train_vars = trainables(state.params, state.objective_state)
+    if update and sparse.skip_update:
+      updates, opt_state = jax.tree.map(jnp.zeros_like, grads), state.opt_state
+    else:
+      updates, opt_state = optimizer.update(grads, state.opt_state, train_vars)
+    if update and not straight:
+      grown = jax.tree.map(lambda old, new: None if old is None else new & ~old,
+                           state.masks, masks, is_leaf=lambda x: x is None)
+      opt_state = sparse_lib.reset_moments(opt_state, {"params": grown, "objective": None},
+                                           train_vars)
+    new_state = finish(state, updates, opt_state, masks, model_state, straight)
+    if update and straight:
+      # The masks of the next forward pass, from the updated dense weights.
+      new_state = new_state._replace(masks=sparse.update(
+          clock + 1, mask_key, new_state.params, None, masks))
     return new_state, metrics
+
+  def step(state: TrainState, batch: Batch, key: jax.Array, clock=None, update=None):
+    if batch_constraint is not None:
+      batch = batch_constraint(batch)
+    if sparse is None:
+      return plain_step(state, batch, key)
+    if clock is None:
+      raise ValueError("a step with a sparse-training algorithm needs its clock: "
+                       "step(state, batch, key, clock)")
+    if update is not None:
+      return sparse_step(state, batch, key, clock, bool(update))
+    # One branch per kind of step, so that the steps between updates carry no
+    # condition inside (the clock is the same for every seed: a branch, not a select).
+    return jax.lax.cond(updates_masks(sparse, clock),
+                        lambda: sparse_step(state, batch, key, clock, True),
+                        lambda: sparse_step(state, batch, key, clock, False))
 
   return jax.jit(step) if jit else step
 
