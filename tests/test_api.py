@@ -12,7 +12,8 @@ import sys
 from tests.conftest import REPO
 
 #: The library's modules, attributes of the package after ``import sparsejax``.
-LIBRARY = ("masks", "objectives", "pruning", "models", "train", "checkpoint", "xla_flags")
+LIBRARY = ("masks", "objectives", "pruning", "sparsity", "models", "train", "checkpoint",
+           "xla_flags")
 
 
 def resolve_in_fresh_python(names: list[str]) -> None:
@@ -67,6 +68,9 @@ def test_every_family_is_exported_from_its_package():
       "sparsejax.pruning.saliency.snip_scores", "sparsejax.pruning.deconst_scores",
       "sparsejax.pruning.annealing.anneal", "sparsejax.pruning.filters.delete_filters",
       "sparsejax.pruning.bmr.scores", "sparsejax.masks.prunable_paths",
+      "sparsejax.sparsity.rigl", "sparsejax.sparsity.evolutionary", "sparsejax.sparsity.static",
+      "sparsejax.sparsity.sr_ste", "sparsejax.sparsity.NByM", "sparsejax.sparsity.compress_nm",
+      "sparsejax.sparsity.distributions.leaf_densities", "sparsejax.sparsity.polynomial",
       "sparsejax.xla_flags.apply"])
 
 

@@ -31,7 +31,7 @@ from sparsejax.runner.config import validate
 from sparsejax.sparsity import algorithms, schedules, structures
 from sparsejax.sparsity.algorithms import Budget
 from sparsejax.train.losses import CLASSIFICATION
-from sparsejax.train.sparse_optax import masks_of, sparsify
+from sparsejax.train.sparse_optax import forward_params, masks_of, sparsify
 from sparsejax.train.state import create_train_state
 from sparsejax.train.step import make_train_step
 from tests.conftest import data_path
@@ -597,6 +597,41 @@ def test_sparsify_with_rigl_keeps_the_density_and_exact_zeros():
   assert all(changes[1::2])      # steps 1, 3, 5, 7: drop and grow
 
 
+def test_sparsify_with_sr_ste_keeps_dense_weights_and_two_of_four():
+  """sparsify(sgd, sr_ste 2:4) in a plain loop, the gradient taken at forward_params:
+  the masks start as 2:4 of the initial |theta| and after each update are 2:4 of the
+  updated |theta| (every group of 4 inputs keeps 2), the weights stay dense, and each
+  update is -lr (g + decay theta) with the decay on the entries the step's masks prune."""
+  lr, decay = 0.1, 0.05
+  with jax.enable_x64(True):
+    model, (x, y) = TinyNet(jnp.float64), batch(d=8, dtype=jnp.float64)
+    params = model.init(jax.random.key(0), x)["params"]
+    alg = algorithms.sr_ste(schedules.periodic(0.5, start=0, end=50, frequency=1), decay=decay,
+                            budget=UNIFORM, structure=structures.NByM(2, 4))
+    tx = sparsify(optax.sgd(lr), alg)
+    opt_state = tx.init(params)
+    grad = jax.grad(cross_entropy_at(model, x, y))
+
+    def two_of_four(p):
+      top = np.argsort(-np.abs(p).reshape(p.shape[0] // 4, 4, p.shape[1]), axis=1, kind="stable")
+      keep = np.zeros((p.shape[0] // 4, 4, p.shape[1]), bool)
+      np.put_along_axis(keep, top[:, :2], True, axis=1)
+      return keep.reshape(p.shape)
+
+    for _ in range(3):
+      masks = masks_of(opt_state)
+      kernel = np.asarray(params["Dense_0"]["kernel"])
+      np.testing.assert_array_equal(np.asarray(masks["Dense_0"]["kernel"]), two_of_four(kernel))
+      g = grad(forward_params(opt_state, params))
+      updates, opt_state = tx.update(g, opt_state, params)
+      m = np.asarray(masks["Dense_0"]["kernel"])
+      expected = -lr * (np.asarray(g["Dense_0"]["kernel"]) + decay * np.where(m, 0.0, kernel))
+      np.testing.assert_allclose(np.asarray(updates["Dense_0"]["kernel"]), expected,
+                                 rtol=1e-10, atol=1e-14)
+      params = optax.apply_updates(params, updates)
+      assert np.all(np.asarray(params["Dense_0"]["kernel"]) != 0)  # dense weights
+
+
 # --------------------------------------------------------------------------
 # Config errors
 
@@ -607,6 +642,9 @@ def test_sparsify_with_rigl_keeps_the_density_and_exact_zeros():
     ("rigl", {"sparse.structure": "2:4", "pruning.density": 0.1}, "pruning.density"),
     ("rigl", {"sparse.overrides": ("nonsense",)}, "sparse.overrides"),
     ("rigl", {"sparse.sr_ste_decay": 1e-3}, "sparse.sr_ste_decay"),
+    ("static", {"sparse.frequency": 50}, "sparse.frequency"),
+    ("gmp", {"sparse.drop_fraction": 0.5}, "sparse.drop_fraction"),
+    ("snip", {"sparse.end_fraction": 0.5}, "sparse.end_fraction"),
     ("set", {"sparse.distribution": "global", "sparse.structure": "2:4",
              "pruning.density": 0.5}, "sparse.distribution"),
     ("rigl", {"sparse.drop_decay": "linear"}, "sparse.drop_decay"),

@@ -23,12 +23,16 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import masks as masks_lib
+from sparsejax.sparsity.schedules import PruningSchedule, density_at
 
 
 def gradual_density(step, steps: int, final_density) -> jax.Array:
-  """Density after step ``step`` of ``steps`` (Zhu & Gupta's cubic schedule; 0: dense)."""
-  progress = jnp.clip(jnp.asarray(step) / steps, 0.0, 1.0)
-  return 1.0 - (1.0 - final_density) * (1.0 - (1.0 - progress) ** 3)
+  """Density after step ``step`` of ``steps`` (Zhu & Gupta's cubic schedule; 0: dense):
+  :func:`sparsejax.sparsity.schedules.density_at` of the cubic schedule from density 1
+  at step 0 to ``final_density`` at ``steps``."""
+  schedule = PruningSchedule(start=0, end=steps, frequency=1, initial_density=1.0,
+                             final_density=final_density, power=3.0)
+  return density_at(schedule, step)
 
 
 def magnitude_masks(params, masks, density, scope: str = "global"):

@@ -101,6 +101,28 @@ def structure_of(config: ml_collections.ConfigDict):
                       f"{error}") from None
 
 
+#: The ``sparse`` fields every method reads: the budget and the structure.
+BUDGET_FIELDS = {"distribution", "erk_power", "dense_first", "dense_last", "overrides",
+                 "structure"}
+
+
+def used_fields(config: ml_collections.ConfigDict) -> set[str]:
+  """The ``sparse`` fields ``config.method`` reads (the others must keep their defaults)."""
+  method = config.method
+  if method == "static":
+    return BUDGET_FIELDS
+  if method in ("set", "rigl"):
+    return BUDGET_FIELDS | {"start_fraction", "end_fraction", "frequency", "drop_fraction",
+                            "drop_decay"}
+  kind = config.sparse.schedule or METHODS[method]
+  schedule = {"schedule", "start_fraction"}
+  if kind != "one_shot":
+    schedule |= {"end_fraction", "frequency"}
+  if kind == "polynomial":
+    schedule |= {"power"}
+  return BUDGET_FIELDS | schedule | ({"sr_ste_decay"} if method == "sr_ste" else set())
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   s = config.sparse
   choice(config, "sparse.distribution", algorithms.BUDGETS)
@@ -126,9 +148,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except ValueError as error:
     raise ConfigError(f"config field 'sparse.distribution' is {s.distribution!r}: {error}") \
         from None
-  if config.method != "sr_ste" and s.sr_ste_decay != defaults()["sparse"].sr_ste_decay:
-    raise ConfigError(f"config field 'sparse.sr_ste_decay' is {s.sr_ste_decay!r}, but only "
-                      f"method 'sr_ste' uses it (method is {config.method!r})")
+  default = defaults()["sparse"]
+  for name in sorted(set(default) - used_fields(config)):
+    if s[name] != default[name]:
+      raise ConfigError(f"config field 'sparse.{name}' is {s[name]!r}, but method "
+                        f"{config.method!r} does not use it (its fields: "
+                        f"{', '.join(sorted(used_fields(config)))}); leave it at "
+                        f"{default[name]!r}")
 
 
 def _order(model, masks) -> list[str] | None:
