@@ -1,7 +1,7 @@
 """The sparse-training table: sparsejax's methods beside jaxpruner's on the same set-up.
 
 For each network (``lenet300``: LeNet-300-100, 20 epochs; ``lenet5``:
-LeNet-5-Caffe, 10 epochs; both MNIST, ``configs/sparse_training_*_mnist.py``)
+LeNet-5-Caffe, 5 epochs; both MNIST, ``configs/sparse_training_*_mnist.py``)
 and each row:
 
 * at 90, 95 and 98 % sparsity with the ERK budget: static, SET, RigL,

@@ -1,4 +1,4 @@
-"""LeNet-5-Caffe on MNIST, trained sparse from the first step, 10 epochs.
+"""LeNet-5-Caffe on MNIST, trained sparse from the first step, 5 epochs.
 
 The set-up (Adam 1e-3, batch 100, 55,000 / 5,000 / 10,000 images, the papers'
 schedule hyperparameters where they give them) is
@@ -23,4 +23,4 @@ METHODS = common.SPARSE_TRAINING_METHODS
 
 def get_config(method: str = "rigl") -> ml_collections.ConfigDict:
   """LeNet-5-Caffe on MNIST, sparse-trained with ``method`` (one of :data:`METHODS`)."""
-  return common.sparse_training(method, "lenet5_caffe", epochs=10, name="lenet5")
+  return common.sparse_training(method, "lenet5_caffe", epochs=5, name="lenet5")

@@ -662,7 +662,8 @@ def test_bad_sparse_fields_are_named(method, fields, named):
 # The epoch loop
 
 
-@pytest.mark.parametrize("kind", ["rigl", "gmp", "ste"])
+@pytest.mark.parametrize("kind", ["rigl", pytest.param("gmp", marks=pytest.mark.slow),
+                                  pytest.param("ste", marks=pytest.mark.slow)])
 def test_segmented_epoch_equals_the_epoch_of_conditional_steps(kind):
   """make_epoch_fn with update_steps (plain-step loops between the update steps) gives the
   states of the scan whose every step decides under lax.cond, in epochs 0 and 1 (updates
