@@ -632,6 +632,34 @@ def test_sparsify_with_sr_ste_keeps_dense_weights_and_two_of_four():
       assert np.all(np.asarray(params["Dense_0"]["kernel"]) != 0)  # dense weights
 
 
+@pytest.mark.parametrize("structure", [structures.Block(2, 2), structures.Channel()],
+                         ids=["block2x2", "channel"])
+def test_rigl_with_blocks_and_channels_drops_and_grows_whole_units(structure):
+  """RigL over blocks (2 x 2) or channels (output units) of an (8, 6) kernel: the masks
+  start and stay unit-uniform (every block / column all kept or all pruned), the kept
+  unit count is unchanged by the update, and the update changes some units."""
+  params = {"k": {"kernel": jax.random.normal(jax.random.key(0), (8, 6))}}
+  alg = algorithms.rigl(0.5, start=1, end=100, frequency=1, budget=UNIFORM, structure=structure,
+                        drop_fraction=0.5)
+  masks = alg.init(jax.random.key(2), params, masks_lib.ones_like(params))
+  # The largest gradients on the pruned units: RigL grows there.
+  grads = {"k": {"kernel": jnp.where(masks["k"]["kernel"], 0.1, 1.0)}}
+  new = alg.update(1, jax.random.key(3), masks_lib.apply(masks, params), grads, masks)
+
+  def units(m):
+    m = np.asarray(m["k"]["kernel"])
+    if isinstance(structure, structures.Block):
+      blocks = m.reshape(4, 2, 3, 2).transpose(0, 2, 1, 3).reshape(12, 4)
+      assert np.all(blocks.all(axis=1) | ~blocks.any(axis=1))  # whole blocks
+      return blocks[:, 0]
+    assert np.all(m.all(axis=0) | ~m.any(axis=0))  # whole columns
+    return m[0]
+
+  before, after = units(masks), units(new)
+  assert before.sum() == after.sum() == round(0.5 * before.size)
+  assert np.any(before != after)
+
+
 # --------------------------------------------------------------------------
 # Config errors
 
