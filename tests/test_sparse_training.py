@@ -690,7 +690,7 @@ def test_bad_sparse_fields_are_named(method, fields, named):
 # The epoch loop
 
 
-@pytest.mark.parametrize("kind", ["rigl", pytest.param("gmp", marks=pytest.mark.slow),
+@pytest.mark.parametrize("kind", ["rigl", "static", pytest.param("gmp", marks=pytest.mark.slow),
                                   pytest.param("ste", marks=pytest.mark.slow)])
 def test_segmented_epoch_equals_the_epoch_of_conditional_steps(kind):
   """make_epoch_fn with update_steps (plain-step loops between the update steps) gives the
@@ -703,6 +703,7 @@ def test_segmented_epoch_equals_the_epoch_of_conditional_steps(kind):
   x, y = batch(n=96)
   opt = optax.adam(1e-2)
   alg = {"rigl": algorithms.rigl(0.5, start=3, end=20, frequency=3, budget=UNIFORM),
+         "static": algorithms.static(0.5, budget=UNIFORM),
          "gmp": algorithms.magnitude(schedules.gradual(0.3, start=1, end=15, frequency=4),
                                      budget=UNIFORM),
          "ste": algorithms.ste(schedules.periodic(0.5, start=0, end=40, frequency=2),
@@ -722,5 +723,6 @@ def test_segmented_epoch_equals_the_epoch_of_conditional_steps(kind):
       np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     for name in metrics_a:
       np.testing.assert_allclose(metrics_a[name], metrics_b[name], rtol=1e-5, atol=1e-7)
-  assert not all(np.array_equal(m0, m1) for m0, m1 in
-                 zip(jax.tree.leaves(state.masks), jax.tree.leaves(a.masks)))
+  changed = not all(np.array_equal(m0, m1) for m0, m1 in
+                    zip(jax.tree.leaves(state.masks), jax.tree.leaves(a.masks)))
+  assert changed == (kind != "static")

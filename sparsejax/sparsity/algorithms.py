@@ -330,7 +330,7 @@ def static(density: float, *, budget: Budget = Budget(),
       init=lambda key, params, masks: masks_lib.logical_and(
           masks, random_masks(key, masks, density, budget=budget, structure=structure)),
       update=lambda step, key, params, grads, masks: masks,
-      is_update_step=lambda step: jnp.zeros((), bool))
+      is_update_step=lambda step: jnp.zeros(jnp.shape(step), bool))
 
 
 def _drop_grow_units(structure, magnitudes, grow_scores, active, fraction):

@@ -95,7 +95,7 @@ def _segmented(train_step, state, data, batches, keys, clocks, update_steps):
   """The epoch's steps as runs of plain steps between update steps (metric means)."""
   x, y = data
   n = batches.shape[0]
-  updating = update_steps(clocks)
+  updating = jnp.broadcast_to(update_steps(clocks), clocks.shape)
 
   def one(carry, update: bool):
     i, state, sums = carry
