@@ -726,3 +726,48 @@ def test_segmented_epoch_equals_the_epoch_of_conditional_steps(kind):
   changed = not all(np.array_equal(m0, m1) for m0, m1 in
                     zip(jax.tree.leaves(state.masks), jax.tree.leaves(a.masks)))
   assert changed == (kind != "static")
+
+
+def test_rigl_and_ste_steps_train_an_nnx_model():
+  """A user's NNX module (a class taking rngs) through make_train_step with RigL and STE:
+  RigL keeps each kernel's count and its pruned weights at 0 across an update step; STE
+  keeps dense weights and the 2:4 masks of the updated kernel."""
+  from flax import nnx
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden = nnx.Linear(8, 12, rngs=rngs)
+      self.out = nnx.Linear(12, 3, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(nnx.relu(self.hidden(x)))
+
+  x, y = batch(d=8)
+  opt = optax.adam(1e-2)
+  model = Net  # the class: each key initialises anew
+  for alg in (algorithms.rigl(0.5, start=1, end=10, frequency=1, budget=UNIFORM),
+              algorithms.ste(schedules.periodic(0.5, start=0, end=10, frequency=1),
+                             budget=UNIFORM, structure=structures.NByM(2, 4))):
+    state = create_train_state(jax.random.key(0), model, x, objectives.plain(), opt)
+    masks = alg.init(jax.random.key(1), state.params, state.masks)
+    dense = state.params if alg.straight_through else masks_lib.apply(masks, state.params)
+    state = state._replace(masks=masks, params=dense)
+    step = make_train_step(model, CLASSIFICATION, objectives.plain(), opt, sparse=alg)
+    before = state.masks
+    for clock in range(3):
+      state, _ = step(state, (x, y), jax.random.key(10 + clock), clock)
+    kernels = [(m, p) for m, p in zip(jax.tree.leaves(state.masks), jax.tree.leaves(
+        masks_lib.map_masked(lambda m, p: None if m is None else p, state.masks, state.params)))]
+    assert len(kernels) == 2
+    for (m, p), m0 in zip(kernels, jax.tree.leaves(before)):
+      m, p = np.asarray(m), np.asarray(p)
+      assert m.sum() == m.size // 2 == np.asarray(m0).sum()
+      if alg.straight_through:
+        assert np.all(p != 0)  # dense weights
+        groups = m.reshape(m.shape[0] // 4, 4, m.shape[1])
+        assert np.all(groups.sum(axis=1) == 2)
+      else:
+        np.testing.assert_array_equal(p[~m], 0.0)
+    if not alg.straight_through:
+      assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
+                 zip(jax.tree.leaves(before), jax.tree.leaves(state.masks)))
