@@ -1,6 +1,7 @@
 """Reliability: divergence, damaged checkpoints, one process per run, validation, early errors."""
 
 import copy
+import json
 import math
 import os
 import pathlib
@@ -21,7 +22,9 @@ from sparsejax.fields import ConfigError, flatten
 from sparsejax.runner import build as build_lib
 from sparsejax.runner import errors, load_run, run
 from sparsejax.runner import program as program_lib
+from sparsejax.runner import records as records_lib
 from sparsejax.runner.config import base_config, validate
+from sparsejax.train import convergence
 from tests.test_cli import own_stderr
 from tests.test_runner import REPO, latest_checkpoint, main_command, small_config
 
@@ -377,3 +380,148 @@ def test_a_damaged_prepared_copy_names_the_folder_to_delete(tmp_path, mnist_dir)
     _truncate(path)
   with pytest.raises(DatasetDamagedError, match=r"delete the folder .*mnist"):
     load_image_dataset("mnist", manual_dir=mnist_dir, data_dir=tmp_path)
+
+
+# -- collapsed runs -----------------------------------------------------------------------------
+
+#: A teacher-student run whose learning rate is far too high: nothing becomes non-finite,
+#: and the final test loss is worse than the untrained network's by orders of magnitude.
+COLLAPSING = dict(lr=1e6, max_epochs=60, finetuning_max_epochs=20)
+
+
+def test_collapse_reason_names_what_collapsed():
+  assert records_lib.collapse_reason(0, 751, 0.01, 1.0) == (
+      "every prunable parameter was pruned (kept 0 of 751)")
+  assert "worse than its initial network's 0.5" in records_lib.collapse_reason(10, 751, 0.7, 0.5)
+  assert records_lib.collapse_reason(10, 751, 0.01, 0.5) is None
+  assert records_lib.collapse_reason(10, 751, 0.5, 0.5) is None  # no better, but not worse
+
+
+def test_a_collapsed_sweep_is_marked_warned_and_not_counted_as_a_success(tmp_path, capsys):
+  with pytest.raises(errors.Collapsed, match=r"\(seed 43\) collapsed: its final test loss"):
+    run(small_config(seeds=2, **COLLAPSING), tmp_path)
+  rows = results.read_runs(tmp_path).to_dict("records")
+  assert [r["status"] for r in rows] == ["collapsed"] * 2
+  for row in rows:
+    assert row["final_test_loss"] > 1e3 * row["initial_test_loss"] > 0
+    assert row["collapse_reason"] == records_lib.collapse_reason(
+        row["kept_params"], 751, row["final_test_loss"], row["initial_test_loss"])
+  out = capsys.readouterr().out
+  assert "seeds with kept <= the teacher's 72: 0 of 2 (collapsed seeds not counted)" in out
+  assert "COLLAPSED: 2 of 2 seeds" in out
+  summary = json.loads((tmp_path / "sweep_tiny.json").read_text())
+  assert summary["collapsed_seeds"] == 2 and summary["seeds_at_most_teacher"] == 0
+  # Rerunning the command reports the same, without training.
+  with pytest.raises(errors.Collapsed):
+    run(small_config(seeds=2, **COLLAPSING), tmp_path)
+  assert len(results.read_runs(tmp_path)) == 2
+
+
+def test_a_healthy_run_records_its_initial_loss_and_is_not_collapsed(tmp_path):
+  [row] = run(small_config(max_epochs=60, finetuning_max_epochs=20), tmp_path)
+  assert row["status"] == "finished" and "collapse_reason" not in row
+  assert row["final_test_loss"] < row["initial_test_loss"]
+
+
+@pytest.mark.slow  # a subprocess; the marking is tested in-process above
+def test_the_command_line_exits_2_when_every_seed_collapsed(tmp_path):
+  done = subprocess.run(main_command(tmp_path, "lr=1e6", "max_epochs=60", "min_epochs=0",
+                                     "finetuning_min_epochs=0", "finetuning_max_epochs=20",
+                                     "seeds=4"),
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  [line] = own_stderr(done).splitlines()
+  assert line.startswith("error: ") and line.count("collapsed: every prunable") == 4
+  assert "COLLAPSED: 4 of 4 seeds" in done.stdout
+  assert "seeds with kept <= the teacher's 72: 0 of 4" in done.stdout
+
+
+# -- fields that do nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,value,why", [
+    ("magnitude.scope", "layer", "no effect under method 'rl1' (it is read by method magnitude)"),
+    ("l0.penalty", (0.5,), "no effect under method 'rl1' (it is read by method l0)"),
+    ("bmrs.criterion", "snr", "no effect under method 'rl1' (it is read by method bmrs)"),
+    ("deephoyer.rule", "foo", "no effect under method 'rl1'"),
+    ("sparse.drop_fraction", 0.5, "(it is read by method gmp, random"),
+    ("val_fraction", 0.5, "no effect with dataset 'teacher_student'"),
+    ("image_size", 28, "no effect with dataset 'teacher_student'"),
+    ("distributed.num_processes", 2, "without distributed.coordinator_address"),
+])
+def test_a_field_the_run_does_not_read_is_an_error(name, value, why):
+  with pytest.raises(ConfigError, match=re.escape(repr(name)) + ".*" + re.escape(why)):
+    validate(_with(small_config(), name, value))
+
+
+def test_teacher_student_fields_are_errors_on_an_image_data_set_and_defaults_pass():
+  sys.path.insert(0, str(REPO))
+  from configs import lenet300_mnist
+  config = lenet300_mnist.get_config("drr")
+  validate(config)
+  config.noise = 0.5
+  with pytest.raises(ConfigError, match="'noise'.*no effect with dataset 'mnist'"):
+    validate(config)
+  # The method's own family's fields, and every other family's at their defaults, pass.
+  validate(small_config(ec={"alpha": 0.5}))
+
+
+def test_a_set_size_larger_than_its_split_is_an_error():
+  splits = build_lib.build_data(small_config(), [42])[0]
+  sizes = small_config(dataset="mnist")
+  sizes.train_set_size = 10 ** 8
+  one_seed = jax.tree.map(lambda a: a[0], splits)
+  with pytest.raises(ConfigError, match="'train_set_size' is 100000000; the train split of "
+                                        "mnist has 300 examples, so it must be at most 300"):
+    build_lib._subset(one_seed, sizes)
+
+
+def test_the_smallest_smoothing_window_is_validated():
+  assert convergence.MIN_WINDOW == 5
+  curve = jnp.linspace(1.0, 0.5, 40)
+  assert not bool(convergence.is_saturated(curve, convergence.MIN_WINDOW, 1e-10))
+  assert bool(convergence.is_saturated(jnp.ones(40), convergence.MIN_WINDOW, 1e-10))
+  for window in (1, 2, 3, 4):
+    with pytest.raises(ValueError, match="window >= 5"):
+      convergence.is_saturated(curve, window, 1e-10)
+    with pytest.raises(ConfigError, match="'smoothing_window' is %d; it must be >= 5" % window):
+      validate(small_config(smoothing_window=window))
+
+
+def test_init_from_a_missing_workdir_is_refused_before_any_compute(tmp_path, monkeypatch):
+  def no_compute(*args, **kwargs):
+    raise AssertionError("a program was built")
+  monkeypatch.setattr(program_lib, "Program", no_compute)
+  with pytest.raises(errors.RunError, match=r"'init_from' is '\.\./x': there is no \.\./x/"
+                                            "runs.csv"):
+    run(small_config(init_from="../x"), tmp_path)
+  (tmp_path / "other").mkdir()
+  results.replace_runs(tmp_path / "other", [{"run_id": "a-1", "seed": 7, "status": "finished"}])
+  with pytest.raises(errors.RunError, match="no finished run of seed 42"):
+    run(small_config(init_from=str(tmp_path / "other")), tmp_path)
+
+
+@pytest.mark.slow  # subprocesses; each check is tested in-process above
+@pytest.mark.parametrize("config,overrides,names", [
+    ("teacher_student", ["method=drr", "magnitude.scope=layer"], ["'magnitude.scope'", "'drr'"]),
+    ("teacher_student", ["deephoyer.rule=foo"], ["'deephoyer.rule'"]),
+    ("teacher_student", ["val_fraction=0.5"], ["'val_fraction'", "teacher_student"]),
+    ("teacher_student", ["image_size=28"], ["'image_size'", "teacher_student"]),
+    ("teacher_student", ["distributed.num_processes=2"], ["'distributed.num_processes'"]),
+    ("teacher_student", ["smoothing_window=1"], ["'smoothing_window'", ">= 5"]),
+    ("teacher_student", ["smoothing_window=2"], ["'smoothing_window'", ">= 5"]),
+    ("teacher_student", ["init_from=../x"], ["'init_from'", "../x/runs.csv"]),
+    ("lenet300_mnist", ["train_set_size=99999999"], ["'train_set_size'", "has 45000 examples"]),
+])
+def test_the_command_line_names_a_field_that_does_nothing(tmp_path, mnist_dir, config,
+                                                         overrides, names):
+  args = [sys.executable, "-m", "sparsejax.main", f"--config=configs/{config}.py",
+          f"--workdir={tmp_path}", "--config.quiet=True"] + [f"--config.{o}" for o in overrides]
+  done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "SPARSEJAX_DATA_DIR": str(mnist_dir.parent)})
+  assert done.returncode == 2, done.stderr[-2000:]
+  [line] = own_stderr(done).splitlines()
+  assert line.startswith("error: "), line
+  for name in names:
+    assert name in line, (name, line)
+  assert done.stdout == ""

@@ -92,11 +92,22 @@ def _normalise(splits, config):
 
 
 def _subset(splits, config):
-  def take(split, n):
+  """The first ``train_set_size`` / ``val_set_size`` / ``test_set_size`` examples of each
+  split (0: all of it).
+
+  Raises:
+    ConfigError: a size larger than its split (the run would use the whole
+      split while its row records the size asked for).
+  """
+  def take(split, name):
+    n, available = config[f"{name}_set_size"], len(split.y)
+    if n > available:
+      raise ConfigError(f"config field '{name}_set_size' is {n}; the {name} split of "
+                        f"{config.dataset} has {available} examples, so it must be at most "
+                        f"{available} (0 = all of them)")
     return split if not n else type(split)(*(a[:n] for a in split))
-  return splits._replace(train=take(splits.train, config.train_set_size),
-                         val=take(splits.val, config.val_set_size),
-                         test=take(splits.test, config.test_set_size))
+  return splits._replace(train=take(splits.train, "train"), val=take(splits.val, "val"),
+                         test=take(splits.test, "test"))
 
 
 def data_shape(config) -> tuple[tuple[int, ...], int]:

@@ -32,6 +32,7 @@ from sparsejax import masks as masks_lib
 from sparsejax.fields import ConfigError, choice, flatten, require
 from sparsejax.models import capabilities as caps
 from sparsejax.models import registry
+from sparsejax.train import convergence
 from sparsejax.train.optimizers import OPTIMIZERS
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
@@ -73,6 +74,11 @@ RENAMED_FIELDS = {"bmrs.n_layers": "hidden_layers", "bmrs.hidden_dim": "hidden_d
 #: compute (the efficient-compression fields' move into ``ec``), so earlier runs keep
 #: their ids and their workdirs resume.
 ID_NAMES = {f"ec.{name}": name for name in _EC_MOVED}
+#: Fields only the teacher-student problem reads (``dataset = teacher_student``).
+TEACHER_STUDENT_FIELDS = ("noise", "architecture_teacher")
+#: Fields only classification data sets read (every ``dataset`` but teacher_student).
+CLASSIFICATION_FIELDS = ("image_size", "val_fraction", "input_offset", "input_scale",
+                         "data_dir", "manual_dir", "download")
 #: How a program spreads over the local devices (``parallel``).
 PARALLEL = ("auto", "data", "seeds")
 #: How a program runs its seeds (``sweep.seed_loop``; ``sparsejax.train.driver.SEED_LOOPS`` or auto).
@@ -282,7 +288,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ("train_set_size", "val_set_size", "test_set_size", "train_batch_size", "min_epochs",
                "finetuning_min_epochs", "hidden_layers"):
     require(flat[name] >= 0, name, flat[name], ">= 0")
-  for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs", "smoothing_window",
+  require(config.smoothing_window >= convergence.MIN_WINDOW, "smoothing_window",
+          config.smoothing_window, f">= {convergence.MIN_WINDOW} (the saturation test splits "
+          "the window into two halves and fits a local line to each, which needs 3 points)")
+  for name in ("eval_batch_size", "prune_window", "checkpoint_every_epochs",
                "seeds", "sweep.chunk_size", "sweep.num_sub_batches", "hidden_dim"):
     require(flat[name] >= 1, name, flat[name], ">= 1")
   require(config.max_epochs >= config.min_epochs, "max_epochs", config.max_epochs,
@@ -316,6 +325,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(0 <= config.sweep.sub_batch < config.sweep.num_sub_batches, "sweep.sub_batch",
           config.sweep.sub_batch, f"in [0, sweep.num_sub_batches = {config.sweep.num_sub_batches})")
   distributed = config.distributed
+  if not distributed.coordinator_address:
+    for name in ("num_processes", "process_id"):
+      require(distributed[name] == int(name == "num_processes"), f"distributed.{name}",
+              distributed[name], f"{int(name == 'num_processes')} without "
+              "distributed.coordinator_address: the run is then one process (or SLURM's "
+              "tasks); set distributed.coordinator_address='host:port' to start several")
   if distributed.coordinator_address:
     require(ADDRESS.fullmatch(distributed.coordinator_address) is not None,
             "distributed.coordinator_address", distributed.coordinator_address,
@@ -329,9 +344,49 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(config.input_scale > 0, "input_scale", config.input_scale, "> 0")
   require(0 <= config.val_fraction < 1, "val_fraction", config.val_fraction,
           "in [0, 1) (0 = the default 5,000 validation images)")
+  check_fields_in_effect(config)
   check_dataset(config)
   get_recipe(config.method).validate(config)  # names the family's fields before the model is built
   check_model(config)
+
+
+def check_fields_in_effect(config: ml_collections.ConfigDict) -> None:
+  """A field the run does not read must hold its default.
+
+  Another method family's fields (``magnitude.scope`` under ``method=drr``)
+  and the fields of the other kind of data (``image_size`` for the
+  teacher-student problem, ``noise`` for MNIST) would change nothing: a
+  value there is a mistake (a wrong method, a field of the wrong family), so
+  it is an error naming the field, why it has no effect, and its default.
+
+  Raises:
+    ConfigError: such a field differs from its default.
+  """
+  from sparsejax.recipes import get_recipe, registered
+  flat, defaults = flatten(config), flatten(run_fields())
+  own = set(flatten(ml_collections.ConfigDict(get_recipe(config.method).defaults())))
+  owners: dict[str, list[str]] = {}
+  for recipe in registered():
+    for name, default in flatten(ml_collections.ConfigDict(recipe.defaults())).items():
+      if name not in own:
+        owners.setdefault(name, []).append(recipe.name)
+        defaults[name] = default
+  for name, methods in owners.items():
+    require(_plain_value(flat[name]) == _plain_value(defaults[name]), name, flat[name],
+            f"left at its default {defaults[name]!r}: it has no effect under method "
+            f"{config.method!r} (it is read by method {', '.join(methods)})")
+  teacher_student = config.dataset == "teacher_student"
+  unread = CLASSIFICATION_FIELDS if teacher_student else TEACHER_STUDENT_FIELDS
+  reader = "classification data sets" if teacher_student else "dataset 'teacher_student'"
+  for name in unread:
+    require(_plain_value(flat[name]) == _plain_value(defaults[name]), name, flat[name],
+            f"left at its default {defaults[name]!r}: it has no effect with dataset "
+            f"{config.dataset!r} (only {reader} read it)")
+
+
+def _plain_value(value):
+  """Lists and tuples compare equal (a list field set on the command line is a tuple)."""
+  return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def check_dataset(config: ml_collections.ConfigDict) -> None:

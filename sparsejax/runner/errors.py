@@ -16,6 +16,11 @@ class Diverged(RunError):
   """Every seed of the task stopped at a non-finite value (the message names each)."""
 
 
+class Collapsed(RunError):
+  """Every seed of the task finished collapsed: every prunable parameter pruned, or a
+  final test loss worse than its initial network's (the message names each)."""
+
+
 class RunLocked(RunError):
   """Another process is training one of the task's runs in the same workdir."""
 

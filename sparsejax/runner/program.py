@@ -41,6 +41,7 @@ import numpy as np
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import keys
 from sparsejax import masks as masks_lib
+from sparsejax import results
 from sparsejax.fields import ConfigError
 from sparsejax.recipes import Plan, Recipe, Stage, StageInput, get_recipe
 from sparsejax.runner import build as build_lib
@@ -78,6 +79,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   records.check_writable(workdir)
   progress = Progress(quiet=config.quiet or not hosts.is_writer(), warnings=hosts.is_writer())
   seeds = sweep_seeds(config)
+  if config.init_from:
+    init_from_runs(config.init_from, seeds)
   ids = {seed: records.run_id_of(seed_config(config, seed)) for seed in seeds}
   todo = [seed for seed in seeds if ids[seed] not in records.finished_rows(workdir, ids.values())]
   with hosts.writer_only(locks.hold(workdir, [ids[seed] for seed in todo])):
@@ -95,11 +98,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   if hosts.is_writer():
     records.print_summary(config, workdir, rows)
   diverged = [records.diverged_line(row) for row in rows if row.get("status") == "diverged"]
+  collapsed = [records.collapsed_line(row) for row in rows if row.get("status") == "collapsed"]
   if len(diverged) == len(rows):
     raise errors.Diverged("; ".join(diverged) + f" (the last finite state is in "
                           f"{workdir}/checkpoints/<run id>; its row in runs.csv is marked "
                           "status=diverged)")
-  for line in diverged:
+  if len(diverged) + len(collapsed) == len(rows):
+    raise errors.Collapsed("; ".join(diverged + collapsed) + f" (the rows in {workdir}/runs.csv "
+                           "are marked status=collapsed; try a smaller lr or a weaker penalty)")
+  for line in diverged + collapsed:
     progress.warn(line)
   return rows
 
@@ -312,7 +319,7 @@ class Program:
       self.save(content)
     self.checkpointer.wait()
     states = driver.readout(self.program, self.last_phase().objective, content["states"])
-    return self._record(states, content["aux"])
+    return self._record(states, content["aux"], initial)
 
   def _run_phase(self, index: int, phase: driver.Phase, content):
     optimizer = self.optimizer_before(index)
@@ -386,9 +393,12 @@ class Program:
 
   # -- records ----------------------------------------------------------------------------------
 
-  def _record(self, states: TrainState, aux) -> list[dict[str, Any]]:
+  def _record(self, states: TrainState, aux, initial: TrainState) -> list[dict[str, Any]]:
     metrics = {split: self.program.evaluate(self.last_phase().objective, states, split)
                for split in ("train", "val", "test")}
+    first = self.plan.steps[0].objective
+    initial_loss = self.program.evaluate(
+        first, driver.readout(self.program, first, initial), "test")["loss"]
     curves = {name: c.to_numpy() for name, c in self.curves.items()}
     phase_names = [s.name for s in self.plan.steps if isinstance(s, driver.Phase)]
     rows = []
@@ -399,7 +409,8 @@ class Program:
           aux=records.per_seed(aux, i),
           metrics={f"final_{split}_{k}": float(v[i]) for split, m in metrics.items()
                    for k, v in m.items()},
-          phase_names=phase_names, curves=curves, meta=self.meta, seeds_in_program=len(self.seeds)))
+          phase_names=phase_names, curves=curves, meta=self.meta, seeds_in_program=len(self.seeds),
+          initial_test_loss=float(initial_loss[i])))
     self.checkpointer.close()
     hosts.barrier("program-recorded")
     if hosts.is_writer():
@@ -407,17 +418,18 @@ class Program:
     return rows
 
 
-def pretrained(init_from: str, seeds: Sequence[int], like: TrainState):
-  """The final parameters and model state of the runs ``init_from`` names, per seed.
-
-  ``WORKDIR:RUN_ID`` gives every seed that run's; ``WORKDIR`` gives each seed
-  the finished run of the same seed there (the last one).
+def init_from_runs(init_from: str, seeds: Sequence[int]) -> list[str]:
+  """The finished runs ``config.init_from`` names, one per seed (:func:`pretrained`):
+  read from ``runs.csv`` alone, so :func:`run` refuses a wrong one before any compute.
 
   Raises:
-    RunError: no such run, or parameters of another shape than the model's.
+    RunError: no such workdir or run.
   """
-  from sparsejax.runner.reload import load_run
   workdir, _, run_id = init_from.partition(":")
+  if not results.runs_path(pathlib.Path(workdir)).is_file():
+    raise errors.RunError(f"config field 'init_from' is {init_from!r}: there is no "
+                          f"{results.runs_path(pathlib.Path(workdir))} (it must be "
+                          "WORKDIR[:RUN_ID] of a finished run)")
   rows = records.finished_rows(pathlib.Path(workdir), None)
   chosen = []
   for seed in seeds:
@@ -431,6 +443,21 @@ def pretrained(init_from: str, seeds: Sequence[int], like: TrainState):
       raise errors.RunError(f"config field 'init_from' is {init_from!r}: no finished run "
                             f"{run_id or f'of seed {seed}'} in {workdir}/runs.csv")
     chosen.append(found)
+  return chosen
+
+
+def pretrained(init_from: str, seeds: Sequence[int], like: TrainState):
+  """The final parameters and model state of the runs ``init_from`` names, per seed.
+
+  ``WORKDIR:RUN_ID`` gives every seed that run's; ``WORKDIR`` gives each seed
+  the finished run of the same seed there (the last one).
+
+  Raises:
+    RunError: no such run, or parameters of another shape than the model's.
+  """
+  from sparsejax.runner.reload import load_run
+  workdir = init_from.partition(":")[0]
+  chosen = init_from_runs(init_from, seeds)
   loaded = {run: load_run(workdir, run).state for run in set(chosen)}
   for run, state in loaded.items():
     same = jax.tree.structure(state.params) == jax.tree.structure(like.params) and all(

@@ -18,13 +18,17 @@ Per seed, :func:`record_seed` writes
   fields of its config, ``run_id``, ``timestamp``, ``wall_time_s`` (of the
   whole program), ``seeds_in_program``, the final train/val/test metrics,
   kept/total parameters, density, compression, per phase ``<phase>_epochs``,
-  ``<phase>_converged`` and ``<phase>_returned_best_state``, and the
-  recipe's fields.
+  ``<phase>_converged`` and ``<phase>_returned_best_state``, the initial
+  network's test loss ``initial_test_loss`` (at initialisation, or the
+  ``init_from`` run's final network), and the recipe's fields. ``status`` is ``finished``, ``diverged`` (a non-finite value;
+  the row keeps the last finite state) or ``collapsed`` (:func:`collapse_reason`:
+  nothing non-finite, but every prunable parameter pruned or a final test
+  loss worse than the initial network's; ``collapse_reason`` says which).
 
 A sweep (``seeds > 1``) also writes ``sweep_<experiment>.json`` (quantiles
-of kept parameters and test metrics; for teacher-student, how many seeds
-kept at most the teacher's parameters) and a histogram
-``sweep_<experiment>_kept.png``.
+of kept parameters and test metrics, how many seeds collapsed; for
+teacher-student, how many seeds that did not collapse kept at most the
+teacher's parameters) and a histogram ``sweep_<experiment>_kept.png``.
 """
 
 from __future__ import annotations
@@ -115,10 +119,28 @@ def final_state_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "checkpoints" / run_id
 
 
+def collapse_reason(kept: int, total: int, test_loss: float, initial_test_loss: float
+                    ) -> str | None:
+  """Why a finished run collapsed, or ``None`` for a healthy one.
+
+  A run collapses when every prunable parameter is pruned (the network is
+  its biases alone), or when its final test loss is worse than its initial
+  network's (untrained, or the ``init_from`` run's): nothing became non-finite, so the divergence guard
+  did not fire, yet the result is no better than the starting point (a
+  learning rate far too high typically gives both).
+  """
+  if total > 0 and kept == 0:
+    return f"every prunable parameter was pruned (kept 0 of {total})"
+  if test_loss > initial_test_loss:
+    return (f"its final test loss {test_loss:.5g} is worse than its initial network's "
+            f"{initial_test_loss:.5g}")
+  return None
+
+
 def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, recipe: Recipe,
                 model, index: int, state, aux, metrics: dict[str, float], phase_names: Sequence[str],
                 curves: dict[str, dict[str, np.ndarray]], meta: dict,
-                seeds_in_program: int) -> dict[str, Any]:
+                seeds_in_program: int, initial_test_loss: float) -> dict[str, Any]:
   """Writes one seed's artifacts, final state and row (module docstring); returns the row."""
   run_id = run_id_of(config)
   artifacts = hosts.artifact_dir(results.artifact_dir(workdir, run_id))
@@ -134,7 +156,12 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
   else:
     row.update(metrics)
     row.update(kept_params=total["kept"], total_params=total["total"],
-               density=total["density"], compression=total["compression"])
+               density=total["density"], compression=total["compression"],
+               initial_test_loss=initial_test_loss)
+    reason = collapse_reason(total["kept"], total["total"], metrics["final_test_loss"],
+                             initial_test_loss)
+    if reason is not None:
+      row.update(status="collapsed", collapse_reason=reason)
   for name in phase_names:
     outcome = meta["phases"].get(name, {})
     row[f"{name}_epochs"] = int(outcome.get("epochs", [0] * (index + 1))[index])
@@ -193,6 +220,10 @@ def diverged_line(row: dict) -> str:
           f"finite in phase {row['diverged_phase']!r} at epoch {row['diverged_epoch']}")
 
 
+def collapsed_line(row: dict) -> str:
+  return f"{row['run_id']} (seed {row['seed']}) collapsed: {row['collapse_reason']}"
+
+
 def print_summary(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                   rows: Sequence[dict]) -> None:
   """The final summary (printed even when ``quiet``); a sweep also writes its files.
@@ -218,12 +249,16 @@ def seed_line(config, row: dict) -> str:
   teacher = teacher_size(config)
   if teacher is not None:
     line += f"; the teacher has {teacher} parameters, noise variance {config.noise ** 2:.4g}"
+  if row.get("status") == "collapsed":
+    line += f"; COLLAPSED: {row['collapse_reason']}"
   return line
 
 
 def summarize(config, rows: Sequence[dict]) -> dict[str, Any]:
-  """Quantiles of kept parameters and test metrics; seeds at most the teacher's size."""
-  summary: dict[str, Any] = {"seeds": len(rows)}
+  """Quantiles of kept parameters and test metrics, collapsed seeds, and the seeds that
+  did not collapse and kept at most the teacher's size."""
+  collapsed = [r for r in rows if r.get("status") == "collapsed"]
+  summary: dict[str, Any] = {"seeds": len(rows), "collapsed_seeds": len(collapsed)}
   for column in ("kept_params", "final_test_loss", "final_test_accuracy"):
     if column in rows[0]:
       values = np.asarray([float(r[column]) for r in rows])
@@ -231,7 +266,8 @@ def summarize(config, rows: Sequence[dict]) -> dict[str, Any]:
   teacher = teacher_size(config)
   if teacher is not None:
     summary["teacher_params"] = teacher
-    summary["seeds_at_most_teacher"] = int(sum(r["kept_params"] <= teacher for r in rows))
+    summary["seeds_at_most_teacher"] = int(sum(
+        r["kept_params"] <= teacher for r in rows if r.get("status") != "collapsed"))
   return summary
 
 
@@ -242,9 +278,14 @@ def format_summary(summary: dict[str, Any]) -> str:
       q = summary[column]
       lines.append(f"  {column}: median {q['q50']:.5g}, quartiles {q['q25']:.5g}..{q['q75']:.5g}, "
                    f"10%..90% {q['q10']:.5g}..{q['q90']:.5g}")
+  collapsed = summary.get("collapsed_seeds", 0)
   if "teacher_params" in summary:
     lines.append(f"  seeds with kept <= the teacher's {summary['teacher_params']}: "
-                 f"{summary['seeds_at_most_teacher']} of {summary['seeds']}")
+                 f"{summary['seeds_at_most_teacher']} of {summary['seeds']}"
+                 + (" (collapsed seeds not counted)" if collapsed else ""))
+  if collapsed:
+    lines.append(f"  COLLAPSED: {collapsed} of {summary['seeds']} seeds (status=collapsed in "
+                 "runs.csv)")
   return "\n".join(lines)
 
 

@@ -35,7 +35,8 @@ def markdown(frame: pd.DataFrame) -> str:
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
-  """The rows of runs that finished (a table without a ``status`` column: all of them)."""
+  """The rows of runs that finished healthy: not ``diverged`` nor ``collapsed`` (a table
+  without a ``status`` column: all of them)."""
   if "status" not in runs:
     return runs
   return runs[runs["status"].fillna("finished") == "finished"]

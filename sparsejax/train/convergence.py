@@ -24,6 +24,18 @@ import math
 
 import jax.numpy as jnp
 
+#: The smallest window the test can use: each half needs three points, since the
+#: bandwidth leaves a point's neighbours outside the kernel below three (two
+#: points give a singular local fit, one point a bandwidth of ``log(1)^(-1/16)``).
+MIN_WINDOW = 5
+
+
+def check_window(window: int) -> None:
+  """Raises ``ValueError`` unless ``window >= MIN_WINDOW`` (module docstring)."""
+  if window < MIN_WINDOW:
+    raise ValueError(f"a saturation window of {window} is too short: each half of "
+                     f"2 * ceil(window / 2) values needs 3 points (window >= {MIN_WINDOW})")
+
 
 def epanechnikov(t):
   return jnp.where(jnp.abs(t) <= 1, 0.75 * (1 - t * t), 0.0)
@@ -60,7 +72,11 @@ def is_saturated(curve: jnp.ndarray, window: int, deviation: float) -> jnp.ndarr
 
   Returns False while the curve has fewer than ``window + 2`` values, as the
   reference does.
+
+  Raises:
+    ValueError: ``window < MIN_WINDOW``.
   """
+  check_window(window)
   curve = jnp.asarray(curve)
   half = -(-window // 2)
   if curve.shape[-1] < window + 2:
@@ -92,5 +108,6 @@ def tail_saturated(tail: jnp.ndarray, count: jnp.ndarray, window: int,
   Equal to ``is_saturated(curve, window, deviation)`` of the whole curve,
   traceable (the count is an array), so it runs vmapped over seeds.
   """
+  check_window(window)
   half = -(-window // 2)
   return (count >= window + 2) & _saturated_halves(tail[..., -2 * half:], deviation)
