@@ -39,17 +39,29 @@ Saving is synchronous by default: :meth:`Checkpointer.save` returns once the
 step is on disk. With ``async_save=True`` it returns after the device-to-host
 copy and the write goes on in a background thread; :meth:`Checkpointer.wait`
 (or ``close``) waits for it.
+
+Damage is found before orbax reads a step's arrays: orbax reads them
+concurrently on an event loop that it closes at the first error, while
+tensorstore still has the other reads in flight, and each of those then
+prints a ``RuntimeError: Event loop is closed`` traceback (and asyncio logs
+that their errors were never retrieved). So every restore first reads the
+stored arrays itself, one array at a time and without an event loop
+(:func:`_read_arrays`): a missing, truncated or undecodable file is a
+:class:`CheckpointDamaged` before orbax starts, and a changed byte that
+still decodes is caught by the checksum after the restore.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 PyTree = Any
 
@@ -58,6 +70,8 @@ _META = "meta"
 _ARRAYS = "arrays"
 #: The metadata key holding the checksum of the saved arrays.
 CHECKSUM_KEY = "_checksum"
+#: The metadata key holding the checksum of the saved arrays by name (:func:`checksum_by_name`).
+CHECKSUM_BY_NAME_KEY = "_checksum_by_name"
 
 
 class CheckpointDamaged(Exception):
@@ -74,12 +88,70 @@ def tree_checksum(*trees: PyTree) -> str:
   digest = hashlib.sha256()
   for tree in trees:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.random.key_data(leaf)
-      array = np.ascontiguousarray(np.asarray(leaf))
-      digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
-      digest.update(array.tobytes())
+      _add_array(digest, jax.tree_util.keystr(path), leaf)
   return digest.hexdigest()
+
+
+def checksum_by_name(*trees: PyTree) -> str:
+  """SHA-256 of every array of ``trees`` by the names on its path, in the order of the names.
+
+  Unlike :func:`tree_checksum` it does not depend on the kinds of the nodes
+  (a named tuple's field counts as a dict's key of the same name, a tuple as
+  a list), so a step restored without a template, as the plain dicts and
+  lists orbax builds, has the checksum of the saved trees exactly when every
+  array came back bit for bit.
+  """
+  digest = hashlib.sha256()
+  for tree in trees:
+    leaves = [("/".join(_key_name(key) for key in path), leaf)
+              for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    for name, leaf in sorted(leaves, key=lambda item: item[0]):
+      _add_array(digest, name, leaf)
+  return digest.hexdigest()
+
+
+def _key_name(key) -> str:
+  """The name of one entry of a key path: a dict's key, a field's name or an index."""
+  for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _add_array(digest, name: str, leaf) -> None:
+  """Adds one leaf (typed PRNG keys by their key data) to ``digest``."""
+  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  array = np.ascontiguousarray(np.asarray(leaf))
+  digest.update(f"{name}|{array.dtype}|{array.shape}|".encode())
+  digest.update(array.tobytes())
+
+
+def _read_arrays(item: pathlib.Path) -> None:
+  """Opens and reads every array of an item of a step (its ``state`` or ``arrays``), as stored.
+
+  The arrays are those of the item's orbax tree metadata (``_METADATA``,
+  where orbax names each by its keys joined with dots), each a zarr array in
+  the item's OCDBT database, as orbax stores them; they are read one at a
+  time, synchronously through tensorstore, so that no event loop is left with
+  reads in flight when one fails (module docstring). Orbax's own metadata
+  reader opens the arrays concurrently, so it is not used here.
+
+  Raises:
+    Exception: what ``json`` or tensorstore raise for a file they cannot read
+      or decode (a missing array included).
+  """
+  saved = json.loads((item / "_METADATA").read_text())
+  driver = "zarr3" if saved.get("use_zarr3") else "zarr"
+  context = ts.Context()  # the database is opened once for all the arrays
+  for entry in saved["tree_metadata"].values():
+    value = entry["value_metadata"]
+    if value.get("skip_deserialize") or value.get("value_type") == "string":
+      continue  # no array: an empty node or None, or a string (kept in JSON)
+    name = ".".join(str(key["key"]) for key in entry["key_metadata"])
+    spec = {"driver": driver,
+            "kvstore": {"driver": "ocdbt", "base": f"file://{item}/", "path": f"{name}/"}}
+    ts.open(spec, context=context, open=True).result().read().result()
 
 
 class Checkpointer:
@@ -98,7 +170,8 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int | None = 3,
-               save_interval_steps: int = 1, async_save: bool = False):
+               save_interval_steps: int = 1, async_save: bool = False,
+               read_only: bool = False):
     """Opens (creating if needed) the checkpoint directory.
 
     Args:
@@ -107,12 +180,18 @@ class Checkpointer:
       save_interval_steps: :meth:`save` writes only steps that are multiples
         of this (and the first save), unless forced.
       async_save: return from :meth:`save` before the write is finished.
+      read_only: only restore and check: the directory is neither created nor
+        cleaned of unfinished steps. Orbax cleans them in a background thread
+        that only a save waits for, so a reader that closes at once could
+        leave it running into the interpreter's shutdown, which it fails with a
+        logged traceback.
     """
     self.directory = pathlib.Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_interval_steps,
         preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep),
-        cleanup_tmp_directories=True,
+        create=not read_only,
+        cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=async_save,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -136,6 +215,7 @@ class Checkpointer:
     """
     metadata = dict(metadata or {})
     metadata[CHECKSUM_KEY] = tree_checksum(state, {} if arrays is None else arrays)
+    metadata[CHECKSUM_BY_NAME_KEY] = checksum_by_name(state, {} if arrays is None else arrays)
     items = {
         _STATE: ocp.args.StandardSave(state),
         _META: ocp.args.JsonSave(_json_ready(metadata)),
@@ -170,6 +250,7 @@ class Checkpointer:
       FileNotFoundError: if there is no checkpoint (at ``step``).
       CheckpointDamaged: if the step cannot be read or fails its checksum.
     """
+    step = self._complete_step(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     items = {_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
     if self._has_arrays(step):
@@ -177,6 +258,7 @@ class Checkpointer:
     restored = self._restore(step, **items)
     meta = restored[_META]
     expected = meta.pop(CHECKSUM_KEY, None)
+    meta.pop(CHECKSUM_BY_NAME_KEY, None)
     if expected is not None and tree_checksum(
         restored[_STATE], restored.get(_ARRAYS, {})) != expected:
       raise CheckpointDamaged(f"checkpoint {self.directory / str(step)}: its arrays do not "
@@ -185,26 +267,75 @@ class Checkpointer:
       return restored[_STATE], meta, restored.get(_ARRAYS, {})
     return restored[_STATE], meta
 
+  def check(self, step: int | None = None) -> int:
+    """Checks a step (default the latest) without a template of its state.
+
+    Every array is read as it was saved, with its dtype (64-bit types
+    included) and its devices (this process's first device where those are
+    not all here), and checked against the checksum by name saved with it
+    (:func:`checksum_by_name`); a step saved before that checksum existed is
+    only read. Cheaper than :meth:`restore` where a template would have to be
+    built first (a finished run's model and data).
+
+    Returns:
+      The step checked.
+
+    Raises:
+      FileNotFoundError: if there is no checkpoint (at ``step``).
+      CheckpointDamaged: if the step cannot be read or fails its checksum.
+    """
+    step = self._complete_step(step)
+    saved = ocp.args.StandardRestore(
+        fallback_sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    items = {_STATE: saved, _META: ocp.args.JsonRestore()}
+    if self._has_arrays(step):
+      items[_ARRAYS] = saved
+    with jax.enable_x64(True):
+      restored = self._restore(step, **items)
+      actual = checksum_by_name(restored[_STATE], restored.get(_ARRAYS, {}))
+    expected = restored[_META].get(CHECKSUM_BY_NAME_KEY)
+    if expected is not None and actual != expected:
+      raise CheckpointDamaged(f"checkpoint {self.directory / str(step)}: its arrays do not "
+                              "match the checksum saved with them")
+    return step
+
   def restore_meta(self, step: int | None = None) -> dict:
-    """The metadata saved with ``step`` (default the latest), without its checksum."""
-    meta = self._restore(step, **{_META: ocp.args.JsonRestore()})[_META]
+    """The metadata saved with ``step`` (default the latest), without its checksums."""
+    meta = self._restore(self._complete_step(step), **{_META: ocp.args.JsonRestore()})[_META]
     meta.pop(CHECKSUM_KEY, None)
+    meta.pop(CHECKSUM_BY_NAME_KEY, None)
     return meta
 
   def delete(self, step: int) -> None:
     """Removes ``step`` (a damaged one, say)."""
     self._manager.delete(step)
 
-  def _has_arrays(self, step: int | None) -> bool:
-    step = self.latest_step() if step is None else step
+  def _has_arrays(self, step: int) -> bool:
     return (self.directory / str(step) / _ARRAYS).exists()
 
-  def _restore(self, step: int | None, **items) -> dict:
-    """Restores ``items`` of ``step``; any failure to read is :class:`CheckpointDamaged`."""
-    step = self.latest_step() if step is None else step
-    if step is None or step not in self._manager.all_steps():
+  def _complete_step(self, step: int | None) -> int:
+    """``step``, or the latest if ``None``, once it is known to be completely written.
+
+    Raises:
+      FileNotFoundError: naming the directory (and the step asked for).
+    """
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no completely written checkpoint step in {self.directory}")
+    elif step not in self._manager.all_steps():
       raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}")
+    return step
+
+  def _restore(self, step: int, **items) -> dict:
+    """Restores ``items`` of ``step``; any failure to read is :class:`CheckpointDamaged`.
+
+    The stored arrays of the items that hold arrays are read first (:func:`_read_arrays`).
+    """
     try:
+      for name, args in items.items():
+        if isinstance(args, ocp.args.StandardRestore):
+          _read_arrays(self.directory / str(step) / name)
       return self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as error:  # noqa: BLE001  (orbax, tensorstore and JSON errors alike)
       raise CheckpointDamaged(f"checkpoint {self.directory / str(step)} cannot be read: "

@@ -19,9 +19,14 @@ sparsejax user acts on. :func:`silence_tensorflow` turns it off, through:
 and :func:`tfds_prints_swallowed` takes the two lines tensorflow-datasets
 prints to stdout around a preparation.
 
-Environment variables already set are left as they are, and
-``SPARSEJAX_VERBOSE=1`` leaves everything as TensorFlow has it. TensorFlow
-imported before :func:`silence_tensorflow` has read its environment already.
+Environment variables already set are left as they are, except
+``TF_CPP_MIN_LOG_LEVEL=1``: importing JAX sets that when it is unset (JAX's
+own default for the C++ logs), and sparsejax imports JAX before any data
+set is read, so at ``1`` TensorFlow's C++ warnings (such as the
+``dataset.take(k).cache().repeat()`` advice printed when a damaged record
+stops a read) would reach the terminal. ``SPARSEJAX_VERBOSE=1`` leaves
+everything as TensorFlow has it. TensorFlow imported before
+:func:`silence_tensorflow` has read its environment already.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from typing import Iterator
 VERBOSE_ENV = "SPARSEJAX_VERBOSE"
 
 _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+# The values that importing JAX sets where they are unset: taken as unset.
+_JAX_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "1"}
 # The folders of the packages whose log records the absl filter drops.
 _NOISY_PACKAGES = ("tensorflow", "tensorflow_datasets")
 
@@ -70,7 +77,8 @@ def silence_tensorflow() -> None:
   if verbose():
     return
   for name, value in _QUIET_ENV.items():
-    os.environ.setdefault(name, value)
+    if os.environ.get(name) in (None, _JAX_DEFAULTS.get(name)):
+      os.environ[name] = value
   import tensorflow_datasets as tfds  # Does not import TensorFlow itself.
   tfds.disable_progress_bar()
   logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -71,6 +71,9 @@ def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   """Runs (or resumes, or skips if finished) this task's seeds of ``config`` in ``workdir``.
 
+  A finished seed whose final state is damaged or missing is skipped with a
+  warning that says how to recompute it (its row stays).
+
   Returns:
     The ``runs.csv`` rows of the task's seeds, in seed order.
   """
@@ -89,6 +92,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
     if len(todo) < len(seeds):
       progress.log(f"{len(seeds) - len(todo)} of {len(seeds)} seeds have been run before; "
                    f"their rows are in {workdir}/runs.csv")
+      from sparsejax.runner.reload import final_state_problems  # reload imports this module
+      for problem in final_state_problems(workdir, [ids[s] for s in seeds if s not in todo]):
+        progress.warn(problem)
     with jax.enable_x64(config.dtype == "float64"):
       for start in range(0, len(todo), config.sweep.chunk_size):
         program_seeds = todo[start:start + config.sweep.chunk_size]

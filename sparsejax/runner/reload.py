@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import ml_collections
@@ -76,14 +76,38 @@ def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRu
     program = Program(config, [config.seed])
     directory = records.final_state_dir(workdir, run_id)
     try:
-      with checkpoint_lib.Checkpointer(directory) as checkpointer:
+      with checkpoint_lib.Checkpointer(directory, read_only=True) as checkpointer:
         saved, _ = checkpointer.restore(like={"state": program.final_template()})
     except (checkpoint_lib.CheckpointDamaged, FileNotFoundError) as error:
-      raise errors.FinalStateDamaged(
-          f"the final state of run {run_id} is damaged or missing ({error}); its row in "
-          f"{workdir / 'runs.csv'} is intact. To recompute the run, delete its row and "
-          f"{directory}, and run its command again") from None
+      raise errors.FinalStateDamaged(_damaged(workdir, run_id, error)) from None
   return LoadedRun(config, saved["state"], program.parts, rows.iloc[-1].to_dict(), program)
+
+
+def final_state_problems(workdir: str | pathlib.Path, run_ids: Sequence[str]) -> list[str]:
+  """What is wrong with the final states of the finished runs ``run_ids``, one line per damaged one.
+
+  Each final state's latest step is read without a template and checked
+  against the checksum saved with it (:meth:`~sparsejax.checkpoint.Checkpointer.check`):
+  no model or data is built, so a finished run stays quick to skip. Each line
+  says what :func:`load_run` would raise for it.
+  """
+  workdir = pathlib.Path(workdir)
+  problems = []
+  for run_id in run_ids:
+    directory = records.final_state_dir(workdir, run_id)
+    try:
+      with checkpoint_lib.Checkpointer(directory, read_only=True) as checkpointer:
+        checkpointer.check()
+    except (checkpoint_lib.CheckpointDamaged, FileNotFoundError) as error:
+      problems.append(_damaged(workdir, run_id, error))
+  return problems
+
+
+def _damaged(workdir: pathlib.Path, run_id: str, error: Exception) -> str:
+  """What is damaged in run ``run_id``'s final state, where, and how to recompute the run."""
+  return (f"the final state of run {run_id} is damaged or missing ({error}); its row in "
+          f"{workdir / 'runs.csv'} is intact. To recompute the run, delete its row and "
+          f"{records.final_state_dir(workdir, run_id)}, and run its command again")
 
 
 def evaluate_run(run: LoadedRun) -> dict[str, float]:
