@@ -6,7 +6,8 @@ full-batch DRR training of the [2, 25, 25, 1] student on 300 points (Adam
 
 * ``bare``: W1's program (:func:`w1_teacher_student.make_sweep`): data,
   initialisation and 2000 train steps per seed, one ``jax.jit(jax.vmap(...))``
-  of a ``lax.scan``;
+  of a ``lax.scan``, its seeds split over the CPU devices as the runner
+  splits them (``parallel="auto"``);
 * ``bare+val``: the same with each seed's validation loss (1000 points)
   evaluated after every epoch inside the scan, the work the runner's phase
   does besides the steps (its checks watch the validation loss);
@@ -47,7 +48,8 @@ from sparsejax import masks, objectives
 from sparsejax.data.teacher_student import STUDENT_KEY_OFFSET, STUDENT_WIDTHS, teacher_student_data
 from sparsejax.models import MLP
 from sparsejax.runner import run
-from sparsejax.train import REGRESSION, create_train_state, make_eval_fn, make_train_step
+from sparsejax.train import (REGRESSION, create_train_state, make_eval_fn, make_train_step,
+                             sharding)
 
 sys.path.insert(0, str(common.REPO))
 from configs import teacher_student  # noqa: E402
@@ -109,7 +111,8 @@ def main():
   parser.add_argument("--epochs", type=int, default=2000)
   args = parser.parse_args()
   chunk = teacher_student.get_config("drr").prune_window
-  seeds = jnp.arange(args.seeds, dtype=jnp.int32)
+  # Placed as the runner places them (W1's module docstring): the same devices for all three.
+  seeds = sharding.layout_for("seeds", args.seeds).place(jnp.arange(args.seeds, dtype=jnp.int32))
   bare = w1.make_sweep(args.epochs)
   with_val = make_sweep_with_validation(args.epochs)
   for program in (bare, with_val):

@@ -9,7 +9,11 @@ alpha = 1e-4, beta = 10, over every parameter) through the library's train
 step (:func:`sparsejax.train.make_train_step`, ``jit=False``). One step per
 epoch, the epochs a ``lax.scan``. All seeds are one compiled program:
 ``jax.jit(jax.vmap(one_seed))`` over an array of seeds, data generation and
-initialisation included (as in the peer, whose timing includes them too).
+initialisation included (as in the peer, whose timing includes them too). The
+seed array is placed as the runner places a teacher-student sweep's seeds
+(``parallel="auto"``: split over the CPU devices, one per core, which
+:func:`sparsejax.xla_flags.apply` makes), so the program is the library's
+default path.
 
 Rows (JAX): the W1 figure (``--seeds``, 64, x ``--epochs``, 2000); scaling rows
 for ``--scaling`` seeds (8, 64, 256; the row for ``--seeds`` is the W1 row);
@@ -59,7 +63,7 @@ from sparsejax import masks, objectives
 from sparsejax.data.teacher_student import (STUDENT_KEY_OFFSET, STUDENT_WIDTHS,
                                             teacher_student_data)
 from sparsejax.models import MLP
-from sparsejax.train import REGRESSION, create_train_state, make_train_step
+from sparsejax.train import REGRESSION, create_train_state, make_train_step, sharding
 
 N_TRAIN, LR, ALPHA, BETA = 300, 5e-4, 1e-4, 10.0
 WORKLOAD = "W1_teacher_student_drr"
@@ -161,7 +165,9 @@ def main():
   if args.tuned:
     variants["tuned"] = parse_options(args.tuned)
   counts = sorted(set(args.scaling) | {args.seeds})
-  seed_arrays = {n: jnp.arange(n, dtype=jnp.int32) for n in counts}
+  # The runner's default layout for these problems (module docstring).
+  seed_arrays = {n: sharding.layout_for("seeds", n).place(jnp.arange(n, dtype=jnp.int32))
+                 for n in counts}
   programs = {}  # (variant, seeds or "sequential") -> compiled program
   for variant, options in variants.items():
     for n in counts:

@@ -21,7 +21,17 @@ safe:
 * only before JAX has started its backends (XLA reads ``XLA_FLAGS`` once):
   call it before the first JAX computation, or set the option yourself.
 
-Importing sparsejax changes no process-wide setting, this one included. The
+It also gives XLA one CPU device per core the process may use
+(``--xla_force_host_platform_device_count``, :func:`host_device_count`),
+unless the user set a count: XLA:CPU runs one device's small operations on
+about one core, so a vmapped seed sweep of small networks left the other
+cores idle, and the runner's ``parallel="auto"`` splits a sweep's seeds over
+these devices (:func:`sparsejax.runner.program.layout_of`). A program on one
+device (one seed, or the ``jax.jit`` of a user's own step) is unchanged:
+its operations still use every core through XLA's thread pool. This option
+is known to every jaxlib, so it is set whatever the version.
+
+Importing sparsejax changes no process-wide setting, these included. The
 command line (``python -m sparsejax.main``), the studies that train
 (``rerun``, ``bmrs_posthoc``, ``deephoyer_tune``, ``l0_bisection``) and the
 benchmarks call :func:`apply` before JAX starts; a library user opts in the
@@ -41,6 +51,16 @@ from typing import MutableMapping
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "dot"}
 #: jaxlib (major, minor) versions the options were measured on.
 VERIFIED_JAXLIB = ((0, 10),)
+#: The option that sets how many CPU devices XLA makes.
+DEVICE_COUNT = "xla_force_host_platform_device_count"
+
+
+def host_device_count() -> int:
+  """The cores this process may run on (its CPU affinity; all cores where unknown)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
 
 
 def jaxlib_version() -> tuple[int, int] | None:
@@ -53,21 +73,26 @@ def jaxlib_version() -> tuple[int, int] | None:
 
 
 def apply(environ: MutableMapping[str, str] = os.environ,
-          version: tuple[int, int] | None = None) -> list[str]:
-  """Appends the :data:`CPU_OPTIONS` the user has not set to ``environ["XLA_FLAGS"]``.
+          version: tuple[int, int] | None = None, devices: int | None = None) -> list[str]:
+  """Appends the options the user has not set to ``environ["XLA_FLAGS"]``: one CPU device
+  per core (:data:`DEVICE_COUNT`, with more than one core), and the :data:`CPU_OPTIONS`
+  for a verified jaxlib.
 
   Args:
     environ: the environment to update.
     version: jaxlib's ``(major, minor)``; by default the installed one.
+    devices: the CPU devices to make; by default :func:`host_device_count`.
 
   Returns:
-    The flags added (none for an unverified jaxlib).
+    The flags added.
   """
   version = jaxlib_version() if version is None else version
-  if version not in VERIFIED_JAXLIB:
-    return []
+  devices = host_device_count() if devices is None else devices
+  options = {DEVICE_COUNT: devices} if devices > 1 else {}
+  if version in VERIFIED_JAXLIB:
+    options.update(CPU_OPTIONS)
   present = environ.get("XLA_FLAGS", "")
-  added = [f"--{name}={value}" for name, value in CPU_OPTIONS.items()
+  added = [f"--{name}={value}" for name, value in options.items()
            if f"--{name}=" not in present]
   if added:
     environ["XLA_FLAGS"] = " ".join([present, *added]).strip()

@@ -417,8 +417,7 @@ def _small(module, argument, model, **fields):
 
 
 CLI_RUNS = {
-    "magnitude": (deephoyer_lenet300_mnist, "none", {"method": "magnitude",
-                                                     "pruning.density": 0.2}),
+    "magnitude": (deephoyer_lenet300_mnist, "magnitude", {"pruning.density": 0.2}),
     "deephoyer": (deephoyer_lenet300_mnist, "hs", {}),
     "l0": (l0_mlp_mnist, "constrained", {"l0.target_density": (0.5,), "l0.gates_lr": 0.1,
                                          "l0.dual_lr": 1.0, "l0.droprate_init": (0.5,),
@@ -460,8 +459,7 @@ def _command_line_run(family, model, tmp_path):
 
 
 def test_a_model_that_lacks_a_capability_is_refused_before_compute():
-  config = _small(bmrs_mlp_mnist, "bmrs_n", "LinenCNN", method="layerwise")
-  config.dataset = "mnist"
+  config = _small(lenet300_mnist, "layerwise", "LinenCNN")
   with pytest.raises(ConfigError, match="'model' is .*method 'layerwise'.*'dense_chain'"):
     run(config, None)
 
@@ -474,8 +472,8 @@ def test_a_bad_import_path_names_the_field():
 
 @pytest.mark.slow
 def test_seed_sweeps_vmap_over_a_user_model(tmp_path):
-  config = _small(deephoyer_lenet300_mnist, "none", "LinenBNDropout", method="magnitude",
-                  seeds=2, **{"pruning.density": 0.2})
+  config = _small(deephoyer_lenet300_mnist, "magnitude", "LinenBNDropout", seeds=2,
+                  **{"pruning.density": 0.2})
   rows = run(config, tmp_path)
   single = copy.deepcopy(config)
   single.seeds, single.seed = 1, config.seed + 1

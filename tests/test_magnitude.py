@@ -52,9 +52,11 @@ def test_zhu_gupta_schedule():
 
 
 def magnitude_config(**overrides):
+  from sparsejax.runner.config import base_config
   from tests.test_runner import small_config
   config = small_config(method="magnitude", max_epochs=60, finetuning_max_epochs=30, seeds=2,
                         dtype="float64")
+  config.ec.alpha = base_config().ec.alpha  # an rl1 field: it does nothing here
   config.pruning.density = 0.2
   common.set_fields(config, overrides)
   return config

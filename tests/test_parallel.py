@@ -18,13 +18,13 @@ import pytest
 from tests.conftest import data_path
 from tests.test_cli import REPO, assert_expected_failure, clean_env
 
-#: LeNet-300-100 on 2,000 MNIST images for 2 epochs, then 1 finetuning epoch.
+#: LeNet-300-100 on 2,000 MNIST images for 2 epochs, then 1 finetuning epoch, data-parallel.
 LENET300 = ("--config=configs/lenet300_mnist.py:none", "--config.train_set_size=2000",
             "--config.val_set_size=500", "--config.test_set_size=500",
             "--config.max_epochs=2", "--config.min_epochs=2", "--config.prune_window=1",
             "--config.finetuning_max_epochs=1", "--config.finetuning_min_epochs=1",
             "--config.train_batch_size=100", "--config.eval_batch_size=500",
-            "--config.quiet=True")
+            "--config.parallel=data", "--config.quiet=True")
 
 
 def main(devices: int, workdir, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -68,6 +68,7 @@ config = lenet300_mnist.get_config("none")
 config.manual_dir = {str(data_path("mnist"))!r}
 config.train_set_size, config.val_set_size, config.test_set_size = 1000, 500, 500
 config.train_batch_size = 100
+config.parallel = "data"
 program = Program(config, [42])
 phase = program.plan.steps[0]
 states = driver.start_states(program.initial_states(), phase)

@@ -141,3 +141,36 @@ def test_seed_loop_rejects_an_unknown_value():
   config.sweep.seed_loop = "pmap"
   with pytest.raises(ConfigError, match="'sweep.seed_loop'.*accepted values: auto, vmap, map"):
     validate(config)
+
+
+@pytest.mark.parametrize("data_axis, seeds, loop, devices", [
+    (0, 8, "vmap", 4), (None, 8, "vmap", 4), (None, 6, "vmap", 3), (None, 1, "vmap", 1),
+    (None, 8, "map", 1)])
+def test_auto_spreads_a_vmapped_sweeps_seeds_over_the_cpu_devices(data_axis, seeds, loop,
+                                                                  devices):
+  import types
+  import jax
+  from sparsejax.runner.program import layout_of
+  assert jax.default_backend() == "cpu" and jax.device_count() == 4  # tests/conftest.py
+  parts = types.SimpleNamespace(data_axis=data_axis)
+  layout = layout_of(small_config(), parts, seeds, loop)
+  assert layout.kind == "seeds" and layout.devices == devices
+
+
+@pytest.mark.slow
+def test_an_image_sweep_spread_over_the_devices_equals_its_seeds_alone(tmp_path, mnist_dir):
+  sys.path.insert(0, str(REPO))
+  from configs import lenet300_mnist
+  config = lenet300_mnist.get_config("none")
+  config.manual_dir = str(mnist_dir)
+  config.train_set_size, config.val_set_size, config.test_set_size = 1000, 500, 500
+  config.max_epochs = config.min_epochs = 2
+  config.finetuning_max_epochs = config.finetuning_min_epochs = 1
+  config.train_batch_size, config.eval_batch_size = 100, 500
+  config.dtype, config.seeds, config.quiet = "float64", 4, True
+  swept = {row["seed"]: row for row in run(config, tmp_path / "sweep")}  # 4 devices
+  for seed in (42, 45):
+    [single] = run(seed_config(config, seed), tmp_path / str(seed))  # one device
+    assert single["kept_params"] == swept[seed]["kept_params"]
+    for name in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
+      assert single[name] == pytest.approx(swept[seed][name], rel=1e-12), name

@@ -14,20 +14,34 @@ from tests.conftest import REPO
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 
+COUNT = "--xla_force_host_platform_device_count"
+
+
 def test_added_for_a_verified_jaxlib_beside_other_flags():
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  added = xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0])
-  assert added == [f"{FLAG}=dot"]
-  assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=4 {FLAG}=dot"
+  env = {"XLA_FLAGS": f"{COUNT}=4"}
+  added = xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=2)
+  assert added == [f"{FLAG}=dot"]  # the user's device count wins
+  assert env["XLA_FLAGS"] == f"{COUNT}=4 {FLAG}=dot"
   assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0]) == []  # idempotent
+
+
+def test_one_cpu_device_per_core_whatever_the_version():
+  env = {}
+  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=2) == [
+      f"{COUNT}=2", f"{FLAG}=dot"]
+  env = {}
+  assert xla_flags.apply(env, version=(0, 6), devices=8) == [f"{COUNT}=8"]
+  env = {}
+  assert xla_flags.apply(env, version=(0, 6), devices=1) == [] and env == {}  # one core
+  assert xla_flags.host_device_count() == len(os.sched_getaffinity(0))
 
 
 def test_the_users_value_wins_and_unverified_versions_are_left_alone():
   env = {"XLA_FLAGS": f"{FLAG}=individual_dot"}
-  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0]) == []
+  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=1) == []
   assert env["XLA_FLAGS"] == f"{FLAG}=individual_dot"
   env = {}
-  assert xla_flags.apply(env, version=(0, 6)) == [] and env == {}
+  assert xla_flags.apply(env, version=(0, 6), devices=1) == [] and env == {}
 
 
 def python(code: str) -> str:
@@ -66,5 +80,8 @@ def test_the_command_line_applies_it_before_jax_starts():
       "runpy.run_module('sparsejax.main', run_name='__main__')\n")
   flags, started = out.split("|")
   assert started.split() == ["False"]
+  cores = xla_flags.host_device_count()
+  expected = [f"{COUNT}={cores}"] if cores > 1 else []
   if xla_flags.jaxlib_version() in xla_flags.VERIFIED_JAXLIB:
-    assert flags.split() == [f"{FLAG}=dot"]
+    expected.append(f"{FLAG}=dot")
+  assert flags.split() == expected

@@ -167,7 +167,10 @@ def run_fields() -> ml_collections.ConfigDict:
 
   # Devices: "data" splits every batch over the local devices (parameters
   # replicated), "seeds" splits the seed axis; "auto" is "seeds" for the
-  # teacher-student problems (full-batch, per-seed data) and "data" otherwise.
+  # teacher-student problems (full-batch, per-seed data) and on a CPU (one
+  # device per core: a vmapped sweep's seeds spread over the cores, one seed
+  # or a mapped sweep stays on one device), "data" on accelerators and over
+  # several processes.
   c.parallel = "auto"
   # Processes (sparsejax.runner.hosts): under SLURM with more than one task
   # nothing needs setting; other launchers start num_processes copies of the

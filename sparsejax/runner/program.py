@@ -117,22 +117,36 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> list[
   return rows
 
 
-def layout_of(config, parts, n_seeds: int):
-  """The devices' layout of ``config.parallel`` (``"auto"``: seeds for per-seed data).
+def layout_of(config, parts, n_seeds: int, seed_loop: str):
+  """The devices' layout of ``config.parallel``.
+
+  ``"auto"`` is ``"data"`` for a run over several processes, and on
+  accelerators for shared data; ``"seeds"`` for per-seed data
+  (teacher-student). On a CPU backend, whose devices are its cores
+  (:mod:`sparsejax.xla_flags`), it is ``"seeds"``: the seeds of a vmapped
+  sweep (``seed_loop`` ``"vmap"``) go one group per core, and a single seed
+  or seeds run one after another (``"map"``) stay on one device, whose
+  operations use every core (a batch split over the cores would change the
+  order of the gradient's sums and ask for batches the cores divide).
 
   Raises:
     ConfigError: with ``"data"``, a training or evaluation batch that the
       device count does not divide (before any compute).
   """
-  kind = config.parallel
+  kind, devices = config.parallel, None
   if kind == "auto":
-    kind = "seeds" if parts.data_axis == 0 and not hosts.several() else "data"
+    if hosts.several() or (parts.data_axis is None and jax.default_backend() != "cpu"):
+      kind = "data"
+    else:
+      kind = "seeds"
+      if parts.data_axis is None and seed_loop != "vmap":
+        devices = jax.local_devices()[:1]
   if kind == "seeds" and hosts.several():
     raise ConfigError(
         f"config field 'parallel' is 'seeds': seed sharding runs within one process, and this "
         f"run has {jax.process_count()}; use parallel='data', or split the seeds over "
         "separate jobs with sweep.num_sub_batches")
-  layout = sharding.layout_for(kind, n_seeds)
+  layout = sharding.layout_for(kind, n_seeds, devices)
   if kind == "data":
     sizes = [parts.split_size(split) for split in ("train", "val", "test")]
     batches = [("train_batch_size", min(config.train_batch_size or sizes[0], sizes[0]))]
@@ -178,11 +192,11 @@ class Program:
     self.workdir = workdir
     self.recipe: Recipe = get_recipe(config.method)
     self.parts = build_lib.build(config, seeds)
-    layout = layout_of(config, self.parts, len(self.seeds))
+    seed_loop = seed_loop_of(config, self.parts.model, self.sample_input())
     self.program = driver.SeedProgram(
         seeds, self.parts.data, self.parts.data_axis, self.parts.model, self.parts.task,
         train_batch_size=config.train_batch_size, eval_batch_size=config.eval_batch_size,
-        layout=layout, seed_loop=seed_loop_of(config, self.parts.model, self.sample_input()))
+        layout=layout_of(config, self.parts, len(self.seeds), seed_loop), seed_loop=seed_loop)
     self.plan: Plan = self.recipe.plan(config, self.parts)
     first = self.plan.steps[0]
     if not isinstance(first, driver.Phase) or first.optimizer is None:
