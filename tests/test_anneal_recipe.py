@@ -7,9 +7,10 @@ import pytest
 
 from configs import anneal_mlp_mnist, common
 from sparsejax import masks as masks_lib
+from sparsejax import results
 from sparsejax.fields import ConfigError
 from sparsejax.recipes import anneal
-from sparsejax.runner import load_run, run
+from sparsejax.runner import errors, load_run, run
 from sparsejax.runner.config import validate
 from tests.conftest import data_path
 
@@ -143,9 +144,12 @@ def cnn(criterion, folder, **fields):
 @pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["sa", "magsign"])
 def test_the_cnn_path_searches_rewinds_deletes_and_retrains(criterion, fake_cifar, tmp_path):
-  rows = run(cnn(criterion, fake_cifar), tmp_path)
-  row = rows[0]
-  assert row["status"] == "finished"
+  try:
+    run(cnn(criterion, fake_cifar), tmp_path)
+  except errors.Collapsed:  # random labels: the network learns nothing, and the row says so
+    pass
+  [row] = results.read_runs(tmp_path).to_dict("records")
+  assert row["status"] in ("finished", "collapsed")
   kept = [row[f"filters_Conv_{i}"] for i in range(4)]
   assert sum(kept) == 960 - int(960 * 0.7)
   assert 0 < row["small_params_pct"] < 100 and 0 < row["small_macs_pct"] < 100

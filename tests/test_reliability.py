@@ -395,6 +395,10 @@ def test_collapse_reason_names_what_collapsed():
   assert "worse than its initial network's 0.5" in records_lib.collapse_reason(10, 751, 0.7, 0.5)
   assert records_lib.collapse_reason(10, 751, 0.01, 0.5) is None
   assert records_lib.collapse_reason(10, 751, 0.5, 0.5) is None  # no better, but not worse
+  # Classification: a worse loss collapses only with an accuracy no better than at the start.
+  assert "accuracy 0.1000 no better than the initial 0.1000" in records_lib.collapse_reason(
+      10, 751, 16.9, 2.3, 0.1, 0.1)
+  assert records_lib.collapse_reason(10, 751, 2.6, 2.3, 0.8, 0.1) is None  # overconfident
 
 
 def test_a_collapsed_sweep_is_marked_warned_and_not_counted_as_a_success(tmp_path, capsys):

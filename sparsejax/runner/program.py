@@ -417,8 +417,8 @@ class Program:
     metrics = {split: self.program.evaluate(self.last_phase().objective, states, split)
                for split in ("train", "val", "test")}
     first = self.plan.steps[0].objective
-    initial_loss = self.program.evaluate(
-        first, driver.readout(self.program, first, initial), "test")["loss"]
+    initial_test = self.program.evaluate(
+        first, driver.readout(self.program, first, initial), "test")
     curves = {name: c.to_numpy() for name, c in self.curves.items()}
     phase_names = [s.name for s in self.plan.steps if isinstance(s, driver.Phase)]
     rows = []
@@ -430,7 +430,7 @@ class Program:
           metrics={f"final_{split}_{k}": float(v[i]) for split, m in metrics.items()
                    for k, v in m.items()},
           phase_names=phase_names, curves=curves, meta=self.meta, seeds_in_program=len(self.seeds),
-          initial_test_loss=float(initial_loss[i])))
+          initial_test={k: float(v[i]) for k, v in initial_test.items()}))
     self.checkpointer.close()
     hosts.barrier("program-recorded")
     if hosts.is_writer():

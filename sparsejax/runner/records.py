@@ -19,11 +19,12 @@ Per seed, :func:`record_seed` writes
   whole program), ``seeds_in_program``, the final train/val/test metrics,
   kept/total parameters, density, compression, per phase ``<phase>_epochs``,
   ``<phase>_converged`` and ``<phase>_returned_best_state``, the initial
-  network's test loss ``initial_test_loss`` (at initialisation, or the
-  ``init_from`` run's final network), and the recipe's fields. ``status`` is ``finished``, ``diverged`` (a non-finite value;
+  network's test loss ``initial_test_loss`` (and ``initial_test_accuracy``
+  for classification; at initialisation, or the ``init_from`` run's final
+  network), and the recipe's fields. ``status`` is ``finished``, ``diverged`` (a non-finite value;
   the row keeps the last finite state) or ``collapsed`` (:func:`collapse_reason`:
-  nothing non-finite, but every prunable parameter pruned or a final test
-  loss worse than the initial network's; ``collapse_reason`` says which).
+  nothing non-finite, but every prunable parameter pruned or no better
+  than the initial network; ``collapse_reason`` says which).
 
 A sweep (``seeds > 1``) also writes ``sweep_<experiment>.json`` (quantiles
 of kept parameters and test metrics, how many seeds collapsed; for
@@ -119,28 +120,37 @@ def final_state_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "checkpoints" / run_id
 
 
-def collapse_reason(kept: int, total: int, test_loss: float, initial_test_loss: float
-                    ) -> str | None:
+def collapse_reason(kept: int, total: int, test_loss: float, initial_test_loss: float,
+                    test_accuracy: float | None = None,
+                    initial_test_accuracy: float | None = None) -> str | None:
   """Why a finished run collapsed, or ``None`` for a healthy one.
 
   A run collapses when every prunable parameter is pruned (the network is
-  its biases alone), or when its final test loss is worse than its initial
-  network's (untrained, or the ``init_from`` run's): nothing became non-finite, so the divergence guard
-  did not fire, yet the result is no better than the starting point (a
-  learning rate far too high typically gives both).
+  its biases alone), or when it ends no better than it started: its final
+  test loss worse than its initial network's (untrained, or the
+  ``init_from`` run's) and, for classification, its test accuracy no better
+  than the initial network's (an overconfident classifier can have a large
+  test loss and a good accuracy). Nothing became non-finite, so the
+  divergence guard did not fire; a learning rate far too high typically
+  gives either.
   """
   if total > 0 and kept == 0:
     return f"every prunable parameter was pruned (kept 0 of {total})"
-  if test_loss > initial_test_loss:
-    return (f"its final test loss {test_loss:.5g} is worse than its initial network's "
-            f"{initial_test_loss:.5g}")
+  no_better = test_accuracy is None or test_accuracy <= initial_test_accuracy
+  if test_loss > initial_test_loss and no_better:
+    reason = (f"its final test loss {test_loss:.5g} is worse than its initial network's "
+              f"{initial_test_loss:.5g}")
+    if test_accuracy is not None:
+      reason += (f" and its test accuracy {test_accuracy:.4f} no better than the initial "
+                 f"{initial_test_accuracy:.4f}")
+    return reason
   return None
 
 
 def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, recipe: Recipe,
                 model, index: int, state, aux, metrics: dict[str, float], phase_names: Sequence[str],
                 curves: dict[str, dict[str, np.ndarray]], meta: dict,
-                seeds_in_program: int, initial_test_loss: float) -> dict[str, Any]:
+                seeds_in_program: int, initial_test: dict[str, float]) -> dict[str, Any]:
   """Writes one seed's artifacts, final state and row (module docstring); returns the row."""
   run_id = run_id_of(config)
   artifacts = hosts.artifact_dir(results.artifact_dir(workdir, run_id))
@@ -157,9 +167,10 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
     row.update(metrics)
     row.update(kept_params=total["kept"], total_params=total["total"],
                density=total["density"], compression=total["compression"],
-               initial_test_loss=initial_test_loss)
+               **{f"initial_test_{name}": value for name, value in initial_test.items()})
     reason = collapse_reason(total["kept"], total["total"], metrics["final_test_loss"],
-                             initial_test_loss)
+                             initial_test["loss"], metrics.get("final_test_accuracy"),
+                             initial_test.get("accuracy"))
     if reason is not None:
       row.update(status="collapsed", collapse_reason=reason)
   for name in phase_names:
