@@ -399,6 +399,10 @@ def test_collapse_reason_names_what_collapsed():
   assert "accuracy 0.1000 no better than the initial 0.1000" in records_lib.collapse_reason(
       10, 751, 16.9, 2.3, 0.1, 0.1)
   assert records_lib.collapse_reason(10, 751, 2.6, 2.3, 0.8, 0.1) is None  # overconfident
+  # Started from a trained network (init_from): pruning may leave it a little worse.
+  assert records_lib.collapse_reason(10, 751, 0.44, 0.32, 0.89, 0.91,
+                                     started_untrained=False) is None
+  assert "kept 0" in records_lib.collapse_reason(0, 751, 0.4, 0.3, started_untrained=False)
 
 
 def test_a_collapsed_sweep_is_marked_warned_and_not_counted_as_a_success(tmp_path, capsys):

@@ -122,22 +122,25 @@ def final_state_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
 
 def collapse_reason(kept: int, total: int, test_loss: float, initial_test_loss: float,
                     test_accuracy: float | None = None,
-                    initial_test_accuracy: float | None = None) -> str | None:
+                    initial_test_accuracy: float | None = None,
+                    started_untrained: bool = True) -> str | None:
   """Why a finished run collapsed, or ``None`` for a healthy one.
 
   A run collapses when every prunable parameter is pruned (the network is
-  its biases alone), or when it ends no better than it started: its final
-  test loss worse than its initial network's (untrained, or the
-  ``init_from`` run's) and, for classification, its test accuracy no better
-  than the initial network's (an overconfident classifier can have a large
-  test loss and a good accuracy). Nothing became non-finite, so the
-  divergence guard did not fire; a learning rate far too high typically
-  gives either.
+  its biases alone), or when it ends no better than its untrained network:
+  a final test loss worse than the initial network's and, for
+  classification, a test accuracy no better (an overconfident classifier
+  can have a large test loss and a good accuracy). Nothing became
+  non-finite, so the divergence guard did not fire; a learning rate far too
+  high typically gives either. A run that started from a trained network
+  (``init_from``, ``started_untrained=False``) is only held to the first
+  test: pruning a trained network may well leave it a little worse than it
+  started.
   """
   if total > 0 and kept == 0:
     return f"every prunable parameter was pruned (kept 0 of {total})"
   no_better = test_accuracy is None or test_accuracy <= initial_test_accuracy
-  if test_loss > initial_test_loss and no_better:
+  if started_untrained and test_loss > initial_test_loss and no_better:
     reason = (f"its final test loss {test_loss:.5g} is worse than its initial network's "
               f"{initial_test_loss:.5g}")
     if test_accuracy is not None:
@@ -170,7 +173,7 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
                **{f"initial_test_{name}": value for name, value in initial_test.items()})
     reason = collapse_reason(total["kept"], total["total"], metrics["final_test_loss"],
                              initial_test["loss"], metrics.get("final_test_accuracy"),
-                             initial_test.get("accuracy"))
+                             initial_test.get("accuracy"), started_untrained=not config.init_from)
     if reason is not None:
       row.update(status="collapsed", collapse_reason=reason)
   for name in phase_names:
