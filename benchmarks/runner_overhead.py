@@ -18,7 +18,7 @@ full-batch DRR training of the [2, 25, 25, 1] student on 300 points (Adam
   every seed trains every epoch, no pruning and no finetuning. Its phase time
   is the wall time of a 2000-epoch run minus that of a 50-epoch run (one
   chunk), which cancels what does not scale with the epochs (data,
-  compilation, records).
+  records); one untimed 50-epoch run first compiles the runner's programs.
 
 Prints one JSON line per measurement (medians) and the ratios runner / bare+val
 (the runner's own overhead; target <= 1.3) and runner / bare.
@@ -117,6 +117,10 @@ def main():
   with_val = make_sweep_with_validation(args.epochs)
   for program in (bare, with_val):
     jax.block_until_ready(program(seeds))  # compile
+  # The runner's programs compile on its first run, and the short run that follows hits
+  # the warm cache: without this untimed run the first repeat's difference includes
+  # the compilation (about 10 s of 22 s on the 2-core AMD EPYC).
+  time_runner(args.seeds, chunk)
   load_start = common.loadavg()
   times = {"bare": [], "bare+val": [], "runner": []}
   for _ in range(args.repeats):

@@ -117,3 +117,23 @@ def test_rl1_is_the_elastic_net():
       float(objectives.elastic_net(0.2, 0.1).penalty(params, ())))
   assert float(rl1(0.2).penalty(params, ())) == pytest.approx(
       float(objectives.l1(0.2).penalty(params, ())))
+
+
+def test_gradient_is_the_reference_formula_to_an_ulp():
+  # The reference adds alpha beta sign(theta) exp(-beta |theta|) to the data
+  # gradient; the penalty's derivative is that expression, to the rounding of the products.
+  theta = jax.random.normal(jax.random.key(0), (784, 300)) * 0.3
+  theta = theta.at[0, :5].set(0.0)
+  alpha, beta = 1e-5, 10.0
+  grad = jax.jit(jax.grad(lambda p: drr(alpha, beta).penalty(p, ())))(theta)
+  expected = jax.jit(lambda t: alpha * beta * jnp.sign(t) * jnp.exp(-beta * jnp.abs(t)))(theta)
+  np.testing.assert_allclose(grad, expected, rtol=2.4e-7, atol=0)  # the order of the products
+  assert np.all(np.asarray(grad[0, :5]) == 0.0)
+
+
+def test_rho_zero_adds_no_square_to_the_step():
+  theta = {"kernel": jnp.ones((4, 3))}
+  jaxpr = str(jax.make_jaxpr(lambda p: drr(1e-5, 10.0).penalty(p, ()))(theta))
+  assert "integer_pow" not in jaxpr and "square" not in jaxpr
+  jaxpr = str(jax.make_jaxpr(lambda p: drr(1e-5, 10.0, rho=0.5).penalty(p, ()))(theta))
+  assert "integer_pow" in jaxpr or "square" in jaxpr

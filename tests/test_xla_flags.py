@@ -15,33 +15,106 @@ FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 
 COUNT = "--xla_force_host_platform_device_count"
+VERIFIED = xla_flags.VERIFIED_JAXLIB[0]
+XEON = {"vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) CPU @ 2.20GHz",
+        "vector_width": "avx512"}
+UNMEASURED = {"vendor": "GenuineIntel", "model": "Intel(R) Core(TM) i5", "vector_width": "avx2"}
 
 
-def test_added_for_a_verified_jaxlib_beside_other_flags():
-  env = {"XLA_FLAGS": f"{COUNT}=4"}
-  added = xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=2)
+def no_cache(tmp_path) -> dict:
+  """An environment whose options cache is an absent file under ``tmp_path``."""
+  return {xla_flags.CACHE_VARIABLE: str(tmp_path / "absent.json")}
+
+
+def test_added_for_a_verified_jaxlib_beside_other_flags(tmp_path):
+  env = {"XLA_FLAGS": f"{COUNT}=4", **no_cache(tmp_path)}
+  added = xla_flags.apply(env, version=VERIFIED, devices=2, signature=XEON)
   assert added == [f"{FLAG}=dot"]  # the user's device count wins
   assert env["XLA_FLAGS"] == f"{COUNT}=4 {FLAG}=dot"
-  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0]) == []  # idempotent
+  assert xla_flags.apply(env, version=VERIFIED, signature=XEON) == []  # idempotent
 
 
-def test_one_cpu_device_per_core_whatever_the_version():
-  env = {}
-  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=2) == [
+def test_one_cpu_device_per_core_whatever_the_version(tmp_path):
+  env = no_cache(tmp_path)
+  assert xla_flags.apply(env, version=VERIFIED, devices=2, signature=XEON) == [
       f"{COUNT}=2", f"{FLAG}=dot"]
-  env = {}
-  assert xla_flags.apply(env, version=(0, 6), devices=8) == [f"{COUNT}=8"]
-  env = {}
-  assert xla_flags.apply(env, version=(0, 6), devices=1) == [] and env == {}  # one core
+  env = no_cache(tmp_path)
+  assert xla_flags.apply(env, version=(0, 6), devices=8, signature=XEON) == [f"{COUNT}=8"]
+  env = no_cache(tmp_path)
+  assert xla_flags.apply(env, version=(0, 6), devices=1, signature=XEON) == []
+  assert "XLA_FLAGS" not in env  # one core
   assert xla_flags.host_device_count() == len(os.sched_getaffinity(0))
 
 
-def test_the_users_value_wins_and_unverified_versions_are_left_alone():
-  env = {"XLA_FLAGS": f"{FLAG}=individual_dot"}
-  assert xla_flags.apply(env, version=xla_flags.VERIFIED_JAXLIB[0], devices=1) == []
+def test_the_users_value_wins_and_unverified_versions_are_left_alone(tmp_path):
+  env = {"XLA_FLAGS": f"{FLAG}=individual_dot", **no_cache(tmp_path)}
+  assert xla_flags.apply(env, version=VERIFIED, devices=1, signature=XEON) == []
   assert env["XLA_FLAGS"] == f"{FLAG}=individual_dot"
-  env = {}
-  assert xla_flags.apply(env, version=(0, 6), devices=1) == [] and env == {}
+  env = no_cache(tmp_path)
+  assert xla_flags.apply(env, version=(0, 6), devices=1, signature=XEON) == []
+  assert "XLA_FLAGS" not in env
+
+
+def test_a_cpu_nobody_measured_gets_xlas_defaults(tmp_path):
+  env = no_cache(tmp_path)
+  assert xla_flags.apply(env, version=VERIFIED, devices=1, signature=UNMEASURED) == []
+  assert xla_flags.cpu_options(VERIFIED, UNMEASURED, env) == {}
+
+
+def test_the_cache_of_this_cpu_model_and_jaxlib_wins_over_the_table(tmp_path):
+  env = {xla_flags.CACHE_VARIABLE: str(tmp_path / "sub" / "options.json")}
+  path = xla_flags.record_choice({}, XEON, measured={"scores": {}}, version=VERIFIED,
+                                 environ=env)
+  assert path == tmp_path / "sub" / "options.json"
+  assert xla_flags.cpu_options(VERIFIED, XEON, env) == {}  # measured: XLA's defaults here
+  xla_flags.record_choice({FLAG[2:]: "individual_dot"}, UNMEASURED, measured={},
+                          version=VERIFIED, environ=env)
+  assert xla_flags.cpu_options(VERIFIED, UNMEASURED, env) == {FLAG[2:]: "individual_dot"}
+  assert xla_flags.cpu_options(VERIFIED, XEON, env) == {}  # the first entry is kept
+  other_model = dict(XEON, model="Intel(R) Xeon(R) Platinum 8480")
+  assert xla_flags.cpu_options(VERIFIED, other_model, env) == {FLAG[2:]: "dot"}  # the table
+  assert xla_flags.cpu_options((0, 11), UNMEASURED, env) == {}  # another jaxlib: not this entry
+  added = xla_flags.apply(env, version=VERIFIED, devices=1, signature=UNMEASURED)
+  assert added == [f"{FLAG}=individual_dot"]
+
+
+def test_a_damaged_cache_is_ignored(tmp_path):
+  path = tmp_path / "options.json"
+  path.write_text("{not json")
+  env = {xla_flags.CACHE_VARIABLE: str(path)}
+  assert xla_flags.cpu_options(VERIFIED, XEON, env) == {FLAG[2:]: "dot"}
+  path.write_text("[1, 2]")
+  assert xla_flags.cpu_options(VERIFIED, XEON, env) == {FLAG[2:]: "dot"}
+
+
+def test_the_default_cache_lives_under_xdg_cache_home(tmp_path):
+  assert xla_flags.cache_path({"XDG_CACHE_HOME": str(tmp_path)}) == (
+      tmp_path / "sparsejax" / "xla_options.json")
+  assert xla_flags.cache_path({}).parts[-3:] == (".cache", "sparsejax", "xla_options.json")
+
+
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz
+flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq
+processor\t: 1
+vendor_id\t: GenuineIntel
+"""
+ARM_CPUINFO = """processor\t: 0
+Features\t: fp asimd evtstrm aes pmull
+CPU implementer\t: 0x41
+"""
+
+
+def test_cpu_signature_reads_vendor_model_and_vector_width():
+  assert xla_flags.cpu_signature(INTEL_CPUINFO) == XEON
+  assert xla_flags.cpu_signature(INTEL_CPUINFO.replace(" avx512f avx512dq", "")) == dict(
+      XEON, vector_width="avx2")
+  arm = xla_flags.cpu_signature(ARM_CPUINFO)
+  assert arm["vendor"] == "0x41" and arm["vector_width"] == "neon"
+  assert xla_flags.cpu_signature("")["vector_width"] == "unknown"
+  here = xla_flags.cpu_signature()
+  assert set(here) == {"vendor", "model", "vector_width"} and all(here.values())
 
 
 def python(code: str) -> str:
@@ -82,6 +155,6 @@ def test_the_command_line_applies_it_before_jax_starts():
   assert started.split() == ["False"]
   cores = xla_flags.host_device_count()
   expected = [f"{COUNT}={cores}"] if cores > 1 else []
-  if xla_flags.jaxlib_version() in xla_flags.VERIFIED_JAXLIB:
-    expected.append(f"{FLAG}=dot")
+  chosen = xla_flags.cpu_options(xla_flags.jaxlib_version(), xla_flags.cpu_signature())
+  expected += [f"--{name}={value}" for name, value in chosen.items()]
   assert flags.split() == expected

@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import masks as masks_lib
-from sparsejax.objectives.base import Objective, abs_sign, check_nonnegative, weight_penalty
+from sparsejax.objectives.base import (Objective, abs_sign, check_nonnegative, leaf_sum,
+                                       weight_penalty)
 
 ELEMENTWISE = ("l1", "hoyer", "hs", "tl1")
 STRUCTURAL = ("group_lasso", "group_hs")
@@ -52,7 +53,7 @@ TENSORS = ("all", "kernels")
 
 def safe_norm(x: jax.Array, axis=None) -> jax.Array:
   """:math:`\\|x\\|_2` over ``axis`` with value and gradient 0 where ``x`` is all zero."""
-  squares = jnp.sum(jnp.square(x), axis=axis)
+  squares = leaf_sum(jnp.square(x)) if axis is None else jnp.sum(jnp.square(x), axis=axis)
   positive = squares > 0
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
 
@@ -64,7 +65,7 @@ def _ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
 
 
 def l1(w: jax.Array) -> jax.Array:
-  return jnp.sum(abs_sign(w))
+  return leaf_sum(abs_sign(w))
 
 
 def hoyer(w: jax.Array) -> jax.Array:
@@ -74,13 +75,13 @@ def hoyer(w: jax.Array) -> jax.Array:
 
 def hoyer_square(w: jax.Array) -> jax.Array:
   """:math:`\\|w\\|_1^2 / \\|w\\|_2^2`."""
-  return _ratio(jnp.square(l1(w)), jnp.sum(jnp.square(w)))
+  return _ratio(jnp.square(l1(w)), leaf_sum(jnp.square(w)))
 
 
 def transformed_l1(w: jax.Array, a: float = 1.0) -> jax.Array:
   """:math:`\\sum_i (a+1)|w_i| / (a+|w_i|)`, ``a > 0``."""
   magnitude = abs_sign(w)
-  return jnp.sum((a + 1) * magnitude / (a + magnitude))
+  return leaf_sum((a + 1) * magnitude / (a + magnitude))
 
 
 def group_axes(w: jax.Array) -> tuple[tuple[int, ...], tuple[int, ...]]:

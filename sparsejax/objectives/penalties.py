@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from sparsejax.objectives.base import (Objective, abs_sign, check_nonnegative, tree_sum,
-                                       weight_penalty)
+from sparsejax.objectives.base import (Objective, abs_sign, check_nonnegative, weight_penalty,
+                                       weighted_tree_sum)
 
 
 def plain() -> Objective:
@@ -24,7 +24,7 @@ def l1(alpha: float) -> Objective:
   reference's RL1 ("relaxed L1").
   """
   check_nonnegative("alpha", alpha)
-  return weight_penalty(lambda params: alpha * tree_sum(abs_sign, params))
+  return weight_penalty(lambda params: weighted_tree_sum(alpha, abs_sign, params))
 
 
 def l2(rho: float) -> Objective:
@@ -33,7 +33,7 @@ def l2(rho: float) -> Objective:
   This matches the reference's ``rho`` whose gradient is :math:`2\rho\theta`.
   """
   check_nonnegative("rho", rho)
-  return weight_penalty(lambda params: rho * tree_sum(jnp.square, params))
+  return weight_penalty(lambda params: weighted_tree_sum(rho, jnp.square, params))
 
 
 def elastic_net(alpha: float, rho: float) -> Objective:
@@ -41,5 +41,6 @@ def elastic_net(alpha: float, rho: float) -> Objective:
   check_nonnegative("alpha", alpha)
   check_nonnegative("rho", rho)
   return weight_penalty(
-      lambda params: alpha * tree_sum(abs_sign, params) + rho * tree_sum(jnp.square, params))
+      lambda params: (weighted_tree_sum(alpha, abs_sign, params)
+                      + weighted_tree_sum(rho, jnp.square, params)))
 
