@@ -313,6 +313,7 @@ def test_constrained_l0_reaches_its_target_on_a_model_with_batchnorm(mnist):
   assert 0 < masks_lib.density(masks, params) < 0.5
 
 
+@pytest.mark.slow  # 30 to 60 s: the default suite stays under 10 minutes
 def test_bmrs_gates_attached_from_outside_prune_units(mnist):
   model = models.adapt(LinenCNN(), SAMPLE)
   objective = objectives.log_uniform_gates(model.gate_sites())
@@ -436,6 +437,7 @@ CLI_RUNS = {
 }
 
 
+@pytest.mark.slow  # 30 to 60 s: the default suite stays under 10 minutes
 def test_command_line_magnitude_pruning_of_the_plain_cnn(tmp_path):
   _command_line_run("magnitude", "LinenCNN", tmp_path)
 
@@ -479,7 +481,10 @@ def test_seed_sweeps_vmap_over_a_user_model(tmp_path):
   single.seeds, single.seed = 1, config.seed + 1
   [alone] = run(single, tmp_path / "single")
   assert rows[1]["kept_params"] == alone["kept_params"]
-  assert rows[1]["final_test_loss"] == pytest.approx(alone["final_test_loss"], rel=1e-4)
+  # float32: a vmapped product rounds differently from a single one (by 1.7e-4 after
+  # training with XLA's own kernels, YNNPACK off); another seed's loss differs by percents.
+  assert rows[1]["final_test_loss"] == pytest.approx(alone["final_test_loss"], rel=1e-3)
+  assert rows[0]["final_test_loss"] != pytest.approx(alone["final_test_loss"], rel=1e-3)
 
 
 # --------------------------------------------------------------------------

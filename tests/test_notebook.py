@@ -30,6 +30,7 @@ def test_explore_notebook_runs_on_a_workdir(tmp_path, monkeypatch):
   assert "recomputed" in str(notebook.cells[5].outputs)
 
 
+@pytest.mark.slow  # 30 to 60 s: the default suite stays under 10 minutes
 def test_your_model_notebook_prunes_a_linen_cnn_and_an_nnx_mlp(fashion_mnist_dir, monkeypatch):
   """Every family on the notebook's own models: densities near their targets, accuracies
   far above chance (0.1), pruned weights exactly zero. About 1.5 minutes on 2 busy cores."""

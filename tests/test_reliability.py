@@ -405,6 +405,7 @@ def test_collapse_reason_names_what_collapsed():
   assert "kept 0" in records_lib.collapse_reason(0, 751, 0.4, 0.3, started_untrained=False)
 
 
+@pytest.mark.slow  # 30 to 60 s: the default suite stays under 10 minutes
 def test_a_collapsed_sweep_is_marked_warned_and_not_counted_as_a_success(tmp_path, capsys):
   with pytest.raises(errors.Collapsed, match=r"\(seed 43\) collapsed: its final test loss"):
     run(small_config(seeds=2, **COLLAPSING), tmp_path)
