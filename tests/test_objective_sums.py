@@ -8,7 +8,7 @@ import pytest
 from sparsejax.objectives import base
 
 
-@pytest.mark.parametrize("shape", [(), (7,), (784, 300), (5, 5, 3, 6), (3, 1, 2)])
+@pytest.mark.parametrize("shape", [(), (7,), (784, 300), (5, 5, 3, 6), (3, 1, 2), (5, 0), (0, 4)])
 def test_leaf_sum_equals_the_float64_sum(shape):
   x = jax.random.normal(jax.random.key(1), shape) + 0.25
   expected = np.sum(np.asarray(x, np.float64))

@@ -90,12 +90,12 @@ def leaf_sum(x: jax.Array) -> jax.Array:
   fraction of the cost on the CPU: XLA:CPU lowers a full reduction of a
   weight matrix to a tree of ``reduce-window`` ops that run far below the
   memory bandwidth (100 us for the 784 x 300 kernel of LeNet-300-100 on the
-  2-core AMD EPYC, against under 10 us for the matrix-vector product, which
-  goes to the dot library), and a penalty sums every parameter at every step
-  (docs/benchmarks.md, W2 profile). Other dtypes (bfloat16) and vectors use
-  ``jnp.sum``.
+  2-core AMD EPYC, against under 10 us for the matrix-vector product, both
+  with YNNPACK's products), and a penalty sums every parameter at every step
+  (docs/benchmarks.md, W2 profile). Other dtypes (bfloat16), vectors and
+  empty arrays use ``jnp.sum``.
   """
-  if x.ndim < 2 or x.dtype not in (jnp.float32, jnp.float64):
+  if x.ndim < 2 or x.size == 0 or x.dtype not in (jnp.float32, jnp.float64):
     return jnp.sum(x)
   rows = x.reshape(-1, x.shape[-1])
   # HIGHEST: a GPU would otherwise round the float32 entries to TF32 first.
