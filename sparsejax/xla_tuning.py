@@ -46,7 +46,14 @@ import subprocess
 import sys
 import time
 
-from sparsejax import xla_flags
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsejax import masks, objectives, xla_flags
+from sparsejax.models import MLP, get_model, lenet_300_100
+from sparsejax.train import (CLASSIFICATION, REGRESSION, create_train_state, make_epoch_fn,
+                             make_train_step)
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 #: Candidate name -> the XLA options it sets (``{}``: XLA's own defaults).
@@ -62,15 +69,8 @@ PROBES = ("conv_steps", "dense_penalty_steps", "mlp_seed_sweep")
 
 
 def _probe_programs():
-  """``{probe: (run, units)}``: ``run()`` runs the compiled probe once, blocking."""
-  import jax  # pylint: disable=import-outside-toplevel  (after XLA_FLAGS is set)
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-
-  from sparsejax import masks, objectives  # pylint: disable=import-outside-toplevel
-  from sparsejax.models import MLP, get_model, lenet_300_100  # pylint: disable=import-outside-toplevel
-  from sparsejax.train import (CLASSIFICATION, REGRESSION, create_train_state,  # pylint: disable=import-outside-toplevel
-                               make_epoch_fn, make_train_step)
+  """``{probe: (init, run, data)}``: ``init(key or keys)`` makes the state,
+  ``run(state, data, key)`` is the compiled probe."""
 
   def scan_program(model, task, objective, x, y, batch):
     optimizer = optax.adam(1e-3)
@@ -106,12 +106,12 @@ def _probe_programs():
     return jax.vmap(epochs)(states)
 
   programs["mlp_seed_sweep"] = (jax.vmap(init), jax.jit(sweep), (inputs, targets))
-  return programs, jax
+  return programs
 
 
 def measure_here(calls: int = 5) -> dict[str, float]:
   """Median seconds of one call of each probe in this process (compilation excluded)."""
-  programs, jax = _probe_programs()
+  programs = _probe_programs()
   seconds = {}
   for name in PROBES:
     init, run, data = programs[name]

@@ -89,10 +89,10 @@ def leaf_sum(x: jax.Array) -> jax.Array:
   The same value as ``jnp.sum`` (up to the order of the float additions), at a
   fraction of the cost on the CPU: XLA:CPU lowers a full reduction of a
   weight matrix to a tree of ``reduce-window`` ops that run far below the
-  memory bandwidth (100 us for the 784 x 300 kernel of LeNet-300-100 on the
-  2-core AMD EPYC, against under 10 us for the matrix-vector product, both
-  with YNNPACK's products), and a penalty sums every parameter at every step
-  (docs/benchmarks.md, W2 profile). Other dtypes (bfloat16), vectors and
+  memory bandwidth (a jitted sum of the 784 x 300 kernel of LeNet-300-100
+  took 130 us a call on the 2-core AMD EPYC, the matrix-vector product 16 us),
+  and a penalty sums every parameter at every step (docs/benchmarks.md, W2
+  profile). Other dtypes (bfloat16), vectors and
   empty arrays use ``jnp.sum``.
   """
   if x.ndim < 2 or x.size == 0 or x.dtype not in (jnp.float32, jnp.float64):
