@@ -12,6 +12,7 @@ from flax import traverse_util
 from sparsejax import models
 from sparsejax.objectives import constrained_l0
 from sparsejax.objectives import hard_concrete as hc
+from sparsejax import compaction
 from sparsejax.pruning import purge
 
 # --------------------------------------------------------------------------
@@ -307,12 +308,12 @@ def test_purged_network_equals_the_gated_one(architecture, test_gate):
   gates = {l.name: hc.test_gates(log_alpha[l.name], test_gate) for l in layers}
   effective = hc.gate_params(layers, params, gates)
   alive = {name: np.asarray(g) > 0 for name, g in gates.items()}
-  net = purge.purge(effective, alive, model.activation)
+  net = purge.purge(model, effective, alive, x[:1])
   expected = model.apply({"params": effective}, x)
-  np.testing.assert_allclose(purge.apply_purged(net, x), expected, rtol=1e-4, atol=1e-5)
-  dense = purge.count(purge.purge(params, {l.name: np.ones(l.n_gates, bool) for l in layers},
-                                  model.activation), (28, 28, 1))
-  small = purge.count(net, (28, 28, 1))
+  np.testing.assert_allclose(net.apply(net.variables, x), expected, rtol=1e-4, atol=1e-5)
+  dense = purge.count(purge.purge(model, params, {l.name: np.ones(l.n_gates, bool)
+                                                  for l in layers}, x[:1]), x[:1])
+  small = purge.count(net, x[:1])
   assert 0 < small["params"] < dense["params"] and 0 < small["macs"] < dense["macs"]
 
 
@@ -344,9 +345,10 @@ def test_dense_counts():
                                       24 * 24 * 25 * 20 + 8 * 8 * 500 * 50 + 800 * 500 + 5000)]:
     model = models.get_model(architecture)
     p = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    net = purge.purge(p, {l.name: np.ones(l.n_gates, bool) for l in hc.gated_layers(p)},
-                      model.activation)
-    assert purge.count(net, (28, 28, 1)) == {"params": params, "macs": macs}
+    x = jnp.zeros((1, 28, 28, 1))
+    net = purge.purge(model, p, {l.name: np.ones(l.n_gates, bool) for l in hc.gated_layers(p)},
+                      x)
+    assert purge.count(net, x) == {"params": params, "macs": macs}
 
 
 def test_purge_removes_units_by_the_next_layers_gates():
@@ -354,9 +356,12 @@ def test_purge_removes_units_by_the_next_layers_gates():
   params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
   alive = {"Dense_0": np.arange(784) < 100, "Dense_1": np.arange(300) < 30,
            "Dense_2": np.arange(100) < 7}
-  net = purge.purge(params, alive, "relu")
-  assert [k.shape for k, _ in net.denses] == [(100, 30), (30, 7), (7, 10)]
-  np.testing.assert_array_equal(net.features, np.arange(100))
+  net = purge.purge(model, params, alive, jnp.zeros((1, 784)))
+  assert [net.variables["params"][f"Dense_{i}"]["kernel"].shape for i in range(3)] == [
+      (100, 30), (30, 7), (7, 10)]
+  [features] = [g for g in net.groups
+                if compaction.Member("params/Dense_0/kernel", 0) in g.group.members]
+  np.testing.assert_array_equal(features.kept, np.arange(100))  # the input's, gathered
 
 
 # --------------------------------------------------------------------------

@@ -17,14 +17,13 @@ from sparsejax.pruning.filters import delete_filters, filter_scores
 from sparsejax.pruning.layerwise import expected_layer_loss, fit_layer, layerwise_prune
 from sparsejax.pruning.magnitude import gradual_density, magnitude_masks
 from sparsejax.pruning.neurons import delete_neurons, fold_dead_neurons, resize_like
-from sparsejax.pruning.purge import PurgedNetwork, apply_purged
 from sparsejax.pruning.random_gradient import make_random_gradient_prune_fn, random_gradient_prune
 from sparsejax.pruning.saliency import (deconst_scores, filter_magnitude_scores, lth_scores,
                                         magsign_scores, snip_scores)
 from sparsejax.pruning.tamade import TamadeResult, make_tamade_fn, tamade
 
 __all__ = [
-    "PurgedNetwork", "TamadeResult", "anneal", "annealing", "apply_purged", "bmr",
+    "TamadeResult", "anneal", "annealing", "bmr",
     "deconst_scores", "delete_filters", "delete_neurons", "expected_layer_loss",
     "filter_magnitude_scores", "filter_scores", "filters", "fit_layer", "fold_dead_neurons",
     "gradual_density", "layerwise", "layerwise_prune", "lth_scores", "magnitude",

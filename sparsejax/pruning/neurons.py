@@ -71,6 +71,7 @@ params-shaped trees such as the optax Adam ``mu`` and ``nu``).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -80,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import masks as masks_lib
+from sparsejax.compaction import Member, compact
 from sparsejax.models.lenet import LeNet5Caffe
 from sparsejax.models.mlp import MLP, get_activation
 
@@ -337,17 +339,113 @@ def _fold_dead(params: Params, masks: Masks | None, name: str, nxt: str,
   return params, masks
 
 
+def _cut(params: Params, masks: Masks, name: str, nxt: str,
+         units: np.ndarray) -> tuple[Params, Masks]:
+  """Prunes ``units`` of ``name`` in place of removing them: their incoming slice and
+  bias and their outgoing slice of ``nxt`` (mask False, value 0)."""
+  count = _units(params, name)
+  params = {k: dict(v) for k, v in params.items()}
+  masks = {k: dict(v) for k, v in masks.items()}
+  for layer, leaf in ((name, "kernel"), (name, "bias"), (nxt, "kernel")):
+    value = np.array(params[layer][leaf])
+    mask = masks[layer][leaf]
+    mask = np.ones(value.shape, bool) if mask is None else np.array(mask, bool)
+    if layer == nxt:
+      _in_view(mask, count)[:, units, :] = False
+    else:
+      mask[..., units] = False
+    params[layer][leaf] = np.where(mask, value, np.zeros_like(value))
+    masks[layer][leaf] = mask
+  return params, masks
+
+
+def fold_dead_neurons(params: Params, masks: Masks | None, *,
+                      activation: str) -> tuple[Params, Masks]:
+  """Folds and prunes the dead and silent hidden units, to a fixed point, keeping shapes.
+
+  Sweeps the hidden layers in network order; in each, the remaining units whose
+  masked incoming slice is zero (dead) or whose masked outgoing slice is zero
+  (silent) are pruned: the constants :math:`\\sigma(b_j) \\sum_t V_{t,j,:}` of the dead
+  ones are folded into the next bias, then each such unit's incoming weights, bias and
+  outgoing weights are masked (value 0). Sweeps repeat until one prunes nothing. A
+  pruned unit outputs :math:`\\sigma(0)` into an all-zero outgoing slice, so the
+  network computes the same function (up to float rounding of the folded biases), and
+  :func:`delete_neurons` removes exactly these units. This is what the experiment
+  runner uses: the model, optimiser state, checkpoints and compiled functions keep
+  their shapes (and a vmapped seed sweep keeps one shape for all seeds).
+
+  Args:
+    params: chain params ``{"Conv_0": ..., "Dense_0": {"kernel", "bias"}, ...}``.
+    masks: a mask tree of the same structure (bool leaves or ``None`` for dense
+      leaves), or ``None`` (every leaf dense).
+    activation: the hidden activation's name (see
+      :func:`sparsejax.models.mlp.get_activation`), used for the fold.
+
+  Returns:
+    ``(params, masks)`` shaped like the inputs, pruned entries exactly zero.
+
+  Raises:
+    ValueError: if every unit of a hidden layer would be pruned (the message names
+      the layer), or the trees are not a layer chain.
+  """
+  act = get_activation(activation)
+  names = layer_names(params)
+  if masks is not None:
+    masks_lib.check_structure(masks, params)
+  p = jax.tree.map(np.asarray, dict(params))
+  m = (jax.tree.map(lambda x: np.ones(np.shape(x), bool), p) if masks is None else
+       jax.tree.map(lambda x: None if x is None else np.asarray(x, bool), dict(masks),
+                    is_leaf=lambda x: x is None))
+  alive = {name: np.ones(_units(p, name), bool) for name in names[:-1]}
+  changed = True
+  while changed:
+    changed = False
+    for name, nxt in zip(names[:-1], names[1:]):
+      dead, silent = _unit_status(p, m, name, nxt)
+      remove = (dead | silent) & alive[name]
+      if not remove.any():
+        continue
+      if not (alive[name] & ~remove).any():
+        raise ValueError(
+            f"delete_neurons would remove every unit of hidden layer {name!r} "
+            f"({int((dead & alive[name]).sum())} of {int(alive[name].sum())} with no incoming "
+            f"weights, {int((silent & alive[name]).sum())} with no outgoing weights)")
+      p, m = _fold_dead(p, m, name, nxt, remove & dead & ~silent, act)
+      p, m = _cut(p, m, name, nxt, remove)
+      alive[name] &= ~remove
+      changed = True
+  return _to_device(p), _to_device(m)
+
+
+def chain_model(params: Params, activation: str) -> tuple[nn.Module, jax.ShapeDtypeStruct]:
+  """The :class:`~sparsejax.models.MLP` or :class:`~sparsejax.models.LeNet5Caffe` of chain
+  params, and one input it takes (for LeNet-5, the image size its flatten implies)."""
+  names = layer_names(params)
+  units = [_units(params, name) for name in names]
+  convs = [n for n in names if n.startswith("Conv_")]
+  first = np.shape(params[names[0]]["kernel"])
+  if not convs:
+    return MLP(widths=(first[0], *units), activation=activation), jax.ShapeDtypeStruct(
+        (1, first[0]), jnp.float32)
+  if len(names) - len(convs) != 2:
+    raise ValueError(f"a conv chain must end in two Dense layers (LeNet5Caffe), got {names}")
+  side = math.isqrt(np.shape(params["Dense_0"]["kernel"])[0] // units[len(convs) - 1])
+  for name in reversed(convs):  # VALID k x k convolution, then 2 x 2 max pooling
+    side = 2 * side + np.shape(params[name]["kernel"])[0] - 1
+  model = LeNet5Caffe(num_classes=units[-1], channels=tuple(units[:len(convs)]),
+                      hidden=units[len(convs)], activation=activation)
+  return model, jax.ShapeDtypeStruct((1, side, side, first[2]), jnp.float32)
+
+
 def delete_neurons(params: Params, masks: Masks | None = None, *, activation: str,
                    extra_trees: Sequence[Params] = ()) -> NeuronDeletion:
   """Removes the dead and silent hidden units (neurons, channels), to a fixed point.
 
-  Sweeps the hidden layers in network order; in each, the units whose
-  masked incoming slice is zero (dead) or whose masked outgoing slice is zero
-  (silent) are removed, after folding :math:`\\sigma(b_j) \\sum_t V_{t,j,:}`
-  of the dead ones into the next bias. Sweeps repeat until one removes
-  nothing. The masked network computes the same function before and after
-  (up to float rounding of the folded biases). Host-side NumPy, outside
-  ``jax.jit``: the shapes change.
+  :func:`fold_dead_neurons` folds and prunes them in place, and
+  :func:`sparsejax.compaction.compact` removes the pruned units (every one has an
+  all-zero outgoing slice). The masked network computes the same function before and
+  after (up to float rounding of the folded biases). Host-side, outside ``jax.jit``:
+  the shapes change.
 
   Args:
     params: chain params ``{"Conv_0": ..., "Dense_0": {"kernel", "bias"}, ...}``.
@@ -366,44 +464,24 @@ def delete_neurons(params: Params, masks: Masks | None = None, *, activation: st
     ValueError: if every unit of a hidden layer would be removed (the
       message names the layer), or the trees are not a layer chain.
   """
-  act = get_activation(activation)
+  folded, folded_masks = fold_dead_neurons(params, masks, activation=activation)
+  model, example = chain_model(folded, activation)
+  compacted = compact(model, {"params": folded}, folded_masks, example=example, gather=False)
   names = layer_names(params)
-  if masks is not None:
-    masks_lib.check_structure(masks, params)
-  p = jax.tree.map(np.asarray, dict(params))
-  m = None if masks is None else jax.tree.map(
-      lambda x: None if x is None else np.asarray(x, bool), dict(masks),
-      is_leaf=lambda x: x is None)
-  kept = {name: np.arange(_units(p, name)) for name in names[:-1]}
-
-  changed = True
-  while changed:
-    changed = False
-    for name, nxt in zip(names[:-1], names[1:]):
-      dead, silent = _unit_status(p, m, name, nxt)
-      remove = dead | silent
-      if not remove.any():
-        continue
-      if remove.all():
-        raise ValueError(
-            f"delete_neurons would remove every unit of hidden layer {name!r} "
-            f"({int(dead.sum())} of {dead.size} with no incoming weights, "
-            f"{int(silent.sum())} with no outgoing weights)")
-      p, m = _fold_dead(p, m, name, nxt, dead & ~silent, act)
-      keep = np.flatnonzero(~remove)
-      p = _resize(p, {name: keep})
-      if m is not None:
-        m = _resize(m, {name: keep})
-      kept[name] = kept[name][keep]
-      changed = True
-
-  widths = (int(np.shape(p[names[0]]["kernel"])[-2]),) + tuple(_units(p, name) for name in names)
+  kept = {}
+  for group in compacted.groups:
+    for name in names[:-1]:
+      if Member(f"params/{name}/bias", 0) in group.group.members:
+        kept[name] = group.kept
+  small = compacted.variables["params"]
+  widths = (int(example.shape[-1]),) + tuple(_units(small, name) for name in names)
   return NeuronDeletion(
-      params=_to_device(p),
-      masks=_to_device(m),
+      params=small,
+      masks=None if masks is None else compacted.masks,
       widths=widths,
       kept_units=kept,
-      extra_trees=tuple(resize_like(tree, kept) for tree in extra_trees),
+      extra_trees=tuple(None if tree is None else _to_device(compacted.shrink(tree, "params"))
+                        for tree in extra_trees),
   )
 
 
@@ -420,54 +498,3 @@ def smaller_model(model: nn.Module, widths: Sequence[int]) -> nn.Module:
     return model.clone(channels=widths[1:-2], hidden=widths[-2])
   raise ValueError(f"smaller_model supports MLP and LeNet5Caffe, got {type(model).__name__} "
                    f"with widths {widths}")
-
-
-def _scatter(small: Params, like: Params, kept_units: KeptUnits, fill: Any,
-             units: Mapping[str, int]) -> Params:
-  """The inverse of :func:`resize_like`: ``small`` placed back into ``like``'s shapes.
-
-  ``units`` holds every layer's original unit count. Entries of removed
-  units get ``fill``; ``None`` leaves stay ``None``.
-  """
-  names = _chain(like)
-  out = jax.tree.map(lambda leaf: None if leaf is None else np.full(np.shape(leaf), fill,
-                                                                   np.asarray(leaf).dtype),
-                     dict(like), is_leaf=lambda x: x is None)
-  for position, name in enumerate(names):
-    previous = names[position - 1] if position else None
-    cols = kept_units.get(name, np.arange(units[name]))
-    for leaf_name, leaf in small[name].items():
-      if leaf is None:
-        continue
-      target = out[name][leaf_name]
-      if leaf_name == "bias":
-        target[cols] = np.asarray(leaf)
-        continue
-      inputs = units[previous] if previous else np.shape(target)[-2]
-      rows = kept_units.get(previous, np.arange(inputs)) if previous else np.arange(inputs)
-      view = _in_view(target, inputs)
-      view[:, rows[:, None], cols[None, :]] = _in_view(np.asarray(leaf), rows.size)
-      out[name][leaf_name] = view.reshape(np.shape(target))
-  return out
-
-
-def fold_dead_neurons(params: Params, masks: Masks, *, activation: str) -> tuple[Params, Masks]:
-  """:func:`delete_neurons` without changing shapes: the removed units are masked.
-
-  The units that :func:`delete_neurons` removes keep their places, with their
-  incoming weights, bias and outgoing weights pruned (mask False, value 0);
-  the folded constants are in the next biases. A removed unit then outputs
-  :math:`\\sigma(0)` into an all-zero outgoing slice, so the network computes
-  the same function as the physically smaller one, and the kept parameter
-  count equals the smaller network's. This is what the experiment runner
-  uses: the model, optimiser state, checkpoints and compiled functions keep
-  their shapes (and a vmapped seed sweep keeps one shape for all seeds).
-
-  Returns:
-    ``(params, masks)`` shaped like the inputs, pruned entries exactly zero.
-  """
-  result = delete_neurons(params, masks, activation=activation)
-  units = {name: _units(params, name) for name in layer_names(params)}
-  new_masks = _scatter(result.masks, masks, result.kept_units, False, units)
-  new_params = _scatter(result.params, params, result.kept_units, 0, units)
-  return _to_device(masks_lib.apply(new_masks, new_params)), _to_device(new_masks)

@@ -65,9 +65,9 @@ import optax
 from sparsejax import keys as keys_lib
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.compaction import cost
 from sparsejax.fields import choice, require
 from sparsejax.models import init as init_lib
-from sparsejax.models.basic_cnn import CHANNELS
 from sparsejax.pruning import annealing, filters, saliency
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.train import selection
@@ -278,11 +278,16 @@ def kept_filters(state: TrainState) -> dict[str, np.ndarray]:
 
 
 def smaller_cnn(model, state: TrainState) -> dict:
-  """Kept filters per conv and the deleted CNN's size beside the dense one's."""
+  """Kept filters per conv and the deleted CNN's size beside the dense one's
+  (parameters, BatchNorm's scale and offset included, and multiply-accumulates)."""
   kept = kept_filters(state)
-  deleted = filters.delete_filters(state.params, state.model_state["batch_stats"], kept)
-  shape = model.input_shape
-  small, full = filters.count(deleted.channels, shape), filters.count(CHANNELS, shape)
+  example = np.zeros((1, *model.input_shape), np.float32)
+  variables = {"params": state.params, **state.model_state}
+  deleted = filters.delete_filters(model, variables, kept, example)
+  small = {"params": cost.parameters(deleted.variables["params"]),
+           "macs": cost.macs(deleted.apply, deleted.variables, example)}
+  full = {"params": cost.parameters(state.params),
+          "macs": cost.macs(deleted.forward, variables, example)}
   fields = {f"filters_{name}": int(k.sum()) for name, k in kept.items()}
   fields.update(small_params=small["params"], small_macs=small["macs"],
                 small_params_pct=100 * small["params"] / full["params"],

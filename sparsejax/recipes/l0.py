@@ -289,12 +289,12 @@ def purged_size(config: ml_collections.ConfigDict, model, layers, state: TrainSt
     return {}
   log_alpha = state.objective_state.log_alpha
   gates = {l.name: hc.test_gates(log_alpha[l.name], config.l0.test_gate) for l in layers}
-  activation, shape = model.activation, model.input_shape
-  net = purge.purge(hc.gate_params(layers, state.params, gates),
-                    {name: np.asarray(g) > 0 for name, g in gates.items()}, activation)
-  dense = purge.purge(state.params, {l.name: np.ones(l.n_gates, bool) for l in layers},
-                      activation)
-  small, full = purge.count(net, shape), purge.count(dense, shape)
+  example = np.zeros((1, *model.input_shape), np.float32)
+  net = purge.purge(model, hc.gate_params(layers, state.params, gates),
+                    {name: np.asarray(g) > 0 for name, g in gates.items()}, example)
+  dense = purge.purge(model, state.params, {l.name: np.ones(l.n_gates, bool) for l in layers},
+                      example)
+  small, full = purge.count(net, example), purge.count(dense, example)
   return {"purged_params": small["params"], "purged_macs": small["macs"],
           "purged_params_pct": 100 * small["params"] / full["params"],
           "purged_macs_pct": 100 * small["macs"] / full["macs"]}

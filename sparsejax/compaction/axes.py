@@ -46,6 +46,11 @@ CALLS = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
          "custom_vjp_call_jaxpr": "fun_jaxpr"}
 #: The reason of an axis merged from others by a reshape: its factors are the groups.
 MERGED = "an axis merged from others by a reshape (its factors are the groups)"
+#: The reason of an axis of the model's input.
+INPUT = "the model's input"
+#: Reasons that leave an axis's indices removable by a gather (any other reason overrides
+#: them): a flattened feature map's positions, the input's features.
+GATHERABLE = (MERGED, INPUT)
 REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax",
                         "argmin", "reduce_and", "reduce_or"})
 
@@ -78,7 +83,8 @@ class _Nodes:
     self.parent: list[int] = []
     self.size: list[int] = []
     self.reason: dict[int, str] = {}
-    self.factors: dict[int, tuple[int, ...]] = {}  # node -> its factor nodes (row-major)
+    self.factors: dict[int, tuple[int, ...]] = {}  # root -> its factor nodes (row-major)
+    self.split: set[int] = set()  # nodes split by a reshape
 
   def new(self, size: int, reason: str | None = None) -> int:
     self.parent.append(len(self.parent))
@@ -102,11 +108,30 @@ class _Nodes:
     self.parent[b] = a
     if b in self.reason:
       self._give(a, self.reason.pop(b))
+    if b in self.factors:
+      self.compose(a, self.factors.pop(b))
     return a
 
+  def compose(self, n: int, factors: tuple[int, ...]) -> None:
+    """Records that axis ``n`` is the row-major product of ``factors``; an axis already
+    composed of factors of the same sizes has them joined pairwise (a reshape undone)."""
+    root = self.find(n)
+    self._give(root, MERGED)
+    known = self.factors.get(root)
+    if known is None:
+      self.factors[root] = tuple(factors)
+    elif [self.size[f] for f in known] == [self.size[f] for f in factors]:
+      for f, g in zip(known, factors):
+        self.union(f, g)
+    else:
+      for f in known + tuple(factors):
+        self.fix(f, "an axis reshaped two different ways")
+
   def _give(self, root: int, reason: str) -> None:
-    """The first reason stays, except that any reason overrides :data:`MERGED`."""
-    if self.reason.get(root, MERGED) == MERGED:
+    """The first reason stays, except that any other reason overrides
+    :data:`GATHERABLE` ones."""
+    current = self.reason.get(root)
+    if current is None or current in GATHERABLE and reason not in GATHERABLE:
       self.reason[root] = reason
 
   def fix(self, n: int, reason: str) -> None:
@@ -122,6 +147,9 @@ class _Tracer:
   def __init__(self):
     self.nodes = _Nodes()
     self.labels: dict[Any, list[int]] = {}
+    # The labels in execution order (each run's constants, then each equation's outputs,
+    # calls after their bodies), for passes that walk the program again (compaction).
+    self.log: list[list[list[int]]] = []
 
   def fresh(self, aval, reason: str | None = None) -> list[int]:
     return [self.nodes.new(d, reason) for d in getattr(aval, "shape", ())]
@@ -140,8 +168,10 @@ class _Tracer:
       self.labels[var] = labels
     for var in jaxpr.constvars:
       self.labels[var] = self.fresh(var.aval)
+    self.log.append([self.labels[v] for v in jaxpr.constvars])
     for eqn in jaxpr.eqns:
       outs = self.equation(eqn)
+      self.log.append(outs)
       for var, labels in zip(eqn.outvars, outs):
         self.labels[var] = labels
     return [self.of(v) for v in jaxpr.outvars]
@@ -225,6 +255,8 @@ class _Tracer:
       self.nodes.fix(rhs[rhs_spec[0]], "a grouped convolution")
     for k in rhs_spec[2:]:
       self.nodes.fix(rhs[k], "a convolution's window")
+    for k in lhs_spec[2:]:
+      self.nodes.fix(lhs[k], "a spatial axis")
     out = self.fresh(eqn.outvars[0].aval, "a spatial axis")
     out[out_spec[0]] = lhs[lhs_spec[0]]
     out[out_spec[1]] = rhs[rhs_spec[0]]
@@ -257,14 +289,13 @@ class _Tracer:
       if len(ins) == 1 and len(outs) == 1:
         out.append(labels[i0])
       elif len(outs) == 1:
-        merged = self.nodes.new(new_shape[j0], MERGED)
-        self.nodes.factors[merged] = tuple(labels[k] for k in ins)
+        merged = self.nodes.new(new_shape[j0])
+        self.nodes.compose(merged, tuple(labels[k] for k in ins))
         out.append(merged)
       elif len(ins) == 1:
         parts = [self.nodes.new(new_shape[k]) for k in outs]
-        split = self.nodes.new(shape[i0], MERGED)
-        self.nodes.factors[split] = tuple(parts)
-        self.nodes.union(labels[i0], split)
+        self.nodes.compose(labels[i0], tuple(parts))
+        self.nodes.split.add(labels[i0])
         out.extend(parts)
       else:
         for k in ins:
@@ -280,6 +311,8 @@ class _Tracer:
     for k, (d, s) in enumerate(zip(dims, strides)):
       if d == 1 and s == 1 and eqn.outvars[0].aval.shape[k] == shape[k]:
         out[k] = labels[k]
+      else:
+        self.nodes.fix(labels[k], "a pooling window")
     return out
 
   def concatenate(self, eqn, ins, shapes) -> list[int]:
@@ -293,6 +326,64 @@ class _Tracer:
           out[k] = self.nodes.union(out[k], n)
     self.nodes.fix(out[dim], "a concatenation along the axis")
     return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+  """A traced forward pass with every axis labelled (the passes of compaction walk it).
+
+  Attributes:
+    jaxpr: the closed jaxpr of ``apply(variables, *inputs)``.
+    nodes: the union-find of axis nodes, complete.
+    log: the labels in execution order (:attr:`_Tracer.log`).
+    in_labels: the labels of the jaxpr's inputs (the variables' leaves, then the inputs).
+    paths: the variables' leaves' paths.
+    roots: ``{root node: Group}`` for every class that holds a parameter axis.
+  """
+  jaxpr: Any
+  nodes: _Nodes
+  log: list
+  in_labels: list
+  paths: list
+  roots: dict
+
+
+def trace(apply: Callable, variables, *inputs) -> Program:
+  """The :class:`Program` of ``apply(variables, *inputs)`` (see :func:`coupling`)."""
+  closed = jax.make_jaxpr(apply)(variables, *inputs)
+  tracer = _Tracer()
+  flat, _ = jax.tree_util.tree_flatten_with_path(variables)
+  leaf_labels = [tracer.fresh(leaf) for _, leaf in flat]
+  input_labels = [tracer.fresh(v.aval, INPUT)
+                  for v in closed.jaxpr.invars[len(flat):]]
+  in_labels = leaf_labels + input_labels
+  outs = tracer.run(closed.jaxpr, in_labels)
+  for labels in outs:
+    tracer.fix_all(labels, "the model's output")
+  nodes = tracer.nodes
+  changed = True
+  while changed:  # A fixed merged axis fixes its factors (nested merges included).
+    changed = False
+    for composite, factors in list(nodes.factors.items()):
+      reason = nodes.why(composite)
+      for f in factors if reason != MERGED else ():
+        before = nodes.why(f)
+        nodes.fix(f, reason)
+        changed |= nodes.why(f) != before
+  members: dict[int, list[Member]] = {}
+  paths = [masks_lib.path_str(path) for path, _ in flat]
+  for name, labels in zip(paths, leaf_labels):
+    for axis, n in enumerate(labels):
+      members.setdefault(nodes.find(n), []).append(Member(name, axis))
+  for composite, factors in nodes.factors.items():
+    owners = members.get(nodes.find(composite), [])
+    sizes = tuple(nodes.size[f] for f in factors)
+    for k, f in enumerate(factors):
+      members.setdefault(nodes.find(f), []).extend(
+          Member(m.path, m.axis, (k, sizes)) for m in owners if m.factor is None)
+  roots = {root: Group(nodes.size[root], tuple(ms), nodes.why(root))
+           for root, ms in members.items() if ms}
+  return Program(closed, nodes, tracer.log, in_labels, paths, roots)
 
 
 def coupling(apply: Callable, variables, *inputs) -> list[Group]:
@@ -310,31 +401,4 @@ def coupling(apply: Callable, variables, *inputs) -> list[Group]:
     merged by a reshape (a convolution's channels in the rows of the Dense layer after a
     flatten).
   """
-  closed = jax.make_jaxpr(apply)(variables, *inputs)
-  tracer = _Tracer()
-  flat, _ = jax.tree_util.tree_flatten_with_path(variables)
-  leaf_labels = [tracer.fresh(leaf) for _, leaf in flat]
-  input_labels = [tracer.fresh(v.aval, "the model's input")
-                  for v in closed.jaxpr.invars[len(flat):]]
-  outs = tracer.run(closed.jaxpr, leaf_labels + input_labels)
-  for labels in outs:
-    tracer.fix_all(labels, "the model's output")
-  nodes = tracer.nodes
-  for composite, factors in nodes.factors.items():  # A fixed merged axis fixes its factors.
-    reason = nodes.why(composite)
-    if reason != MERGED:
-      for f in factors:
-        nodes.fix(f, reason)
-  members: dict[int, list[Member]] = {}
-  for (path, _), labels in zip(flat, leaf_labels):
-    name = masks_lib.path_str(path)
-    for axis, n in enumerate(labels):
-      members.setdefault(nodes.find(n), []).append(Member(name, axis))
-  for composite, factors in nodes.factors.items():
-    owners = members.get(nodes.find(composite), [])
-    sizes = tuple(nodes.size[f] for f in factors)
-    for k, f in enumerate(factors):
-      members.setdefault(nodes.find(f), []).extend(
-          Member(m.path, m.axis, (k, sizes)) for m in owners if m.factor is None)
-  return [Group(nodes.size[root], tuple(ms), nodes.why(root)) for root, ms in members.items()
-          if ms]
+  return list(trace(apply, variables, *inputs).roots.values())
