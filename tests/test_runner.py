@@ -64,6 +64,11 @@ def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
     assert 0 < recorded[f"final_{split}_loss"] < 1
   assert recorded["wall_time_s"] > 0
   pd.Timestamp(recorded["timestamp"])  # parses as a time
+  # The compacted network: the units nothing reads are gone, the rest computes the same.
+  assert recorded["masked_params"] == 751 and recorded["masked_macs"] == 2 * 25 + 25 * 25 + 25
+  assert recorded["compact_params"] < 751 and recorded["compact_macs"] < recorded["masked_macs"]
+  assert recorded["compact_removed_units"] > 0
+  assert 2 * recorded["compact_macs"] <= recorded["compact_flops"] < recorded["masked_flops"]
 
   artifacts = tmp_path / "artifacts" / row["run_id"]
   curves = pd.read_csv(artifacts / "curves.csv")

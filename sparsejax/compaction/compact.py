@@ -388,15 +388,24 @@ class Compacted:
 
   @property
   def widths(self) -> dict[str, tuple[int, int]]:
-    """``{first member: (units before, units kept)}`` for each removable group."""
-    return {_name(g.group): (g.group.size, int(g.kept.size)) for g in self.groups
+    """``{group: (units before, units kept)}`` for each removable group, named by the
+    layers whose outputs it indexes (``"Conv_0"``; a residual stream ``"a+b+c"``)."""
+    ndim = {masks_lib.path_str(p): len(s.shape) for p, s in
+            jax.tree_util.tree_flatten_with_path(self.full_shapes)[0]}
+    return {_name(g.group, ndim): (g.group.size, int(g.kept.size)) for g in self.groups
             if g.group.removable}
 
   def kept_by_member(self) -> dict[axes.Member, np.ndarray]:
     return {m: g.kept for g in self.groups for m in g.group.members if g.removed}
 
 
-def _name(group: axes.Group) -> str:
+def _name(group: axes.Group, ndim: dict[str, int]) -> str:
+  """The layers that produce a group's units (kernels whose last axis it is), else its
+  first member."""
+  producers = [m.path.removeprefix("params/").removesuffix("/kernel") for m in group.members
+               if m.path.endswith("kernel") and m.factor is None and m.axis == ndim[m.path] - 1]
+  if producers:
+    return "+".join(producers)
   m = group.members[0]
   return f"{m.path}:{m.axis}" + (f"[{m.factor[0]}]" if m.factor else "")
 

@@ -7,7 +7,7 @@ the library only, so nothing here is imported back by them.
 from sparsejax.runner.config import base_config, field_names, validate
 from sparsejax.runner.program import run, seed_config
 from sparsejax.runner.records import run_id_of
-from sparsejax.runner.reload import LoadedRun, evaluate_run, load_run
+from sparsejax.runner.reload import LoadedRun, evaluate_run, load_compacted, load_run
 
-__all__ = ["LoadedRun", "base_config", "evaluate_run", "field_names", "load_run", "run",
-           "run_id_of", "seed_config", "validate"]
+__all__ = ["LoadedRun", "base_config", "evaluate_run", "field_names", "load_compacted", "load_run",
+           "run", "run_id_of", "seed_config", "validate"]

@@ -49,6 +49,7 @@ from matplotlib.backends import backend_agg
 from sparsejax import checkpoint as checkpoint_lib
 from sparsejax import masks as masks_lib
 from sparsejax import results
+from sparsejax.compaction.report import compaction_fields
 from sparsejax.recipes import Outcome, Recipe
 from sparsejax.runner import hosts
 from sparsejax.runner.config import (BOOKKEEPING_FIELDS, ID_NAMES, NEUTRAL_FIELDS,
@@ -193,6 +194,7 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
                     events=meta["events"], artifacts=artifacts, model=model)
   if diverged is None:
     row.update(recipe.row(config, outcome))
+    row.update(compaction_fields(model, state.params, state.model_state, state.masks))
   with checkpoint_lib.Checkpointer(final_state_dir(workdir, run_id), max_to_keep=1) as ckpt:
     step = (ckpt.latest_step() or 0) + 1
     ckpt.save(step, {"state": state}, {"run_id": run_id})

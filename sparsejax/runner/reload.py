@@ -3,10 +3,12 @@
 >>> run = load_run("workdirs/teacher_student")          # the latest run there
 >>> metrics = evaluate_run(run)                          # == the recorded final_* values
 >>> run.state.params, run.state.masks, run.parts.model   # to explore further
+>>> small = load_compacted("workdirs/teacher_student")   # its exported compacted model
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any, NamedTuple, Sequence
@@ -16,7 +18,9 @@ import ml_collections
 import numpy as np
 
 from sparsejax import checkpoint as checkpoint_lib
+from sparsejax import masks as masks_lib
 from sparsejax import results
+from sparsejax.compaction import compact, export
 from sparsejax.runner import build as build_lib
 from sparsejax.runner import config as config_lib
 from sparsejax.runner import errors, records
@@ -119,3 +123,32 @@ def evaluate_run(run: LoadedRun) -> dict[str, float]:
       metrics = run.program.program.evaluate(run.program.last_phase().objective, states, split)
       out.update({f"final_{split}_{k}": float(np.asarray(v)[0]) for k, v in metrics.items()})
     return out
+
+
+def compact_dir(workdir: str | pathlib.Path, run_id: str) -> pathlib.Path:
+  """Where :mod:`sparsejax.studies.speedup` exports a run's compacted model."""
+  return pathlib.Path(workdir) / "artifacts" / run_id / "compact"
+
+
+def load_compacted(workdir: str | pathlib.Path, run_id: str | None = None):
+  """The compacted model of a finished run, as exported by ``python -m
+  sparsejax.studies.speedup``: the run is reloaded (:func:`load_run`), its masked model
+  compacted again for the program's structure (``gather=False``), and the exported
+  variables restored into it (checksummed). ``compacted.apply(compacted.variables, x)``
+  gives the run's outputs.
+
+  Raises:
+    FileNotFoundError: the run's compacted model was not exported (the message gives
+      the command that exports it).
+  """
+  run = load_run(workdir, run_id)
+  directory = compact_dir(workdir, run.row["run_id"])
+  if not (directory / "variables").exists():
+    raise FileNotFoundError(f"no compacted model of run {run.row['run_id']} in {directory}; "
+                            f"export it with: python -m sparsejax.studies.speedup {workdir}")
+  with jax.enable_x64(run.config.dtype == "float64"):
+    state, model = run.state, run.parts.model
+    masked = {"params": masks_lib.apply(state.masks, state.params), **state.model_state}
+    example = jax.ShapeDtypeStruct((1, *model.input_shape), jax.tree.leaves(state.params)[0].dtype)
+    compacted = compact(model, masked, example=example, gather=False)
+    return dataclasses.replace(compacted, variables=export.load(directory, compacted.variables))
