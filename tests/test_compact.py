@@ -16,6 +16,7 @@ from sparsejax.compaction import Member, compact, cost
 from sparsejax.models import get_model
 from sparsejax.models.adapter import adapt, as_adapter
 from sparsejax.objectives import hard_concrete as hc
+from tests.test_coupling import Residual
 from tests.test_foreign_models import MODELS as USER_MODELS
 
 TOLERANCE = 1e-10
@@ -143,14 +144,6 @@ def test_gates_at_zero_remove_their_units_and_the_result_runs_at_any_batch_size(
       assert_same_outputs(jax.jit(compacted.apply)(compacted.variables, xs), ref)
 
 
-class Residual(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    h = nn.Dense(8)(x)
-    h = h + nn.Dense(8)(nn.relu(h))
-    return nn.Dense(3)(nn.relu(h))
-
-
 def test_a_residual_channel_goes_only_when_both_branches_and_the_reader_drop_it():
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (4, 5), jnp.float64)
@@ -206,6 +199,8 @@ def test_gated_lenet5_inputs_of_the_first_dense_layer_are_gathered_one_by_one():
     assert_same_outputs(compacted.apply(compacted.variables, x),
                         model.apply({"params": effective}, x))
     shapes = jax.tree.map(jnp.shape, compacted.variables["params"])
+    # Without the gather the result is the same model with smaller widths.
+    rebuilt = compact(model, {"params": effective}, example=x[:1], gather=False)
   alive = {name: np.asarray(g) > 0 for name, g in gates.items()}
   channels = alive["Conv_1"]
   # A flattened feature (position p, channel c) stays when its gate and its channel do.
@@ -213,8 +208,6 @@ def test_gated_lenet5_inputs_of_the_first_dense_layer_are_gathered_one_by_one():
   assert shapes["Conv_0"]["kernel"] == (5, 5, 1, alive["Conv_0"].sum())
   assert shapes["Conv_1"]["kernel"] == (5, 5, alive["Conv_0"].sum(), channels.sum())
   assert shapes["Dense_0"]["kernel"] == (features.sum(), alive["Dense_1"].sum())
-  # Without the gather the result is the same model with smaller widths.
-  rebuilt = compact(model, {"params": effective}, example=x[:1], gather=False)
   assert rebuilt.variables["params"]["Dense_0"]["kernel"].shape == (
       16 * channels.sum(), alive["Dense_1"].sum())
 

@@ -1,8 +1,9 @@
-"""sparsejax.compaction.coupling: coupled parameter axes read from a model's jaxpr."""
+"""sparsejax.compaction.axes (coupling): coupled parameter axes read from a model's jaxpr."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
 
 from sparsejax.compaction import Group, Member, coupling
@@ -182,3 +183,27 @@ def test_a_vits_heads_head_dimensions_and_mlp_units_are_groups_its_stream_is_not
   [head] = [g for g in block if g.size == 3]
   assert Member(p + "query/kernel", 1, (0, (3, 64))) in head.members
   assert not any(g.removable for g in groups if any("cls" in m.path for m in g.members))
+
+
+ZOO_UNITS = {  # removable group sizes: every hidden layer's units, nothing else
+    "lenet_300_100": ((2, 784), [300, 100]),
+    "bmrs_mlp": ((2, 1024), [50] * 6),
+    "bmrs_lenet5": ((2, 32, 32, 1), [6, 16, 120, 84]),
+    "basic_cnn": ((2, 32, 32, 3), [64, 128, 256, 512]),
+    "vgg16_bn": ((2, 32, 32, 3), [64, 64, 128, 128, 256, 256, 256] + [512] * 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_UNITS))
+def test_the_zoos_hidden_units_are_its_removable_groups(name):
+  shape, sizes = ZOO_UNITS[name]
+  groups = [g for g in zoo_groups(name, shape) if g.removable]
+  assert sorted(g.size for g in groups) == sorted(sizes)
+  for group in groups:  # each holds its producer's outputs and its reader's inputs
+    kernels = [m for m in group.members if m.path.endswith("kernel")]
+    assert len(kernels) == 2 and {m.axis for m in kernels} != {0}
+    batchnorm = {m.path.rsplit("/", 1)[1] for m in group.members if "BatchNorm" in m.path}
+    assert batchnorm in (set(), {"scale", "bias", "mean", "var"})
+  if name == "basic_cnn":  # the last conv's channels are a factor of the head's rows
+    [last] = [g for g in groups if g.size == 512]
+    assert Member("params/Dense_0/kernel", 0, (2, (4, 4, 512))) in last.members
