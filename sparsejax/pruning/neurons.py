@@ -62,8 +62,10 @@ As in the reference, removing every unit of a hidden layer is an error
 
 **Scope.** Params without the ``{"params": ...}`` wrapper. The run-time
 gates of the model contract are not parameters and are not seen here; gates
-given later must be indexed with ``kept_units``. This runs on the host with
-NumPy index selection, outside ``jax.jit``: the shapes change, so the model
+given later must be indexed with ``kept_units``. :func:`fold_dead_neurons`
+folds and prunes in place (NumPy, on the host); :func:`delete_neurons` then
+removes the pruned units with :func:`sparsejax.compaction.compact` on the
+chain's model (:func:`chain_model`). The shapes change, so the model
 (:func:`smaller_model`), the optimizer state and every compiled function
 must be rebuilt for the new ``widths`` (:func:`resize_like` resizes
 params-shaped trees such as the optax Adam ``mu`` and ``nu``).

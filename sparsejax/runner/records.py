@@ -21,7 +21,9 @@ Per seed, :func:`record_seed` writes
   ``<phase>_converged`` and ``<phase>_returned_best_state``, the initial
   network's test loss ``initial_test_loss`` (and ``initial_test_accuracy``
   for classification; at initialisation, or the ``init_from`` run's final
-  network), and the recipe's fields. ``status`` is ``finished``, ``diverged`` (a non-finite value;
+  network), the compacted model's size beside the masked one's (``masked_*`` and
+  ``compact_*`` parameters, MACs and XLA FLOPs per example, ``compact_removed_units``;
+  :mod:`sparsejax.compaction.report`), and the recipe's fields. ``status`` is ``finished``, ``diverged`` (a non-finite value;
   the row keeps the last finite state) or ``collapsed`` (:func:`collapse_reason`:
   nothing non-finite, but every prunable parameter pruned or no better
   than the initial network; ``collapse_reason`` says which).
@@ -151,6 +153,15 @@ def collapse_reason(kept: int, total: int, test_loss: float, initial_test_loss: 
   return None
 
 
+def _compaction(model, state) -> dict[str, Any]:
+  """The row's compaction fields (:func:`compaction_fields`); a model the compaction
+  cannot handle gets ``compact_error`` instead, and its run still finishes."""
+  try:
+    return compaction_fields(model, state.params, state.model_state, state.masks)
+  except Exception as error:  # pylint: disable=broad-except  (a report, not the run)
+    return {"compact_error": f"{type(error).__name__}: {error}"}
+
+
 def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, recipe: Recipe,
                 model, index: int, state, aux, metrics: dict[str, float], phase_names: Sequence[str],
                 curves: dict[str, dict[str, np.ndarray]], meta: dict,
@@ -194,7 +205,7 @@ def record_seed(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, rec
                     events=meta["events"], artifacts=artifacts, model=model)
   if diverged is None:
     row.update(recipe.row(config, outcome))
-    row.update(compaction_fields(model, state.params, state.model_state, state.masks))
+    row.update(_compaction(model, state))
   with checkpoint_lib.Checkpointer(final_state_dir(workdir, run_id), max_to_keep=1) as ckpt:
     step = (ckpt.latest_step() or 0) + 1
     ckpt.save(step, {"state": state}, {"run_id": run_id})
