@@ -219,3 +219,12 @@ def test_shrinking_prunes_during_training_once_the_loss_saturates(tmp_path):
   curves = pd.read_csv(tmp_path / "artifacts" / row["run_id"] / "curves.csv")
   assert row["pruning_kept_before"] < 751  # the final pruning starts from a pruned network
   assert len(curves) == 200
+
+
+def test_a_model_the_compaction_cannot_handle_gets_an_error_field_not_a_failed_run():
+  from types import SimpleNamespace
+  from sparsejax.runner import records
+  state = SimpleNamespace(params={"w": np.ones(3)}, model_state={}, masks={"w": None})
+  fields = records._compaction(object(), state)  # pylint: disable=protected-access
+  assert list(fields) == ["compact_error"]
+  assert fields["compact_error"].startswith("AttributeError")
