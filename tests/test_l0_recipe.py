@@ -57,6 +57,15 @@ def test_a_constrained_run_reaches_its_target_and_reports_the_purged_network(tmp
   np.testing.assert_array_equal(kernel_mask.all(axis=1), np.asarray(alive))
   assert rows[0]["l0_density"] == pytest.approx(
       float(hc.model_density(layers, state.objective_state.log_alpha)), rel=1e-5)
+  # With the dead groups folded to zero (as finetuning starts), the dense network's
+  # size is still the whole model's.
+  folded, _ = hc.fold_test_gates(layers, state.params, state.objective_state.log_alpha,
+                                 config.l0.test_gate)
+  loaded = load_run(tmp_path, rows[0]["run_id"])
+  fields = l0.purged_size(config, loaded.parts.model, layers,
+                          state._replace(params=folded))
+  assert fields["purged_params"] == rows[0]["purged_params"]
+  assert fields["purged_params_pct"] == pytest.approx(100 * fields["purged_params"] / 266_610)
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ import optax
 from sparsejax import keys
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.compaction import cost
 from sparsejax.fields import choice, require
 from sparsejax.models.batchnorm import BATCHNORMS
 from sparsejax.objectives import constrained_l0
@@ -292,9 +293,10 @@ def purged_size(config: ml_collections.ConfigDict, model, layers, state: TrainSt
   example = np.zeros((1, *model.input_shape), np.float32)
   net = purge.purge(model, hc.gate_params(layers, state.params, gates),
                     {name: np.asarray(g) > 0 for name, g in gates.items()}, example)
-  dense = purge.purge(model, state.params, {l.name: np.ones(l.n_gates, bool) for l in layers},
-                      example)
-  small, full = purge.count(net, example), purge.count(dense, example)
+  small = purge.count(net, example)
+  # The dense network's size: every parameter of the model (dead groups included).
+  full = {"params": cost.parameters(state.params),
+          "macs": cost.macs(net.forward, {"params": state.params}, example)}
   return {"purged_params": small["params"], "purged_macs": small["macs"],
           "purged_params_pct": 100 * small["params"] / full["params"],
           "purged_macs_pct": 100 * small["macs"] / full["macs"]}
