@@ -57,7 +57,7 @@ ZOO = {"mlp": ((3, 12), dict(widths=(12, 10, 8, 4))), "lenet_300_100": ((3, 784)
        "bmrs_mlp": ((3, 1024), {}), "bmrs_lenet5": ((3, 32, 32, 1), {}),
        "vgg16_bn": ((2, 32, 32, 3), {}), "resnet18": ((2, 32, 32, 3), {})}
 LARGE = ("vgg16_bn", "resnet18")
-FAST = ("mlp", "lenet5_caffe")  # the default suite's; the others are marked slow
+FAST = ("mlp",)  # the default suite's; the others are marked slow
 
 
 def slow_unless(fast, names):
@@ -115,7 +115,8 @@ def test_a_vits_heads_and_mlp_units():
         192, 64 * int(heads[b].sum()))
 
 
-@pytest.mark.parametrize("name", slow_unless(("linen_residual",), sorted(USER_MODELS)))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(USER_MODELS))
 def test_the_user_models_of_the_own_model_tests(name):
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1), jnp.float64)
@@ -185,6 +186,7 @@ def test_an_operation_the_analysis_does_not_know_is_reported_not_compacted():
   assert cost.parameters(compacted.variables) == cost.parameters(params)
 
 
+@pytest.mark.slow
 def test_gated_lenet5_inputs_of_the_first_dense_layer_are_gathered_one_by_one():
   with jax.enable_x64(True):
     model = get_model("lenet5_caffe", dtype=jnp.float64, param_dtype=jnp.float64)

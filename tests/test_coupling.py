@@ -194,7 +194,7 @@ ZOO_UNITS = {  # removable group sizes: every hidden layer's units, nothing else
 }
 
 
-@pytest.mark.parametrize("name", [n if n in ("basic_cnn", "lenet_300_100") else
+@pytest.mark.parametrize("name", [n if n == "lenet_300_100" else
                                   pytest.param(n, marks=pytest.mark.slow) for n in ZOO_UNITS])
 def test_the_zoos_hidden_units_are_its_removable_groups(name):
   shape, sizes = ZOO_UNITS[name]

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from absl import flags
 
 from sparsejax import masks as masks_lib
@@ -11,6 +12,7 @@ from sparsejax.studies import speedup
 from tests.test_runner import small_config
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_timed_exported_and_reloaded_compacted(tmp_path):
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["speedup"])
