@@ -27,7 +27,10 @@ of the sums it no longer makes (float64: 1e-15).
 equation is bound again with the smaller shapes (reshapes and broadcasts get
 their new sizes, arrays created inside at full size are indexed), so any
 model whose groups are found compacts, without a rebuilt module. The program
-is traced again for each new input shape.
+is traced again for each new input shape. Calls are inlined, custom derivative
+rules with them: the compacted model's gradients are the masked model's except
+where such a rule differs from its primitives' own derivative (``jax.nn.relu``
+at exactly 0: 0 by its rule, 1/2 by ``max``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ CARRY_ZEROS = frozenset({"transpose", "squeeze", "broadcast_in_dim", "reshape", 
 
 
 class _Walk:
-  """Walks a :class:`coupling.Program` in the order it was traced, calls inlined."""
+  """Walks an :class:`axes.Program` in the order it was traced, calls inlined."""
 
   def __init__(self, program: axes.Program):
     self.program = program
@@ -85,7 +88,8 @@ class _Walk:
     for eqn in jaxpr.eqns:
       ins = [self.literal(v.val) if isinstance(v, jax_core.Literal) else env[v]
              for v in eqn.invars]
-      in_labels = [None if isinstance(v, jax_core.Literal) else lab[v] for v in eqn.invars]
+      in_labels = [[] if isinstance(v, jax_core.Literal) else lab[v]  # literals are scalars
+                   for v in eqn.invars]
       name = eqn.primitive.name
       if name in axes.CALLS:
         sub = eqn.params[axes.CALLS[name]]
@@ -241,8 +245,7 @@ class _ZeroPass(_Walk):
         for k, f in enumerate(factors):
           add(f, grid.all(axis=tuple(j for j in range(grid.ndim) if j != k)))
     for node, vector in self.sites:
-      if node is not None:
-        add(node, vector)
+      add(node, vector)
     return result
 
 

@@ -30,7 +30,6 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import pandas as pd
 from absl import app, flags
 
