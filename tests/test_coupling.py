@@ -154,6 +154,7 @@ def layers(group):
   return {f"{m.path.rsplit('/', 1)[0]}:{m.axis}" for m in group.members}
 
 
+@pytest.mark.slow
 def test_resnet18_residual_channels_are_one_group_across_the_stage():
   groups = [layers(g) for g in zoo_groups("resnet18", (2, 32, 32, 3))
             if g.removable and g.size == 64]
@@ -169,6 +170,7 @@ def test_resnet18_residual_channels_are_one_group_across_the_stage():
   assert sorted(groups, key=len) == sorted(inner + [residual], key=len)
 
 
+@pytest.mark.slow
 def test_a_vits_heads_head_dimensions_and_mlp_units_are_groups_its_stream_is_not():
   groups = zoo_groups("vit_small", (2, 32, 32, 3))
   block = [g for g in groups if g.removable and "Block_0/" in g.members[0].path]
