@@ -13,7 +13,6 @@
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sparsejax import masks as masks_lib
