@@ -27,10 +27,11 @@ of the sums it no longer makes (float64: 1e-15).
 equation is bound again with the smaller shapes (reshapes and broadcasts get
 their new sizes, arrays created inside at full size are indexed), so any
 model whose groups are found compacts, without a rebuilt module. The program
-is traced again for each new input shape. Calls are inlined, custom derivative
-rules with them: the compacted model's gradients are the masked model's except
-where such a rule differs from its primitives' own derivative (``jax.nn.relu``
-at exactly 0: 0 by its rule, 1/2 by ``max``).
+is traced again for each new input shape. Calls are inlined; a call with a
+custom derivative rule keeps it only where it is a known element-wise function
+(:data:`CUSTOM_DERIVATIVES`: ReLU and ReLU6, recognised by their traced body),
+else the compacted model's gradient may differ from the masked model's where
+the rule and its primitives' own derivative differ.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ class _Walk:
       name = eqn.primitive.name
       if name in axes.CALLS:
         sub = eqn.params[axes.CALLS[name]]
-        outs = self.run(getattr(sub, "jaxpr", sub), getattr(sub, "consts", ()), ins, in_labels)
+        outs = self.call(eqn, ins)
+        if outs is None:
+          outs = self.run(getattr(sub, "jaxpr", sub), getattr(sub, "consts", ()), ins, in_labels)
+        else:
+          self.skip(getattr(sub, "jaxpr", sub))
         out_labels = next(self._log)
       else:
         out_labels = next(self._log)
@@ -102,6 +107,20 @@ class _Walk:
         env[var], lab[var] = value, labs
     return [self.literal(v.val) if isinstance(v, jax_core.Literal) else env[v]
             for v in jaxpr.outvars]
+
+  def skip(self, jaxpr) -> None:
+    """Passes over a body's labels without evaluating it."""
+    next(self._log)
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name in axes.CALLS:
+        sub = eqn.params[axes.CALLS[eqn.primitive.name]]
+        self.skip(getattr(sub, "jaxpr", sub))
+      next(self._log)
+
+  def call(self, eqn, ins) -> list | None:
+    """The outputs of a call evaluated whole, or ``None`` to walk its body."""
+    del eqn, ins
+    return None
 
   def constant(self, value, labels):
     raise NotImplementedError
@@ -304,6 +323,18 @@ class _Plan:
     return tuple(self.index(n) for n in labels)
 
 
+#: Element-wise functions whose custom derivative the compacted program keeps.
+CUSTOM_DERIVATIVES = (jax.nn.relu, jax.nn.relu6)
+
+
+@functools.lru_cache(maxsize=256)
+def _custom_body(fn, aval) -> str | None:
+  """The body of ``fn``'s custom-derivative call at ``aval``, as text."""
+  eqns = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct(aval.shape, aval.dtype)).jaxpr.eqns
+  calls = [e for e in eqns if e.primitive.name == "custom_jvp_call"]
+  return str(calls[0].params["call_jaxpr"]) if len(eqns) == len(calls) == 1 else None
+
+
 class _Interpreter(_Walk):
   """Evaluates the program on the compacted variables, with the shapes of the plan."""
 
@@ -316,6 +347,17 @@ class _Interpreter(_Walk):
     values = list(values[:inputs]) + [self.plan.take(x, labels) for x, labels in zip(
         values[inputs:], self.program.in_labels[inputs:])]
     return super().run_program(values)
+
+  def call(self, eqn, ins):
+    """Known element-wise functions with custom derivatives (:data:`CUSTOM_DERIVATIVES`),
+    recognised by their traced body, are applied again, with their rules."""
+    if eqn.primitive.name != "custom_jvp_call" or len(ins) != 1:
+      return None
+    body = str(eqn.params["call_jaxpr"])
+    for fn in CUSTOM_DERIVATIVES:
+      if _custom_body(fn, eqn.invars[0].aval) == body:
+        return [fn(ins[0])]
+    return None
 
   def constant(self, value, labels):
     return self.plan.take(jnp.asarray(value), labels)
