@@ -7,7 +7,10 @@
    dense and compacted latency at batch 256 (median of ``--rounds`` calls, with and
    without the gather of single flattened features) beside the FLOPs ratio;
 2. the first convolution alone (5x5, one input channel, batch 256, 28x28) at
-   several output-channel counts: XLA:CPU's convolution is not monotone in them.
+   several output-channel counts: XLA:CPU's convolution is not monotone in them;
+   and the 9-channel one computed at 18 channels (the extra filters zero) and sliced;
+3. each stage of LeNet-5-Caffe alone (convolution, bias, ReLU, 2x2 max pooling) at
+   the dense widths and at the reference's: where the dense time goes.
 """
 
 import argparse
@@ -44,6 +47,16 @@ def reference_structure_masks(params):
   return masks
 
 
+@jax.jit
+def stage(x, kernel):
+  """A LeNet-5-Caffe stage: VALID convolution, bias, ReLU, 2x2 max pooling."""
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jax.nn.relu(y + 0.1)
+  return jax.lax.reduce_window(y, -jax.numpy.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                               "VALID")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rounds", type=int, default=50)
@@ -73,6 +86,21 @@ def main():
     kernel = jax.random.normal(jax.random.key(2), (5, 5, 1, channels))
     times = [median_latency(conv, x, kernel, rounds=args.rounds) for _ in range(args.repeats)]
     print(f"  C={channels:2d}: " + ", ".join(f"{1e3 * t:.2f}" for t in times))
+  padded = jax.jit(lambda x, k: conv(x, jax.numpy.pad(k, ((0, 0),) * 3 + ((0, 9),)))[..., :9])
+  kernel = jax.random.normal(jax.random.key(2), (5, 5, 1, 9))
+  times = [median_latency(padded, x, kernel, rounds=args.rounds) for _ in range(args.repeats)]
+  print("  C=9 computed at 18 and sliced: " + ", ".join(f"{1e3 * t:.2f}" for t in times))
+  print("Stages alone (convolution, bias, ReLU, 2x2 max pooling; batch 256), ms:")
+  for name, shape, cin, couts in (("first", (256, 28, 28, 1), 1, (20, 9)),
+                                  ("second", (256, 12, 12, 20), 20, (50, 18))):
+    inputs = jax.random.normal(jax.random.key(3), shape)
+    for cout in couts:
+      c = cin if name == "first" or cout == 50 else 9
+      stage_in = inputs[..., :c]
+      kernel = jax.random.normal(jax.random.key(4), (5, 5, c, cout))
+      times = [median_latency(stage, stage_in, kernel, rounds=args.rounds)
+               for _ in range(args.repeats)]
+      print(f"  {name} stage {c} -> {cout}: " + ", ".join(f"{1e3 * t:.2f}" for t in times))
 
 
 if __name__ == "__main__":

@@ -503,13 +503,12 @@ def kept_indices(program: axes.Program, leaves: Sequence[Any], example, *,
   return kept
 
 
-def forward_of(model, variables, gates=None) -> Callable:
+def forward_of(model) -> Callable:
   """The forward pass ``forward(variables, x)`` of a model in evaluation mode.
 
   ``model`` is a :class:`sparsejax.models.adapter.ModelAdapter`, a linen module,
   or a function ``(variables, x) -> outputs``. For an adapter, ``variables`` is
-  ``{"params": params, **model_state}`` and ``gates`` (arrays) come from
-  ``variables["gates"]``.
+  ``{"params": params, **model_state}``, with its gates (arrays) under ``"gates"``.
   """
   if isinstance(model, adapter_lib.ModelAdapter):
     def forward(v, x):
@@ -568,7 +567,7 @@ def compact(model, variables, masks=None, *, gates=None, example=None,
                        "an adapter")
     example = jax.ShapeDtypeStruct((1,) + tuple(model.input_shape), jnp.float32)
   example = jax.ShapeDtypeStruct(np.shape(example), jnp.result_type(example))
-  forward = forward_of(model, variables)
+  forward = forward_of(model)
   program = axes.trace(forward, variables, example)
   leaves = jax.tree.leaves(variables)
   kept = kept_indices(program, leaves, example, gather=gather)
