@@ -163,6 +163,7 @@ def annealing_levels(levels):
   return annealing.level_schedule(schedule)[0].tolist()
 
 
+@pytest.mark.slow
 def test_filter_deletion_computes_the_masked_network():
   from sparsejax import models
   from sparsejax.pruning import filters

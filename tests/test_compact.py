@@ -128,6 +128,7 @@ def test_the_user_models_of_the_own_model_tests(name):
   assert cost.parameters(compacted.variables["params"]) < cost.parameters(params)
 
 
+@pytest.mark.slow
 def test_gates_at_zero_remove_their_units_and_the_result_runs_at_any_batch_size():
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1), jnp.float64)
