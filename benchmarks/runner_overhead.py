@@ -84,6 +84,8 @@ def make_sweep_with_validation(epochs: int):
 
 def runner_config(seeds: int, epochs: int):
   config = teacher_student.get_config("drr")
+  # W1's objective: DRR at a fixed alpha on the MSE (the config's default is the code length).
+  config.ec.strength, config.ec.bits_scale, config.ec.gauss_loss = "fixed", 1.0, False
   config.ec.alpha, config.ec.beta, config.lr = w1.ALPHA, w1.BETA, w1.LR
   config.seeds, config.sweep.chunk_size = seeds, seeds
   config.min_epochs = config.max_epochs = epochs

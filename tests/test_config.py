@@ -150,11 +150,13 @@ def test_magnitude_is_a_clear_error_until_registered():
 
 
 @pytest.mark.parametrize("name,arg,expected", [
-    ("teacher_student", "drr", {"ec.alpha": 2e-4, "ec.beta": 10.0, "lr": 5e-4,
+    ("teacher_student", "drr", {"ec.strength": "description_length", "ec.bits_scale": 2.0,
+                                "ec.beta": 10.0, "ec.gauss_loss": True, "lr": 5e-4,
                                 "train_batch_size": 0, "architecture_student": (2, 25, 25, 1),
                                 "max_epochs": 20000, "prune_window": 50,
                                 "smoothing_window": 500, "ec.shrinking": False}),
-    ("teacher_student", "pmmp", {"ec.alpha": 1e-2, "ec.initial_p_value": 1.0}),
+    ("teacher_student", "pmmp", {"ec.strength": "description_length", "ec.bits_scale": 10.0,
+                                 "ec.initial_p_value": 1.0, "ec.gauss_loss": True}),
     ("teacher_student", "magnitude", {"pruning.density": 0.1}),
     ("lenet300_mnist", "drr", {"ec.alpha": 1.2e-5, "architecture": "lenet_300_100", "lr": 1e-3,
                                "train_batch_size": 500, "min_epochs": 300, "max_epochs": 5000}),

@@ -60,6 +60,9 @@ TEACHER_WIDTHS = (2, 5, 8, 1)
 #: Student architecture of the reference.
 STUDENT_WIDTHS = (2, 25, 25, 1)
 
+#: Train / validation / test points of the reference (``train_set_size`` etc. 0 in a config).
+N_TRAIN, N_VAL, N_TEST = 300, 1000, 5000
+
 #: ``fold_in`` offsets of the reference's seeds (``seed + offset``).
 TEACHER_KEY_OFFSET = 35
 TRAIN_KEY_OFFSET = 1
@@ -115,9 +118,9 @@ def init_teacher(key: jax.Array, widths: Sequence[int] = TEACHER_WIDTHS, *,
 def teacher_student_data_from_key(
     key: jax.Array,
     *,
-    n_train: int = 300,
-    n_val: int = 1000,
-    n_test: int = 5000,
+    n_train: int = N_TRAIN,
+    n_val: int = N_VAL,
+    n_test: int = N_TEST,
     noise: float = 0.08,
     teacher_widths: Sequence[int] = TEACHER_WIDTHS,
     weight_scaling: float = 2.0,

@@ -7,6 +7,14 @@ sections 1, 3-7) and register one recipe each: ``none`` (plain training),
 layerwise Bernoulli fit, PEGP). The five share the config sub-dict ``ec``
 (:func:`defaults`: ``ec.alpha``, ``ec.beta``, ..., ``--config.ec.alpha=5e-4``).
 
+**Strength.** ``ec.strength = "fixed"`` uses ``ec.alpha``. With the
+Gaussian code length (``ec.gauss_loss``) the counting penalties (DRR, PMMP)
+can instead take ``ec.strength = "description_length"``: a kept parameter
+costs ``ec.bits_scale`` x :math:`\\tfrac12\\log_2 N` bits of the code length,
+so :math:`\\alpha = s\\log_2 N / (2N)` follows the training-set size and
+one scale :math:`s` per method serves every teacher
+(:func:`description_length_alpha`; ``python -m sparsejax.studies.teachers``).
+
 **Phases.**
 
 1. ``train``: the regularised objective (with ``ec.gauss_loss``, the Gaussian
@@ -55,6 +63,7 @@ layerwise Bernoulli fit, PEGP). The five share the config sub-dict ``ec``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -64,6 +73,7 @@ import numpy as np
 from sparsejax import keys
 from sparsejax import masks as masks_lib
 from sparsejax import objectives
+from sparsejax.data import teacher_student
 from sparsejax.fields import require
 from sparsejax.objectives.base import Objective
 from sparsejax.pruning import make_random_gradient_prune_fn, make_tamade_fn
@@ -76,6 +86,11 @@ from sparsejax.train.driver import (ChunkContext, Convergence, Phase, PhaseCarry
                                     per_seed, where_seeds)
 from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState, clear_objective_moments
+
+#: How ``ec.alpha`` is set (``ec.strength``; :func:`alpha`).
+STRENGTHS = ("fixed", "description_length")
+#: The methods whose penalty counts kept parameters (DRR's smooth l0, PMMP's expected l0).
+COUNTING_METHODS = ("drr", "pmmp")
 
 #: Deviation of the convergence test (reference: ``is_saturated(...; d=1e-10)``).
 CONVERGENCE_DEVIATION = 1e-10
@@ -95,6 +110,8 @@ def defaults() -> dict:
   e.initial_u_value = 0.0    # PMMP: initial u
   e.u_value_multiply_factor = 1.0
   e.gauss_loss = False       # teacher-student: Gaussian code length with learnable sigma
+  e.strength = "fixed"       # how alpha is set: "fixed" (ec.alpha) or "description_length"
+  e.bits_scale = 1.0         # description_length: bits per kept parameter, in units of log2(N)/2
   e.layerwise_pruning_alpha = 0.1
   e.layerwise_pruning_lr = 1e-3
   e.layerwise_pruning_mask_start_value = 0.3
@@ -118,6 +135,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if e.gauss_loss:
     require(config.dataset == "teacher_student", "ec.gauss_loss", True,
             "false unless the data set is 'teacher_student' (a regression loss)")
+  require(e.strength in STRENGTHS, "ec.strength", e.strength, f"one of {STRENGTHS}")
+  if e.strength == "fixed":
+    require(e.bits_scale == 1.0, "ec.bits_scale", e.bits_scale,
+            "left at 1.0 with ec.strength 'fixed', which reads ec.alpha instead")
+  if e.strength == "description_length":
+    require(e.gauss_loss, "ec.gauss_loss", e.gauss_loss,
+            "true with ec.strength 'description_length' (the data term must be in bits)")
+    require(config.method in COUNTING_METHODS, "ec.strength", e.strength,
+            f"'fixed' for method {config.method!r}: 'description_length' prices a kept "
+            f"parameter, which only the counting penalties {COUNTING_METHODS} do")
+    require(e.bits_scale > 0, "ec.bits_scale", e.bits_scale, "> 0")
+    require(e.alpha == 0, "ec.alpha", e.alpha,
+            "0 with ec.strength 'description_length', which sets alpha from the training-set "
+            "size (set ec.strength='fixed' to give alpha, or ec.bits_scale to scale the rule)")
 
 
 def check_model(config: ml_collections.ConfigDict, model) -> None:
@@ -126,15 +157,53 @@ def check_model(config: ml_collections.ConfigDict, model) -> None:
     model.require("dense_chain", "method 'layerwise'")
 
 
+def description_length_alpha(n_train: int, bits_scale: float = 1.0) -> float:
+  r"""The penalty per kept parameter that makes the objective a two-part code length.
+
+  With the Gaussian code length (:mod:`sparsejax.objectives.gauss`) the data
+  term is :math:`\bar\ell`, the mean code length of the :math:`N` training
+  targets in bits. Sending the targets with a model of :math:`k` kept
+  parameters of :math:`b` bits each costs :math:`N\bar\ell + b k` bits in
+  all, and divided by :math:`N` (the train step averages over points)
+
+  .. math::  \bar\ell + \alpha k, \qquad \alpha = \frac{b}{N},
+             \qquad b = s \cdot \tfrac12 \log_2 N,
+
+  where :math:`\tfrac12\log_2 N` bits is the asymptotic cost of a parameter
+  estimated from :math:`N` points (stated to its standard error, of order
+  :math:`1/\sqrt N`; Rissanen 1978, the BIC of Schwarz 1978) and :math:`s`
+  is ``bits_scale``. DRR's :math:`\sum_i (1 - e^{-\beta|\theta_i|})` and
+  PMMP's :math:`\sum_i \gamma_i` (the expected :math:`\ell_0` norm) both
+  count kept parameters, so :math:`\alpha` has the same meaning for both,
+  for every teacher, noise level and training-set size.
+
+  Args:
+    n_train: :math:`N`, the training points.
+    bits_scale: :math:`s`; 1 is the BIC cost.
+  """
+  if n_train < 2:
+    raise ValueError(f"n_train must be >= 2, got {n_train}")
+  return bits_scale * math.log2(n_train) / (2 * n_train)
+
+
+def alpha(config: ml_collections.ConfigDict) -> float:
+  """The penalty strength of the run: ``ec.alpha``, or with ``ec.strength =
+  'description_length'`` :func:`description_length_alpha` of the training-set size."""
+  e = config.ec
+  if e.strength == "fixed":
+    return e.alpha
+  return description_length_alpha(config.train_set_size or teacher_student.N_TRAIN, e.bits_scale)
+
+
 def regulariser(config: ml_collections.ConfigDict) -> Objective:
   """The regularised phase's objective of ``config.method``, before the Gauss loss."""
   method, e = config.method, config.ec
   if method == "rl1":
     return objectives.rl1(e.alpha, e.rho)
   if method == "drr":
-    return objectives.drr(e.alpha, e.beta, rho=e.rho, norm=e.norm, layer_norm=e.layer_norm)
+    return objectives.drr(alpha(config), e.beta, rho=e.rho, norm=e.norm, layer_norm=e.layer_norm)
   if method == "pmmp":
-    return objectives.pmmp(e.alpha, initial_p_value=e.initial_p_value,
+    return objectives.pmmp(alpha(config), initial_p_value=e.initial_p_value,
                            initial_u_value=e.initial_u_value,
                            u_value_multiply_factor=e.u_value_multiply_factor,
                            l1_alpha=e.l1_alpha, rho=e.rho)
@@ -348,6 +417,8 @@ def row(config: ml_collections.ConfigDict, outcome: Outcome) -> dict[str, Any]:
       and event["seeds"][outcome.index])
   if config.ec.gauss_loss:
     fields["final_sigma"] = float(outcome.state.objective_state.sigma)
+  if config.ec.strength != "fixed":
+    fields["alpha_used"] = alpha(config)
   return fields
 
 

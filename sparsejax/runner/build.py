@@ -71,8 +71,9 @@ def build_data(config: ml_collections.ConfigDict, seeds: Sequence[int]):
   dtype = dtype_of(config)
   if config.dataset == "teacher_student":
     splits, teacher = jax.vmap(lambda seed: data_lib.teacher_student_data(
-        seed, n_train=config.train_set_size or 300, n_val=config.val_set_size or 1000,
-        n_test=config.test_set_size or 5000, noise=config.noise,
+        seed, n_train=config.train_set_size or data_lib.teacher_student.N_TRAIN,
+        n_val=config.val_set_size or data_lib.teacher_student.N_VAL,
+        n_test=config.test_set_size or data_lib.teacher_student.N_TEST, noise=config.noise,
         teacher_widths=tuple(config.architecture_teacher), dtype=dtype))(jnp.asarray(seeds))
     return splits, 0, teacher
   splits = data_lib.load_dataset(

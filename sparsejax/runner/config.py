@@ -59,7 +59,7 @@ BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "seeds", "sweep.chunk_
                       "distributed.num_processes", "distributed.process_id")
 #: Run fields added after runs were recorded, at the values that change nothing: left
 #: out of a run's id while they hold them, so earlier runs keep their ids.
-NEUTRAL_FIELDS = {"model": "", "model_kwargs": ""}
+NEUTRAL_FIELDS = {"model": "", "model_kwargs": "", "ec.strength": "fixed", "ec.bits_scale": 1.0}
 #: Fields renamed or moved since runs were recorded, old dotted name -> new: a saved
 #: ``config.json`` is read under the new names (:func:`renamed`; ``load_run``, the
 #: ``rerun`` study). The efficient-compression family's fields were top-level.

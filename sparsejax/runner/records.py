@@ -269,13 +269,21 @@ def print_summary(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 
 def seed_line(config, row: dict) -> str:
+  """One finished seed: kept parameters and test figures; for teacher-student runs the
+  kept count against the teacher's, and the test MSE against the noise variance (with the
+  Gaussian code length, the loss is that code length in bits per point)."""
+  loss = ("test code length {:.5g} bits per point" if "final_sigma" in row
+          else "test loss {:.5g}").format(row["final_test_loss"])
   line = (f"{row['run_id']}: kept {row['kept_params']}/{row['total_params']} parameters "
-          f"(density {row['density']:.4f}), test loss {row['final_test_loss']:.5g}")
+          f"(density {row['density']:.4f}), {loss}")
   if "final_test_accuracy" in row:
     line += f", test accuracy {100 * row['final_test_accuracy']:.2f}%"
+  if "final_test_mse" in row and "final_sigma" in row:
+    line += f", test MSE {row['final_test_mse']:.5g}"
   teacher = teacher_size(config)
   if teacher is not None:
-    line += f"; the teacher has {teacher} parameters, noise variance {config.noise ** 2:.4g}"
+    line += (f"; the teacher has {teacher} parameters (kept {row['kept_params'] / teacher:.2f}x), "
+             f"noise variance {config.noise ** 2:.4g}")
   if row.get("status") == "collapsed":
     line += f"; COLLAPSED: {row['collapse_reason']}"
   return line
@@ -286,7 +294,7 @@ def summarize(config, rows: Sequence[dict]) -> dict[str, Any]:
   did not collapse and kept at most the teacher's size."""
   collapsed = [r for r in rows if r.get("status") == "collapsed"]
   summary: dict[str, Any] = {"seeds": len(rows), "collapsed_seeds": len(collapsed)}
-  for column in ("kept_params", "final_test_loss", "final_test_accuracy"):
+  for column in ("kept_params", "final_test_loss", "final_test_mse", "final_test_accuracy"):
     if column in rows[0]:
       values = np.asarray([float(r[column]) for r in rows])
       summary[column] = {f"q{int(q * 100)}": float(np.quantile(values, q)) for q in QUANTILES}
@@ -300,7 +308,7 @@ def summarize(config, rows: Sequence[dict]) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
   lines = [f"sweep of {summary['seeds']} seeds:"]
-  for column in ("kept_params", "final_test_loss", "final_test_accuracy"):
+  for column in ("kept_params", "final_test_loss", "final_test_mse", "final_test_accuracy"):
     if column in summary:
       q = summary[column]
       lines.append(f"  {column}: median {q['q50']:.5g}, quartiles {q['q25']:.5g}..{q['q75']:.5g}, "

@@ -30,10 +30,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sparsejax import xla_flags
-from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.recipes import deephoyer
 from sparsejax.runner import run
-from sparsejax.runner.progress import configure_logging
+from sparsejax.studies import cli
 from sparsejax.studies.report import markdown
 
 
@@ -93,11 +92,8 @@ def choose(frame: pd.DataFrame, max_nonzero: float) -> pd.DataFrame:
 
 
 def main(argv):
-  if len(argv) != 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli.start(argv, _CONFIG.value)
   f = flags.FLAGS
-  silence_tensorflow()
-  configure_logging(_CONFIG.value.quiet)
   frame = grid(_CONFIG.value, pathlib.Path(f.workdir), [float(d) for d in f.decays],
                [float(s) for s in f.sensitivities])
   print(markdown(choose(frame, f.max_nonzero)))

@@ -35,10 +35,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sparsejax import xla_flags
-from sparsejax.data.quiet import silence_tensorflow
 from sparsejax.fields import ConfigError
 from sparsejax.runner import run
-from sparsejax.runner.progress import configure_logging
+from sparsejax.studies import cli
 from sparsejax.studies.report import markdown
 
 
@@ -109,11 +108,8 @@ def search(config: ml_collections.ConfigDict, workdir: pathlib.Path, target: flo
 
 
 def main(argv):
-  if len(argv) != 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli.start(argv, _CONFIG.value)
   f = flags.FLAGS
-  silence_tensorflow()
-  configure_logging(_CONFIG.value.quiet)
   frame = search(_CONFIG.value, pathlib.Path(f.workdir), f.target, f.tolerance, f.max_trainings)
   print(markdown(frame.round({"log10 lambda": 4, "expected density": 4, "test accuracy %": 2,
                               "wall time s": 0})))

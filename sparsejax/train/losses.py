@@ -46,4 +46,6 @@ class Task(NamedTuple):
 
 
 CLASSIFICATION = Task(loss=cross_entropy, metrics={"accuracy": correct})
-REGRESSION = Task(loss=squared_error, metrics={})
+#: The ``mse`` metric stays the mean squared error when an objective transforms the
+#: loss (the Gaussian code length of :mod:`sparsejax.objectives.gauss`).
+REGRESSION = Task(loss=squared_error, metrics={"mse": squared_error})
