@@ -56,6 +56,7 @@ def test_data_parallel_training_matches_one_device(tmp_path, dtype, rtol):
   compare(rows[1], rows[4], rtol)
 
 
+@pytest.mark.slow  # about 55 s on 2 busy cores: the default suite stays under 10 minutes
 def test_the_batch_is_split_over_the_devices():
   """The compiled chunk of a 4-device run holds the gradient all-reduce, and the
   data and states live on all 4 devices."""
