@@ -22,7 +22,7 @@ import ml_collections
 from configs import common
 
 #: RL1's L1 weight on the code length (bits per unit of |theta| per training point).
-RL1_ALPHA = 0.0137
+RL1_ALPHA = 0.0411
 
 #: The reference's teacher-student objective for its methods: the Gaussian code
 #: length in bits, with a learnable noise scale (sparsejax.objectives.gauss).
