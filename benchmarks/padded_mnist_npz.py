@@ -3,7 +3,7 @@
 ``python benchmarks/padded_mnist_npz.py OUT.npz [--train 10000]`` writes the first
 ``--train`` MNIST training images and all test images, zero-padded to 32x32 and
 repeated over three channels, with their labels (``dataset="npz:OUT.npz"``). The
-compaction figures of BasicCNN in docs/results.md use it, CIFAR-10 not being
+compaction figures of BasicCNN in docs/results/compaction.md use it, CIFAR-10 not being
 available offline.
 """
 

@@ -289,7 +289,7 @@ def l0_mnist_setup(config: ml_collections.ConfigDict, formulation: str) -> None:
   batch 128, 200 epochs, no weight decay, the median test gate, dual restarts;
   the code's MNIST inputs, ``(pixel / 255 - 0.1307) / 0.3081``. The initial
   weights stay Flax's: the code's He-normal ones (``l0.weight_init="kaiming"``)
-  cost half a point of test error at a target of 0.8 (docs/results.md). The
+  cost half a point of test error at a target of 0.8 (docs/results/l0.md). The
   reference trains on all 60,000 training images and reports the final
   epoch's test error; here 1,000 are held out to watch validation curves,
   and none is used to select.

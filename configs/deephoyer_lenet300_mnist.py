@@ -37,7 +37,7 @@ REGULARISERS = {
 }
 
 
-#: The magnitude baseline's density: the Hoyer-Square row's (docs/results.md).
+#: The magnitude baseline's density: the Hoyer-Square row's (docs/results/deephoyer.md).
 MAGNITUDE_DENSITY = 0.028
 
 

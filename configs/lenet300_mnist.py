@@ -9,7 +9,8 @@ training, validation and test sets as the reference does.
 Source: the standard LeNet-300-100 configuration of the efficient-compression
 reference (Barth & von Petersenn, arXiv 2505.17469; its README's "standard
 configurations"). The reference gives no per-method hyperparameters for it;
-``METHODS`` holds those measured in ``docs/results.md``. ``magnitude`` is
+``METHODS`` holds those measured in ``docs/results/efficient_compression.md``
+and ``docs/results/magnitude.md``. ``magnitude`` is
 the magnitude-pruning baseline, pruned to the density in ``METHODS``.
 
 The argument is the method, one of ``METHODS`` (default ``drr``)::

@@ -10,7 +10,8 @@ reference (Barth & von Petersenn, arXiv 2505.17469; its README's "standard
 configurations"), with the regularised phase capped lower than the
 reference allows (see ``max_epochs`` below). The reference gives no
 per-method hyperparameters for it; ``METHODS`` holds those chosen in
-``docs/results.md``. ``magnitude`` is the magnitude-pruning baseline.
+``docs/results/efficient_compression.md``. ``magnitude`` is the
+magnitude-pruning baseline.
 
 The argument is the method, one of ``METHODS`` (default ``drr``)::
 
@@ -31,8 +32,9 @@ RL1_ALPHA = 0.0411
 #: (``ec.strength = "description_length"``), so alpha follows the number of
 #: training points N; the scale, twice BIC's cost for DRR and ten times
 #: it for PMMP, was chosen once on the reference teacher's validation split
-#: (docs/results.md, "Teacher recovery") and serves every teacher. RL1's L1
-#: weight prices magnitude, not a count, and is a fixed number (chosen there too).
+#: (docs/results/efficient_compression.md, "Teacher recovery") and serves
+#: every teacher. RL1's L1 weight prices magnitude, not a count, and is a
+#: fixed number (chosen there too).
 CODE_LENGTH = {"ec.gauss_loss": True}
 METHODS = {
     "none": CODE_LENGTH,

@@ -7,9 +7,9 @@ vmap over an integer seed array, so a sweep of seeds draws exactly the keys of
 each seed's single run.
 
 The stream numbers are those of the efficient-compression runs recorded in
-``docs/results.md`` (train 0, finetune 1, shrinking 3, the final pruning 4;
-the student's initialisation 43, the reference's ``seed + 43``), so those
-results reproduce bit for bit.
+``docs/results/efficient_compression.md`` (train 0, finetune 1, shrinking 3,
+the final pruning 4; the student's initialisation 43, the reference's
+``seed + 43``), so those results reproduce bit for bit.
 """
 
 from __future__ import annotations

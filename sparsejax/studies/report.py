@@ -2,7 +2,7 @@
 
 ``python -m sparsejax.studies.report --workdir=DIR [--columns a,b,...]`` prints
 the rows of ``DIR/runs.csv`` as a Markdown table (the tables of
-``docs/results.md`` are made this way) followed by the median of every
+``docs/results/`` are made this way) followed by the median of every
 numeric column per ``method`` and ``ec.alpha`` (the efficient-compression
 family's penalty weight; ``alpha`` in a ``runs.csv`` written before the
 family's fields moved to the ``ec`` sub-dict).
