@@ -123,6 +123,11 @@ def run_jaxpruner(network: str, row: dict) -> dict:
           "wall_s": time.time() - start_time}
 
 
+def selected(row: dict, only: set[str]) -> bool:
+  """Whether ``--only`` (methods, or ``method@density``; empty: every row) names the row."""
+  return not only or row["method"] in only or f"{row['method']}@{row['density']}" in only
+
+
 def mean_std(values: list[float]) -> str:
   if len(values) < 2:
     return f"{values[0]:.2f}"
@@ -152,7 +157,9 @@ def main(argv=None) -> None:
   p.add_argument("--network", choices=sorted(NETWORKS), required=True)
   p.add_argument("--workdir", default="workdirs/sparse_training")
   p.add_argument("--report", action="store_true", help="print the table of the rows so far")
-  p.add_argument("--only", default="", help="comma-separated methods to run (default all)")
+  p.add_argument("--only", default="",
+                 help="comma-separated rows to run, each a method (every density) or "
+                      "method@density, e.g. 'ste@0.05,sr_ste' (default all)")
   args = p.parse_args(argv)
   workdir = pathlib.Path(args.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +177,7 @@ def main(argv=None) -> None:
   # LeNet-300-100 STE row takes it about 40 minutes on 2 cores).
   for row in sorted(rows(), key=lambda r: r["method"] in ("ste", "sr_ste")):
     key = row_key(args.network, row)
-    if key in done or (only and row["method"] not in only):
+    if key in done or not selected(row, only):
       continue
     print(f"{key}: sparsejax ...", flush=True)
     ours = run_sparsejax(args.network, row, workdir)
