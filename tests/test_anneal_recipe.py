@@ -198,3 +198,90 @@ def test_filter_scores_by_hand():
                              [3.0, 0.5, 0.2])
   np.testing.assert_allclose(filters.filter_scores("magsign", final, init)["Conv_0"],
                              [3.0, -0.5, 0.2])
+
+
+# --------------------------------------------------------------------------
+# The search's evaluation and its checkpoints
+
+
+def test_the_first_layer_is_found_on_a_users_linen_model_and_refused_where_it_does_not_fit():
+  import flax.linen as nn
+  from flax import nnx
+  from sparsejax.models import adapter
+
+  class Mlp(nn.Module):  # a user's model: plain __call__, a bias on the first layer
+    scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+      x = x.reshape(x.shape[0], -1) * self.scale
+      return nn.Dense(3)(nn.relu(nn.Dense(5)(x)))
+
+  x = jax.random.normal(jax.random.key(0), (16, 2, 3))
+  y = jax.random.randint(jax.random.key(1), (16,), 0, 3)
+  # Dense_0 is the output layer (flax numbers modules as they are built): the first layer is
+  # Dense_1, after Dense_0's 5 x 3 kernel in the flat mask.
+  for scale, found in ((1.0, (("Dense_1",), 15)), (2.0, None)):  # x * 2 is not the input
+    model = adapter.adapt(Mlp(scale), x[:1])
+    params, state = model.init(jax.random.key(2), x)
+    masks = masks_lib.ones_like(params)
+    assert anneal.first_dense_layer(model, params, state, masks, x) == found
+  # Through the first layer, the accuracies equal the full evaluation's.
+  model = adapter.adapt(Mlp(), x[:1])
+  params, state = model.init(jax.random.key(2), x)
+  masks = masks_lib.ones_like(params)
+  from sparsejax.train.state import TrainState
+  trained = TrainState(0, params, (), state, (), masks)
+  first = anneal.first_dense_layer(model, params, state, masks, x)
+  fast = anneal.weight_evaluator(model, trained, masks, x, y, first)
+  full = anneal.weight_evaluator(model, trained, masks, x, y, None)
+  assert fast.incremental and not full.incremental
+  n = 6 * 5 + 5 * 3
+  mask = jax.random.bernoulli(jax.random.key(3), 0.5, (n,))
+  accuracy, cache = fast.full(mask)
+  assert float(accuracy) == float(full.full(mask)[0])
+  for key in range(5):
+    flipped = jax.random.choice(jax.random.key(key), n, (4,), replace=False)
+    flips = anneal.annealing.Flips(flipped, ~mask[flipped])
+    candidate = mask.at[flipped].set(~mask[flipped])
+    assert float(fast.update(cache, candidate, flips)[0]) == float(full.full(candidate)[0])
+
+  class Nnx(nnx.Module):
+    def __init__(self, rngs):
+      self.dense = nnx.Linear(6, 3, rngs=rngs)
+
+    def __call__(self, x):
+      return self.dense(x.reshape(x.shape[0], -1))
+  model = adapter.adapt(Nnx, x[:1])
+  params, state = model.init(jax.random.key(2), x)
+  assert anneal.first_dense_layer(model, params, state, masks_lib.ones_like(params), x) is None
+
+
+def test_an_interrupted_search_resumes_inside_the_stage_and_ends_with_the_same_masks(
+    tmp_path, monkeypatch):
+  from sparsejax.runner import program as program_lib
+  config = small("sa", **{"anneal.checkpoint_levels": 40, "finetuning_max_epochs": 0,
+                          "finetuning_min_epochs": 0})
+  [whole] = run(config, tmp_path / "whole")
+  saves = []
+  original = program_lib.Program.save
+
+  def stopping_save(self, content):
+    original(self, content)
+    if "progress" in content:
+      saves.append(int(content["progress"]["next_level"]))
+      if len(saves) == 2:
+        raise KeyboardInterrupt
+  monkeypatch.setattr(program_lib.Program, "save", stopping_save)
+  with pytest.raises(KeyboardInterrupt):
+    run(config, tmp_path / "parts")
+  assert saves == [40, 80]
+  monkeypatch.setattr(program_lib.Program, "save", original)
+  [resumed] = run(config, tmp_path / "parts")
+  for field in ("sa_best_mean", "sa_evaluations", "sa_accepted", "rewind_test_accuracy",
+                "final_test_accuracy"):
+    assert resumed[field] == whole[field], field
+  a = load_run(tmp_path / "whole", whole["run_id"]).state.masks
+  b = load_run(tmp_path / "parts", resumed["run_id"]).state.masks
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)

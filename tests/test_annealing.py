@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from sparsejax.pruning import annealing
 
@@ -96,25 +97,143 @@ def test_vmapped_chains_equal_single_chains():
       np.testing.assert_allclose(a, b[i], rtol=1e-6)
 
 
+def chain_at(mask, schedule, stored=()):
+  """A chain at ``mask`` whose memory holds ``stored`` (and the matching bookkeeping)."""
+  plan = annealing.plan_search(mask.shape[0], 1 - float(mask.mean()), schedule, (8,))
+  chain = annealing.init_chain(lambda m: jnp.asarray(0.0), jax.random.key(0), plan, schedule)
+  tabu = chain.tabu
+  if stored:
+    tabu = tabu.at[:len(stored)].set(jnp.stack([annealing.pack(m) for m in stored]))
+  filled = jnp.arange(schedule.tabu_size) < len(stored)
+  return chain._replace(mask=mask, packed=annealing.pack(mask), order=annealing._ones_first(mask),
+                        tabu=tabu, tabu_filled=filled,
+                        tabu_distance=annealing._distances(tabu, annealing.pack(mask)))
+
+
+def small_candidate(key, chain, n, schedule, ones, threshold=1):
+  move = annealing._propose_small(key, chain, n, threshold, 8, ones, schedule)
+  return chain.mask.at[move.flips.index].set(move.flips.turn_on, mode="drop"), move
+
+
 def test_the_tabu_memory_redraws_repeats():
   # From [1, 1, 0, 0] a one-swap move has 4 neighbours; with 3 of them in the
-  # memory, every proposal (enough attempts allowed) is the fourth.
+  # memory, every proposal (enough attempts allowed) is the fourth, by either move.
   current = jnp.asarray([True, True, False, False])
   neighbours = [jnp.asarray(m) for m in ([0, 1, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [1, 0, 0, 1])]
   neighbours = [m.astype(bool) for m in neighbours]
   schedule = annealing.Schedule(tabu_size=3, tabu_attempts=200)
-  chain = annealing.Chain(
-      mask=current, ave=0.0, level_sum=0.0, level_count=0, best_mask=current, best_mean=0.0,
-      tabu=jnp.stack([annealing.pack(m) for m in neighbours[:3]]), tabu_filled=jnp.ones(3, bool),
-      tabu_next=0,
-      evaluations=0, accepted=0)
+  chain = chain_at(current, schedule, neighbours[:3])
   for i in range(10):
     proposal = annealing._propose(jax.random.key(i), chain, 1, schedule)
     np.testing.assert_array_equal(proposal, neighbours[3])
+    proposal, move = small_candidate(jax.random.key(i), chain, 1, schedule, 2)
+    np.testing.assert_array_equal(proposal, neighbours[3])
+    # The small move's distances to the rows, from the current ones, are the true ones.
+    np.testing.assert_array_equal(move.distances, annealing._distances(
+        chain.tabu, annealing.pack(proposal)))
   # Within-n: a memory entry at Hamming distance 2 < n = 3 blocks candidates near it.
   near = chain._replace(tabu=jnp.stack([annealing.pack(current)] * 3))
   assert bool(annealing._is_tabu(near, neighbours[0], 3))
   assert not bool(annealing._is_tabu(near, neighbours[0], 1))
+
+
+def test_the_small_move_has_the_swap_moves_distribution():
+  # 12 ones and 28 zeros, n = 3: every candidate flips exactly 3 of each pool, each one
+  # with probability 3/12 and each zero with 3/28, as the select over every entry does.
+  mask = annealing.random_mask(jax.random.key(2), 40, 28)
+  schedule = annealing.Schedule(tabu_size=2)
+  chain = chain_at(mask, schedule)
+  keys = jax.random.split(jax.random.key(4), 3000)
+  flips = jax.jit(jax.vmap(lambda k: small_candidate(k, chain, 3, schedule, 12)[0] ^ mask))(keys)
+  reference = jax.jit(jax.vmap(lambda k: annealing.swap_move(k, mask, 3) ^ mask))(keys)
+  for moved in (flips, reference):
+    moved = np.asarray(moved)
+    np.testing.assert_array_equal(moved[:, np.asarray(mask)].sum(1), 3)
+    np.testing.assert_array_equal(moved[:, ~np.asarray(mask)].sum(1), 3)
+    # Uniform within each pool: a chi-square test on the flip counts (p > 0.001).
+    for pool in (np.asarray(mask), ~np.asarray(mask)):
+      counts = moved[:, pool].sum(0)
+      assert stats.chisquare(counts).pvalue > 1e-3
+  # Flip sets are distinct within a candidate even when collisions are likely (n = 8 of 12).
+  many = jax.jit(jax.vmap(lambda k: small_candidate(k, chain, 8, schedule, 12)[0] ^ mask))(
+      keys[:500])
+  np.testing.assert_array_equal(np.asarray(many)[:, np.asarray(mask)].sum(1), 8)
+
+
+def mlp_problem(dtype=jnp.float32):
+  """A bias-free 12-10-6-3 relu MLP, its data, and its flat-mask evaluation both ways."""
+  k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(7), 5)
+  w = [jax.random.normal(k, shape, dtype) / np.sqrt(shape[0])
+       for k, shape in ((k1, (12, 10)), (k2, (10, 6)), (k3, (6, 3)))]
+  x = jax.random.normal(k4, (200, 12), dtype)
+  y = jax.random.randint(k5, (200,), 0, 3)
+  sizes = np.cumsum([0] + [a.size for a in w])
+
+  def layers(flat):
+    return [jnp.where(flat[a:b].reshape(m.shape), m, 0) for a, b, m in zip(sizes, sizes[1:], w)]
+
+  def rest(h, flat):
+    _, w2, w3 = layers(flat)
+    return 100.0 * jnp.mean(jnp.argmax(jax.nn.relu(jax.nn.relu(h) @ w2) @ w3, -1) == y)
+
+  def evaluate(flat):
+    return rest(x @ layers(flat)[0], flat)
+  return int(sizes[-1]), evaluate, annealing.first_layer_evaluator(x, w[0], 0, rest)
+
+
+#: Moves of 99 entries down to 1 and back up (a reset at 5): full moves, then small moves
+#: of both capacities (4, 32), then full ones again.
+MLP_SCHEDULE = annealing.Schedule(t0=0.02, t_decay=0.97, levels=60, iters_start=2,
+                                  iters_growth=1.05, iters_cap=12, n_decay=0.8,
+                                  reset_below=0.05, tabu_size=6, tabu="within_n")
+
+
+def test_incremental_evaluation_equals_the_full_one_through_a_search():
+  # In float64 rounding cannot flip an argmax: every accuracy, hence every acceptance,
+  # is the full evaluation's, through full moves and small ones of every capacity.
+  with jax.enable_x64(True):
+    n, evaluate, incremental = mlp_problem(jnp.float64)
+    plan = annealing.plan_search(n, 0.5, MLP_SCHEDULE, (4, 32))
+    assert set(plan.tier.tolist()) == {0, 1, 2} and plan.rebuild.sum() >= 2
+    run = lambda e: jax.jit(lambda k: annealing.anneal(e, k, n, 0.5, MLP_SCHEDULE, (4, 32)))(
+        jax.random.key(3))  # noqa: E731
+    full, fast = run(evaluate), run(incremental)
+    assert int(full.accepted) > 20
+    for a, b in zip(full, fast):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_the_bookkeeping_holds_and_a_search_resumes_between_levels():
+  n, _, incremental = mlp_problem()
+  plan = annealing.plan_search(n, 0.7, MLP_SCHEDULE, (4, 32))
+  key = jax.random.key(11)
+
+  @jax.jit
+  def whole(key):
+    chain = annealing.init_chain(incremental, key, plan, MLP_SCHEDULE)
+    return annealing.run_levels(incremental, key, chain, plan, MLP_SCHEDULE)
+
+  @jax.jit
+  def in_parts(key):
+    chain = annealing.init_chain(incremental, key, plan, MLP_SCHEDULE)
+    # 25 levels, then the other 35 as two runs of 20 (the last padded with 5 idle levels).
+    means = []
+    for start, stop in ((0, 25), (25, 45), (45, 60)):
+      inputs = annealing.level_inputs(plan, start, stop, 25 if start == 0 else 20)
+      chain, part = annealing.run_levels(incremental, key, chain, plan, MLP_SCHEDULE, inputs)
+      means.append(part[:stop - start])
+    return chain, jnp.concatenate(means)
+  chain, means = whole(key)
+  for a, b in zip(jax.tree.leaves((chain, means)), jax.tree.leaves(in_parts(key))):
+    np.testing.assert_array_equal(a, b)
+  # The packed mask, the distances to the memory and the ones-first order match the mask.
+  np.testing.assert_array_equal(chain.packed, annealing.pack(chain.mask))
+  np.testing.assert_array_equal(chain.tabu_distance,
+                                annealing._distances(chain.tabu, chain.packed))
+  ones = n - int(n * 0.7)
+  assert bool(chain.mask[chain.order[:ones]].all()) and not bool(chain.mask[chain.order[ones:]].any())
+  assert sorted(np.asarray(chain.order).tolist()) == list(range(n))
+  assert int(chain.mask.sum()) == ones and int(chain.best_mask.sum()) == ones
 
 
 def test_the_swap_move_picks_uniformly():

@@ -39,12 +39,34 @@ The reference reloads the network from disk and masks it for every
 candidate; here the whole search is a ``lax.scan`` over levels of
 ``lax.while_loop`` s over candidates around a compiled masked evaluation, so
 it never leaves the device, and independent chains are one ``jax.vmap``.
+
+**A candidate costs what it changes** (:func:`plan_search`). The move size of
+every level is known before the search, so each level runs one of a few
+compiled moves, picked by ``lax.switch`` on an index that is the same for
+every vmapped chain (so it stays a branch, not a select):
+
+* a move of at most ``c`` entries per pool (``c`` in :data:`CAPACITIES`) draws
+  them by position in ``Chain.order`` (the ones first) with
+  :func:`_distinct_positions`: O(c) work, the same distribution as
+  :func:`swap_move`; the memory's distances are updated from the flipped
+  entries alone (the Hamming distance changes by +-1 per flipped entry);
+* an :class:`Evaluator` may update the accuracy from the flipped entries
+  (:func:`first_layer_evaluator`: the first layer's pre-activations, kept in
+  the chain, change by one input column per flipped weight); its cache is
+  recomputed in full at every level's end and every :data:`REFRESH_FLIPS`
+  flipped entries, so rounding does not accumulate;
+* larger moves use :func:`swap_move` over every entry and the full evaluation,
+  as before.
+
+:func:`run_levels` runs any range of levels from a chain, so a long search
+checkpoints between levels and resumes with the chain it would have had.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -154,7 +176,8 @@ def swap_move(key: jax.Array, mask: jax.Array, n) -> jax.Array:
   sort of the MLP's 266,200 entries costs about 80 ms on a CPU core).
   Entries tied at a threshold are taken in index order; the ranks that
   needs (two prefix sums over every entry) are computed only when a pool
-  has more tied entries than room.
+  has more tied entries than room. Its work is O(N) whatever ``n``: the
+  search uses it for large moves only (:func:`_propose_small` for the others).
   """
   return swap_by_bits(mask, prng.random_bits(key, mask.shape, 32), n)
 
@@ -185,8 +208,96 @@ def swap_by_bits(mask: jax.Array, bits: jax.Array, n) -> jax.Array:
   return mask ^ (below | take)
 
 
+# --------------------------------------------------------------------------
+# Evaluation: full, or updated by the flipped entries
+
+
+class Flips(NamedTuple):
+  """The entries a small move flips (static capacity; unused slots hold ``n_units``).
+
+  Attributes:
+    index: int32, the flipped entries of the flat mask (``n_units``: an unused slot).
+    turn_on: bool, ``True`` where the entry goes 0 -> 1, ``False`` where 1 -> 0.
+  """
+  index: jax.Array
+  turn_on: jax.Array
+
+
+class Evaluator(NamedTuple):
+  """A candidate's accuracy, computed in full or updated from the current mask's cache.
+
+  Attributes:
+    full: ``mask -> (accuracy %, cache)``.
+    update: ``(cache of the current mask, candidate mask, Flips) -> (accuracy %, cache)``;
+      the candidate differs from the current mask in exactly the flipped entries.
+    incremental: whether ``update`` is cheaper than ``full`` (then the cache is
+      recomputed in full at every level's end and every ``refresh_flips`` flipped
+      entries within a level, so rounding never accumulates).
+  """
+  full: Callable[[jax.Array], tuple[jax.Array, Any]]
+  update: Callable[[Any, jax.Array, Flips], tuple[jax.Array, Any]]
+  incremental: bool = False
+
+
+def plain_evaluator(evaluate: Callable[[jax.Array], jax.Array]) -> Evaluator:
+  """An :class:`Evaluator` that evaluates every candidate in full."""
+  return Evaluator(full=lambda mask: (evaluate(mask), ()),
+                   update=lambda cache, mask, flips: (evaluate(mask), ()))
+
+
+def first_layer_evaluator(x: jax.Array, kernel: jax.Array, offset: int,
+                          rest: Callable[[jax.Array, jax.Array], jax.Array]) -> Evaluator:
+  """Incremental evaluation through a first Dense layer on the flattened input.
+
+  The masked network's first pre-activations :math:`H = X (W \\odot M)` (without
+  the bias) are the cache, stored transposed (units, examples). A candidate
+  that flips entries :math:`(i, j)` of :math:`M` changes column :math:`j` of
+  :math:`H` by :math:`\\pm W_{ij} X_{:, i}`: a gather of the flipped entries'
+  input columns and a scatter-add, :math:`O(B)` per flipped entry instead of
+  :math:`O(B \\cdot d_{in} d_{out})` for the layer; the rest of the network is
+  computed as usual from :math:`H`.
+
+  Args:
+    x: the evaluation inputs, flattened ``(B, d_in)``.
+    kernel: the first layer's kernel ``(d_in, d_out)``.
+    offset: where the kernel's entries start in the flat mask (row-major).
+    rest: ``(H (B, d_out), mask) -> accuracy %``: the network from the first
+      layer's output on (adding its bias, if any).
+  """
+  d_in, d_out = kernel.shape
+  size = d_in * d_out
+  x_rows = x.T  # (d_in, B): a flipped entry's input column is a contiguous row
+
+  def first(mask):
+    m = jax.lax.dynamic_slice_in_dim(mask, offset, size).reshape(d_in, d_out)
+    return (x @ jnp.where(m, kernel, 0)).T
+
+  def full(mask):
+    h = first(mask)
+    return rest(h.T, mask), h
+
+  def update(h, mask, flips: Flips):
+    local = flips.index - offset
+    inside = (local >= 0) & (local < size)
+    i, j = jnp.where(inside, local // d_out, 0), jnp.where(inside, local % d_out, 0)
+    weight = jnp.where(flips.turn_on, kernel[i, j], -kernel[i, j])
+    h = h.at[jnp.where(inside, j, d_out)].add(weight[:, None] * x_rows[i], mode="drop")
+    return rest(h.T, mask), h
+  return Evaluator(full=full, update=update, incremental=True)
+
+
+# --------------------------------------------------------------------------
+# The chain
+
+
 class Chain(NamedTuple):
-  """A chain's state between candidates."""
+  """A chain's state between candidates.
+
+  The mask is also kept bit-packed (the tabu memory's rows are packed masks),
+  with its Hamming distance to every row of the memory, and as ``order``, a
+  permutation of the entries with the ones first (positions ``[0, K)``), so a
+  small move draws its entries by position.
+  """
   mask: jax.Array          # the current mask
   ave: jax.Array           # the running mean of the level's accepted accuracies
   level_sum: jax.Array
@@ -196,6 +307,10 @@ class Chain(NamedTuple):
   tabu: jax.Array          # (tabu_size, ceil(N / 8)) recent candidates, bit-packed
   tabu_filled: jax.Array   # (tabu_size,) which rows hold a candidate
   tabu_next: jax.Array     # the row the next candidate goes to
+  tabu_distance: jax.Array  # (tabu_size,) Hamming distance from the mask to each row
+  packed: jax.Array        # the mask, bit-packed
+  order: jax.Array         # int32[N], the ones' entries first
+  cache: Any               # the evaluator's cache for the mask
   evaluations: jax.Array
   accepted: jax.Array
 
@@ -226,95 +341,388 @@ def accept(key: jax.Array, ave, accuracy, temperature) -> jax.Array:
 
 
 def pack(mask: jax.Array) -> jax.Array:
-  """A boolean mask as bytes (8 entries each), as the tabu memory stores it."""
+  """A boolean mask as bytes (8 entries each, the first in the high bit), as the tabu
+  memory stores it."""
   return jnp.packbits(mask)
+
+
+def _distances(tabu: jax.Array, packed: jax.Array) -> jax.Array:
+  """Hamming distance from a packed mask to every row of the memory."""
+  return jnp.sum(jax.lax.population_count(tabu ^ packed[None, :]), axis=1, dtype=jnp.int32)
 
 
 def _is_tabu(chain: Chain, candidate: jax.Array, threshold) -> jax.Array:
   """Whether a stored candidate lies within Hamming distance ``< threshold``."""
-  differing = jax.lax.population_count(chain.tabu ^ pack(candidate)[None, :])
-  distances = jnp.sum(differing.astype(jnp.int32), axis=1)
-  return jnp.any(chain.tabu_filled & (distances < threshold))
+  return jnp.any(chain.tabu_filled & (_distances(chain.tabu, pack(candidate)) < threshold))
 
 
 def _propose(key, chain: Chain, n, schedule: Schedule) -> jax.Array:
   """A swap move outside the tabu memory (or the last of ``tabu_attempts`` tries)."""
-  threshold = 1 if schedule.tabu == "exact" else n
+  candidate, _, _ = _propose_full(key, chain, n, _tabu_threshold(schedule, n), schedule)
+  return candidate
+
+
+def _tabu_threshold(schedule: Schedule, n):
+  return 1 if schedule.tabu == "exact" else n
+
+
+def _propose_full(key, chain: Chain, n, threshold, schedule: Schedule):
+  """:func:`_propose` by :func:`swap_move` over every entry; also returns the candidate
+  packed and its distances to the memory's rows."""
+  def draw(k):
+    candidate = swap_move(k, chain.mask, n)
+    packed = pack(candidate)
+    return candidate, packed, _distances(chain.tabu, packed)
 
   def cond(carry):
-    attempt, _, candidate = carry
-    return (attempt < schedule.tabu_attempts) & _is_tabu(chain, candidate, threshold)
+    attempt, _, (_, _, distances) = carry
+    return (attempt < schedule.tabu_attempts) & jnp.any(chain.tabu_filled
+                                                        & (distances < threshold))
 
   def body(carry):
     attempt, k, _ = carry
     k, sub = jax.random.split(k)
-    return attempt + 1, k, swap_move(sub, chain.mask, n)
+    return attempt + 1, k, draw(sub)
 
   key, sub = jax.random.split(key)
-  _, _, candidate = jax.lax.while_loop(cond, body, (1, key, swap_move(sub, chain.mask, n)))
-  return candidate
+  _, _, proposal = jax.lax.while_loop(cond, body, (1, key, draw(sub)))
+  return proposal
 
 
-def anneal(evaluate: Callable[[jax.Array], jax.Array], key: jax.Array, n_units: int,
-           sparsity: float, schedule: Schedule = CNN_SCHEDULE) -> Result:
-  """Runs one chain of the search (module docstring); traceable, vmappable over ``key``.
+def _distinct_positions(key, valid: jax.Array, low: int, high: int) -> jax.Array:
+  """Uniform draws from ``[low, high)``, distinct over the ``valid`` slots.
 
-  Args:
-    evaluate: ``mask (bool[N]) -> accuracy in %`` of the masked network on
-      the evaluation subset (compiled into the loop).
-    key: the chain's PRNG key.
-    n_units: ``N``.
-    sparsity: the share of zeros; the mask has ``int(N * sparsity)`` of them.
-    schedule: the constants (:data:`CNN_SCHEDULE`, :data:`MLP_SCHEDULE`).
+  Every slot draws at random; a valid slot whose value an earlier valid slot
+  already holds draws again, until none does. The result is a uniformly random
+  set of ``sum(valid)`` positions: the procedure treats every position alike,
+  so its distribution over sets is invariant under their permutations.
   """
+  slots = jnp.arange(valid.shape[0])
+
+  def repeated(values):
+    v = jnp.where(valid, values, high + slots)  # unused slots: distinct sentinels
+    order = jnp.argsort(v, stable=True)
+    sorted_v = v[order]
+    later = jnp.concatenate([jnp.zeros(1, bool), sorted_v[1:] == sorted_v[:-1]])
+    return jnp.zeros_like(valid).at[order].set(later)
+
+  def body(carry):
+    k, values, again = carry
+    k, sub = jax.random.split(k)
+    values = jnp.where(again, jax.random.randint(sub, values.shape, low, high), values)
+    return k, values, repeated(values)
+
+  key, sub = jax.random.split(key)
+  values = jax.random.randint(sub, valid.shape, low, high)
+  _, values, _ = jax.lax.while_loop(lambda c: jnp.any(c[2]), body,
+                                    (key, values, repeated(values)))
+  return values
+
+
+class _SmallMove(NamedTuple):
+  off: jax.Array        # positions in [0, K) of the ones switched off
+  on: jax.Array         # positions in [K, N) of the zeros switched on
+  flips: Flips
+  distances: jax.Array  # the candidate's Hamming distances to the memory's rows
+
+
+def _propose_small(key, chain: Chain, n_eff, threshold, capacity: int, n_ones: int,
+                   schedule: Schedule) -> _SmallMove:
+  """A swap move of ``n_eff <= capacity`` entries per pool in O(capacity) work.
+
+  The ``n_eff`` ones switched off are distinct uniform positions of ``order``'s
+  first ``K`` entries, the zeros switched on distinct positions of the rest, so
+  the move has :func:`swap_move`'s distribution. The distances to the memory's
+  rows follow from the current ones: flipping an entry adds 1 where the row
+  agrees with the current mask and subtracts 1 where it does not.
+  """
+  n_units = chain.mask.shape[0]
+  valid = jnp.arange(capacity) < n_eff
+  both = jnp.concatenate([valid, valid])
+  turn_on = jnp.concatenate([jnp.zeros(capacity, bool), jnp.ones(capacity, bool)])
+
+  def draw(k):
+    k_off, k_on = jax.random.split(k)
+    off = _distinct_positions(k_off, valid, 0, n_ones)
+    on = _distinct_positions(k_on, valid, n_ones, n_units)
+    index = chain.order[jnp.concatenate([off, on])]
+    stored = (chain.tabu[:, index >> 3] >> (7 - (index & 7)).astype(jnp.uint8)) & 1
+    disagree = jnp.sum(both & (stored.astype(bool) == turn_on), axis=1, dtype=jnp.int32)
+    distances = chain.tabu_distance + (2 * n_eff - 2 * disagree).astype(jnp.int32)
+    return _SmallMove(off, on, Flips(jnp.where(both, index, n_units), turn_on), distances)
+
+  def cond(carry):
+    attempt, _, move = carry
+    return (attempt < schedule.tabu_attempts) & jnp.any(chain.tabu_filled
+                                                        & (move.distances < threshold))
+
+  def body(carry):
+    attempt, k, _ = carry
+    k, sub = jax.random.split(k)
+    return attempt + 1, k, draw(sub)
+
+  key, sub = jax.random.split(key)
+  _, _, move = jax.lax.while_loop(cond, body, (1, key, draw(sub)))
+  return move
+
+
+def _flip_packed(packed: jax.Array, flips: Flips) -> jax.Array:
+  """The packed mask with ``flips`` applied (distinct bits: adding them modulo 256 sets or
+  clears each)."""
+  bit = (jnp.uint8(1) << (7 - (flips.index & 7)).astype(jnp.uint8))
+  delta = jnp.where(flips.turn_on, bit, jnp.uint8(0) - bit)
+  return packed.at[flips.index >> 3].add(delta, mode="drop")
+
+
+# --------------------------------------------------------------------------
+# The search
+
+#: The small moves' capacities: a level whose move flips ``n`` entries per pool
+#: uses the smallest capacity ``>= n`` (its work is proportional to it), or the
+#: full :func:`swap_move` above the largest.
+CAPACITIES = (8, 32, 128, 512, 1024, 2048)
+#: With an incremental evaluator, the cache is recomputed in full whenever the
+#: candidates of a level have flipped this many entries since the last time.
+REFRESH_FLIPS = 1 << 16
+
+
+class Plan(NamedTuple):
+  """The search's per-level inputs, fixed before it starts (numpy arrays over levels).
+
+  Attributes:
+    iterations, temperatures: :func:`level_schedule`.
+    sizes: the move size ``n`` (:func:`neighbourhood_sizes`).
+    flips: ``n`` cut to the smaller pool (the entries flipped per pool).
+    tier: the index in ``capacities`` of the level's small move, or
+      ``len(capacities)`` for the full :func:`swap_move`.
+    rebuild: whether ``order`` is rebuilt at the level's start (a small move after
+      full ones, which do not maintain it).
+    n_units, n_pruned: ``N`` and the zeros of the mask.
+    capacities: the small moves' capacities.
+  """
+  iterations: np.ndarray
+  temperatures: np.ndarray
+  sizes: np.ndarray
+  flips: np.ndarray
+  tier: np.ndarray
+  rebuild: np.ndarray
+  n_units: int
+  n_pruned: int
+  capacities: tuple[int, ...]
+
+  @property
+  def levels(self) -> int:
+    return len(self.iterations)
+
+
+def plan_search(n_units: int, sparsity: float, schedule: Schedule,
+                capacities: Sequence[int] = CAPACITIES) -> Plan:
+  """The per-level inputs of a search over ``n_units`` entries at ``sparsity``."""
   if schedule.tabu not in TABU_RULES:
     raise ValueError(f"tabu must be one of {TABU_RULES}, got {schedule.tabu!r}")
+  capacities = tuple(sorted(capacities))
   n_pruned = int(n_units * sparsity)
   iterations, temperatures = level_schedule(schedule)
   sizes = neighbourhood_sizes(n_units - n_pruned, len(iterations), schedule.n_decay,
                               schedule.reset_below, schedule.reset_to)
-  start_key, key = jax.random.split(key)
-  mask = random_mask(start_key, n_units, n_pruned)
-  dtype = jnp.float32
-  chain = Chain(mask=mask, ave=jnp.asarray(schedule.start_accuracy, dtype),
-                level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32),
-                best_mask=mask, best_mean=jnp.asarray(-jnp.inf, dtype),
-                tabu=jnp.zeros((schedule.tabu_size, -(-n_units // 8)), jnp.uint8),
-                tabu_filled=jnp.zeros(schedule.tabu_size, bool),
-                tabu_next=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
-                accepted=jnp.zeros((), jnp.int32))
+  flips = np.minimum(sizes, min(n_pruned, n_units - n_pruned))
+  tier = np.searchsorted(np.asarray(capacities, np.int64), flips).astype(np.int32)
+  small = tier < len(capacities)
+  rebuild = small & ~np.concatenate([[False], small[:-1]])
+  return Plan(iterations, temperatures, sizes.astype(np.int32), flips.astype(np.int32), tier,
+              rebuild, n_units, n_pruned, capacities)
 
-  def candidate_step(level_key, n, temperature):
+
+def init_chain(evaluate: Evaluator | Callable, key: jax.Array, plan: Plan,
+               schedule: Schedule) -> Chain:
+  """A chain at its start: a uniformly random mask (from ``key``'s first split)."""
+  evaluator = _as_evaluator(evaluate)
+  start_key, _ = jax.random.split(key)
+  mask = random_mask(start_key, plan.n_units, plan.n_pruned)
+  dtype = jnp.float32
+  tabu_size = schedule.tabu_size
+  return Chain(mask=mask, ave=jnp.asarray(schedule.start_accuracy, dtype),
+               level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32),
+               best_mask=mask, best_mean=jnp.asarray(-jnp.inf, dtype),
+               tabu=jnp.zeros((tabu_size, -(-plan.n_units // 8)), jnp.uint8),
+               tabu_filled=jnp.zeros(tabu_size, bool), tabu_next=jnp.zeros((), jnp.int32),
+               tabu_distance=jnp.zeros(tabu_size, jnp.int32), packed=pack(mask),
+               order=_ones_first(mask), cache=evaluator.full(mask)[1],
+               evaluations=jnp.zeros((), jnp.int32), accepted=jnp.zeros((), jnp.int32))
+
+
+def _as_evaluator(evaluate) -> Evaluator:
+  return evaluate if isinstance(evaluate, Evaluator) else plain_evaluator(evaluate)
+
+
+def _ones_first(mask: jax.Array) -> jax.Array:
+  return jnp.argsort(~mask, stable=True).astype(jnp.int32)
+
+
+def _select(ok, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def _record(chain: Chain, ok, accuracy, n_eff, packed_candidate, distances) -> Chain:
+  """The running mean, the counters and the memory after a candidate (``ok``: accepted)."""
+  level_sum = chain.level_sum + jnp.where(ok, accuracy, 0)
+  level_count = chain.level_count + ok
+  row = chain.tabu_next
+  distance = jnp.where(ok, distances, chain.tabu_distance).at[row].set(
+      jnp.where(ok, 0, 2 * n_eff))
+  return chain._replace(
+      ave=jnp.where(ok, level_sum / jnp.maximum(level_count, 1), chain.ave),
+      level_sum=level_sum, level_count=level_count,
+      tabu=chain.tabu.at[row].set(packed_candidate),
+      tabu_filled=chain.tabu_filled.at[row].set(True),
+      tabu_next=(row + 1) % chain.tabu_filled.shape[0], tabu_distance=distance,
+      evaluations=chain.evaluations + 1, accepted=chain.accepted + ok)
+
+
+class LevelInputs(NamedTuple):
+  """The per-level inputs of a run of consecutive levels (arrays over those levels).
+
+  ``count`` is 0 on padding levels, which run no candidate.
+  """
+  index: jax.Array
+  count: jax.Array
+  n: jax.Array
+  n_eff: jax.Array
+  temperature: jax.Array
+  move: jax.Array      # index into the plan's moves (:func:`plan_moves`)
+  rebuild: jax.Array
+
+
+def plan_moves(plan: Plan) -> list[int]:
+  """The tiers the plan's levels use, in order: a level's ``move`` indexes this list."""
+  return sorted(set(plan.tier.tolist()))
+
+
+def level_inputs(plan: Plan, start: int = 0, stop: int | None = None,
+                 length: int | None = None) -> LevelInputs:
+  """The inputs of levels ``[start, stop)``, padded to ``length`` levels (default: none)."""
+  stop = plan.levels if stop is None else stop
+  length = stop - start if length is None else length
+  levels = np.arange(start, start + length)
+  real = levels < stop
+  at = np.minimum(levels, plan.levels - 1)
+  moves = np.searchsorted(plan_moves(plan), plan.tier[at])
+  return LevelInputs(
+      index=jnp.asarray(levels, jnp.int32),
+      count=jnp.asarray(np.where(real, plan.iterations[at], 0), jnp.int32),
+      n=jnp.asarray(plan.sizes[at], jnp.int32), n_eff=jnp.asarray(plan.flips[at], jnp.int32),
+      temperature=jnp.asarray(plan.temperatures[at], jnp.float32),
+      move=jnp.asarray(moves, jnp.int32), rebuild=jnp.asarray(real & plan.rebuild[at]))
+
+
+def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, plan: Plan,
+               schedule: Schedule, inputs: LevelInputs | None = None
+               ) -> tuple[Chain, jax.Array]:
+  """The levels of ``inputs`` (default: every level) from ``chain``; returns the chain and
+  their level means. Traceable, vmappable over ``key`` and ``chain``; running the levels
+  in several calls gives the chain of one call (every candidate's key derives from
+  ``key``, its level and its index), so a search resumes between levels. ``inputs`` may
+  be traced: one compiled program serves every run of the same length."""
+  evaluator = _as_evaluator(evaluate)
+  inputs = level_inputs(plan) if inputs is None else inputs
+  n_ones = plan.n_units - plan.n_pruned
+  dtype = jnp.float32
+  _, key = jax.random.split(key)
+
+  def finish(chain: Chain, ok, accuracy, cache, n_eff, mask, packed, distances) -> Chain:
+    chain = _record(chain, ok, accuracy, n_eff, packed, distances)
+    return chain._replace(mask=jnp.where(ok, mask, chain.mask),
+                          packed=jnp.where(ok, packed, chain.packed),
+                          cache=_select(ok, cache, chain.cache))
+
+  def full_step(level_key, n, n_eff, temperature):
+    threshold = _tabu_threshold(schedule, n)
+
     def step(i, chain: Chain) -> Chain:
       propose_key, accept_key = jax.random.split(jax.random.fold_in(level_key, i))
-      candidate = _propose(propose_key, chain, n, schedule)
-      accuracy = evaluate(candidate).astype(dtype)
+      candidate, packed, distances = _propose_full(propose_key, chain, n, threshold, schedule)
+      accuracy, cache = evaluator.full(candidate)
+      accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      level_sum = chain.level_sum + jnp.where(ok, accuracy, 0)
-      level_count = chain.level_count + ok
-      return chain._replace(
-          mask=jnp.where(ok, candidate, chain.mask),
-          ave=jnp.where(ok, level_sum / jnp.maximum(level_count, 1), chain.ave),
-          level_sum=level_sum, level_count=level_count,
-          tabu=chain.tabu.at[chain.tabu_next].set(pack(candidate)),
-          tabu_filled=chain.tabu_filled.at[chain.tabu_next].set(True),
-          tabu_next=(chain.tabu_next + 1) % schedule.tabu_size,
-          evaluations=chain.evaluations + 1, accepted=chain.accepted + ok)
+      return finish(chain, ok, accuracy, cache, n_eff, candidate, packed, distances)
     return step
 
+  def small_step(capacity, level_key, n, n_eff, temperature):
+    threshold = _tabu_threshold(schedule, n)
+    every = jnp.maximum(1, REFRESH_FLIPS // (2 * jnp.maximum(n_eff, 1)))
+
+    def step(i, chain: Chain) -> Chain:
+      propose_key, accept_key = jax.random.split(jax.random.fold_in(level_key, i))
+      move = _propose_small(propose_key, chain, n_eff, threshold, capacity, n_ones, schedule)
+      flips = move.flips
+      candidate = chain.mask.at[flips.index].set(flips.turn_on, mode="drop")
+      packed = _flip_packed(chain.packed, flips)
+      accuracy, cache = evaluator.update(chain.cache, candidate, flips)
+      accuracy = accuracy.astype(dtype)
+      ok = accept(accept_key, chain.ave, accuracy, temperature)
+      chain = finish(chain, ok, accuracy, cache, n_eff, candidate, packed, move.distances)
+      taken = ok & (jnp.arange(capacity) < n_eff)
+      off_entries, on_entries = flips.index[:capacity], flips.index[capacity:]
+      order = chain.order.at[jnp.where(taken, move.off, plan.n_units)].set(
+          on_entries, mode="drop").at[jnp.where(taken, move.on, plan.n_units)].set(
+              off_entries, mode="drop")
+      chain = chain._replace(order=order)
+      if not evaluator.incremental:
+        return chain
+      return jax.lax.cond((i + 1) % every == 0, refresh, lambda c: c, chain)
+    return step
+
+  def refresh(chain: Chain) -> Chain:
+    return chain._replace(cache=evaluator.full(chain.mask)[1])
+
   def level(chain: Chain, inputs):
-    index, count, n, temperature = inputs
-    chain = chain._replace(level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32))
-    chain = jax.lax.fori_loop(0, count, candidate_step(jax.random.fold_in(key, index), n,
-                                                       temperature), chain)
-    better = chain.ave > chain.best_mean
-    chain = chain._replace(best_mask=jnp.where(better, chain.mask, chain.best_mask),
-                           best_mean=jnp.where(better, chain.ave, chain.best_mean))
+    # A padding level (no candidate) leaves the chain as it is.
+    chain = jax.lax.cond(inputs[1] > 0, lambda c: run_level(c, inputs), lambda c: c, chain)
     return chain, chain.ave
 
-  chain, level_means = jax.lax.scan(
-      level, chain, (jnp.arange(len(iterations)), jnp.asarray(iterations),
-                     jnp.asarray(sizes, jnp.int32), jnp.asarray(temperatures)))
+  def run_level(chain: Chain, inputs) -> Chain:
+    index, count, n, n_eff, temperature, move, rebuild = inputs
+    level_key = jax.random.fold_in(key, index)
+    chain = chain._replace(level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32))
+    chain = jax.lax.cond(rebuild, lambda c: c._replace(order=_ones_first(c.mask)),
+                         lambda c: c, chain)
+    makes = [functools.partial(small_step, capacity) for capacity in plan.capacities]
+    makes.append(full_step)
+    branches = [lambda c, make=makes[t]: jax.lax.fori_loop(
+        0, count, make(level_key, n, n_eff, temperature), c) for t in plan_moves(plan)]
+    chain = jax.lax.switch(move, branches, chain) if len(branches) > 1 else branches[0](chain)
+    if evaluator.incremental:
+      chain = refresh(chain)
+    better = chain.ave > chain.best_mean
+    return chain._replace(best_mask=jnp.where(better, chain.mask, chain.best_mask),
+                          best_mean=jnp.where(better, chain.ave, chain.best_mean))
+
+  return jax.lax.scan(level, chain, tuple(inputs))
+
+
+def result(chain: Chain, level_means: jax.Array) -> Result:
+  """The :class:`Result` of a finished chain and its level means."""
   return Result(best_mask=chain.best_mask, best_mean=chain.best_mean, mask=chain.mask,
                 level_means=level_means, evaluations=chain.evaluations,
                 accepted=chain.accepted)
+
+
+def anneal(evaluate: Evaluator | Callable[[jax.Array], jax.Array], key: jax.Array,
+           n_units: int, sparsity: float, schedule: Schedule = CNN_SCHEDULE,
+           capacities: Sequence[int] = CAPACITIES) -> Result:
+  """Runs one chain of the search (module docstring); traceable, vmappable over ``key``.
+
+  Args:
+    evaluate: ``mask (bool[N]) -> accuracy in %`` of the masked network on
+      the evaluation subset (compiled into the loop), or an :class:`Evaluator`
+      that updates it from the flipped entries (:func:`first_layer_evaluator`).
+    key: the chain's PRNG key.
+    n_units: ``N``.
+    sparsity: the share of zeros; the mask has ``int(N * sparsity)`` of them.
+    schedule: the constants (:data:`CNN_SCHEDULE`, :data:`MLP_SCHEDULE`).
+    capacities: the small moves' capacities (``()``: every move by :func:`swap_move`).
+  """
+  plan = plan_search(n_units, sparsity, schedule, capacities)
+  chain = init_chain(evaluate, key, plan, schedule)
+  chain, level_means = run_levels(evaluate, key, chain, plan, schedule)
+  return result(chain, level_means)

@@ -56,6 +56,9 @@ x0.1 at 30 and 60).
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -71,6 +74,7 @@ from sparsejax.models import init as init_lib
 from sparsejax.pruning import annealing, filters, saliency
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
 from sparsejax.train import selection
+from sparsejax.train import driver
 from sparsejax.train.driver import Phase
 from sparsejax.train.loop import steps_per_epoch
 from sparsejax.train.optimizers import build_optimizer
@@ -92,6 +96,7 @@ def defaults() -> dict:
   a.eval_examples = 2000         # sa: accuracy on the first n training images
   a.weight_init = "torch"        # initial weights: torch (the study's PyTorch defaults) or flax
   a.snip_batch = 64              # snip: the batch the gradient is taken on
+  a.checkpoint_levels = 250      # sa: a checkpoint every this many temperature levels
   a.momentum = 0.0               # SGD momentum
   a.weight_decay = 0.0           # coupled weight decay
   a.lr_decay_epochs = ()         # epochs at which the learning rate is multiplied by ...
@@ -127,7 +132,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"0 for optimizer {config.optimizer!r} (only 'sgd' takes a momentum)")
   require(0 < a.sparsity < 1, "anneal.sparsity", a.sparsity, "in (0, 1)")
   require(a.k_epochs >= 0, "anneal.k_epochs", a.k_epochs, ">= 0")
-  for name in ("eval_examples", "snip_batch", "levels", "tabu_size", "tabu_attempts"):
+  for name in ("eval_examples", "snip_batch", "levels", "tabu_size", "tabu_attempts",
+               "checkpoint_levels"):
     require(a[name] >= 1, f"anneal.{name}", a[name], ">= 1")
   for name in ("t0", "iters_start"):
     require(a[name] > 0, f"anneal.{name}", a[name], "> 0")
@@ -171,36 +177,162 @@ def filter_masks(flat: jax.Array, model, params, masks):
 
 
 # --------------------------------------------------------------------------
+# The search's evaluation
+
+
+def first_dense_layer(model, params, model_state, masks, x) -> tuple[tuple, int] | None:
+  """``(module path, flat offset)`` of a first layer the search can update incrementally.
+
+  That is the first 2-D prunable kernel ``(d_in, d_out)`` (in leaf order) with
+  ``d_in`` the flattened input's size such that the model's outputs computed from
+  :math:`X W (+ b)` put in place of the layer's output (a linen method
+  interceptor) equal its plain outputs on ``x``; checked numerically, once,
+  on concrete arrays. ``None`` when no layer qualifies, or for an NNX model
+  (the search then evaluates every candidate in full).
+  """
+  if getattr(model, "kind", "linen") != "linen":
+    return None
+  flat_x = x.reshape(x.shape[0], -1)
+  offset = 0
+  for (path, kernel), m in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                               jax.tree.leaves(masks, is_leaf=lambda leaf: leaf is None)):
+    if m is None:
+      continue
+    names = tuple(masks_lib.path_str(path).split("/"))
+    if kernel.ndim == 2 and kernel.shape[0] == flat_x.shape[1] and names[-1] == "kernel":
+      module = names[:-1]
+      plain, _ = apply_model(model, params, model_state, x, train=False)
+      replaced = _with_first_layer(model, params, model_state, x, module, flat_x @ kernel)
+      if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
+        return module, offset
+    offset += m.size
+  return None
+
+
+def _with_first_layer(model, params, model_state, x, module: tuple, h):
+  """The model's outputs with ``h`` (plus the layer's bias) as the output of ``module``."""
+  layer = params
+  for name in module:
+    layer = layer[name]
+  output = h + layer["bias"] if "bias" in layer else h
+
+  def interceptor(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and tuple(context.module.path) == module:
+      return output.astype(h.dtype)
+    return next_fun(*args, **kwargs)
+  with nn.intercept_methods(interceptor):
+    outputs, _ = apply_model(model, params, model_state, x, train=False)
+  return outputs
+
+
+def weight_evaluator(model, trained: TrainState, masks, x, y, first) -> annealing.Evaluator:
+  """The search's accuracy (%) of the trained network masked by a flat weight mask:
+  updated through the first layer when ``first`` (:func:`first_dense_layer`) names one,
+  else computed in full."""
+  def accuracy(outputs):
+    return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
+
+  def masked(flat_mask):
+    return masks_lib.apply(masks_lib.unflatten_like(flat_mask, masks), trained.params)
+
+  def evaluate(flat_mask):
+    outputs, _ = apply_model(model, masked(flat_mask), trained.model_state, x, train=False)
+    return accuracy(outputs)
+  if first is None:
+    return annealing.plain_evaluator(evaluate)
+  module, offset = first
+  kernel = trained.params
+  for name in (*module, "kernel"):
+    kernel = kernel[name]
+
+  def rest(h, flat_mask):
+    return accuracy(_with_first_layer(model, masked(flat_mask), trained.model_state, x,
+                                      module, h))
+  return annealing.first_layer_evaluator(x.reshape(x.shape[0], -1), kernel, offset, rest)
+
+
+# --------------------------------------------------------------------------
 # The search stage
 
 
-def make_search(config: ml_collections.ConfigDict, program):
-  """``(trained, initial, key, data) -> (mask tree, statistics)`` for one seed."""
+def _to_tree(config, model, trained: TrainState, initial: TrainState):
+  """``flat mask -> mask tree``: over the weights, or over the filters (:func:`filter_masks`)."""
+  if config.anneal.units == "filters":
+    return lambda flat: filter_masks(flat, model, trained.params, initial.masks)
+  return lambda flat: masks_lib.unflatten_like(flat, initial.masks)
+
+
+class AnnealingSearch(NamedTuple):
+  """The simulated-annealing search of one seed, in parts that resume between levels.
+
+  Attributes:
+    plan: its per-level inputs (:func:`sparsejax.pruning.annealing.plan_search`).
+    init: ``(trained, initial, key, data) -> Chain``.
+    run: ``(trained, initial, chain, key, level inputs, data) -> (chain, level means)``.
+    finish: ``(trained, initial, chain) -> (mask tree, statistics)``: the best mask.
+  """
+  plan: annealing.Plan
+  init: Callable
+  run: Callable
+  finish: Callable
+
+
+def annealing_search(config: ml_collections.ConfigDict, program, n_units: int,
+                     first=None) -> AnnealingSearch:
+  """The search over ``n_units`` weights or filters; ``first``: the first layer the weight
+  search updates incrementally (:func:`first_dense_layer`)."""
+  a = config.anneal
+  model = program.model
+  schedule = schedule_of(config)
+  plan = annealing.plan_search(n_units, a.sparsity, schedule)
+
+  def evaluator(trained: TrainState, initial: TrainState, data) -> annealing.Evaluator:
+    x, y = data.train.x[:a.eval_examples], data.train.y[:a.eval_examples]
+    if a.units == "weights":
+      return weight_evaluator(model, trained, initial.masks, x, y, first)
+    to_tree = _to_tree(config, model, trained, initial)
+
+    def evaluate(flat_mask):
+      params = masks_lib.apply(to_tree(flat_mask), trained.params)
+      outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
+      return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
+    return annealing.plain_evaluator(evaluate)
+
+  def init(trained, initial, key, data):
+    return annealing.init_chain(evaluator(trained, initial, data), key, plan, schedule)
+
+  def run(trained, initial, chain, key, inputs, data):
+    return annealing.run_levels(evaluator(trained, initial, data), key, chain, plan, schedule,
+                                inputs)
+
+  def finish(trained, initial, chain):
+    stats = {"sa_best_mean": chain.best_mean, "sa_evaluations": chain.evaluations,
+             "sa_accepted": chain.accepted}
+    return _to_tree(config, model, trained, initial)(chain.best_mask), stats
+  return AnnealingSearch(plan, init, run, finish)
+
+
+def make_search(config: ml_collections.ConfigDict, program, first=None):
+  """``(trained, initial, key, data) -> (mask tree, statistics)`` for one seed; ``first``:
+  the first layer the weight search updates incrementally (:func:`first_dense_layer`)."""
   a = config.anneal
   model, task = program.model, program.task
-  schedule = schedule_of(config)
   by_filter = a.units == "filters"
 
   def search(trained: TrainState, initial: TrainState, key, data):
     masks = initial.masks
-    to_tree = ((lambda flat: filter_masks(flat, model, trained.params, masks)) if by_filter
-               else (lambda flat: masks_lib.unflatten_like(flat, masks)))
+    to_tree = _to_tree(config, model, trained, initial)
     n = (sum(model.gate_sites().values()) if by_filter
          else sum(m.size for m in jax.tree.leaves(masks)))
     n_keep = n - int(n * a.sparsity)
     stats = {"sa_best_mean": jnp.asarray(jnp.nan), "sa_evaluations": jnp.asarray(0),
              "sa_accepted": jnp.asarray(0)}
     if a.criterion == "sa":
-      x, y = data.train.x[:a.eval_examples], data.train.y[:a.eval_examples]
-
-      def evaluate(flat_mask):
-        params = masks_lib.apply(to_tree(flat_mask), trained.params)
-        outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
-        return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
-      result = annealing.anneal(evaluate, key, n, a.sparsity, schedule)
-      stats = {"sa_best_mean": result.best_mean, "sa_evaluations": result.evaluations,
-               "sa_accepted": result.accepted}
-      return to_tree(result.best_mask), stats
+      search = annealing_search(config, program, n, first)
+      chain = search.init(trained, initial, key, data)
+      chain, _ = search.run(trained, initial, chain, key, annealing.level_inputs(search.plan),
+                            data)
+      return search.finish(trained, initial, chain)
     if a.criterion in filters.FILTER_CRITERIA:
       scores = filters.filter_scores(a.criterion, trained.params, initial.params)
       flat = jnp.concatenate([scores[site] for site in model.gate_sites()])
@@ -223,6 +355,55 @@ def make_search(config: ml_collections.ConfigDict, program):
   return search
 
 
+def _seeds_search(config: ml_collections.ConfigDict, inputs: StageInput):
+  """The search of every seed of the stage, and its parts compiled over the seeds (the
+  level inputs shared, so the moves' branches stay branches)."""
+  a, program = config.anneal, inputs.program
+  first_masks = driver.per_seed(inputs.initial.masks, 0)
+  if a.units == "filters":
+    n_units, first = sum(program.model.gate_sites().values()), None
+  else:
+    n_units = sum(m.size for m in jax.tree.leaves(first_masks))
+    one = driver.per_seed(inputs.states, 0)
+    first = first_dense_layer(program.model, one.params, one.model_state, one.masks,
+                              program.per_seed_data(0).train.x[:min(a.eval_examples, 64)])
+  search = annealing_search(config, program, n_units, first)
+
+  def over(fn, in_axes):
+    return jax.jit(driver.map_seeds(fn, in_axes, program.size, program.seed_loop))
+  data = program.data_axis
+  parts = {"init": over(search.init, (0, 0, 0, data)),
+           "run": over(search.run, (0, 0, 0, 0, None, data)),
+           "finish": over(search.finish, (0, 0, 0))}
+  return search, parts
+
+
+def _start(search: AnnealingSearch, parts, inputs: StageInput, keys):
+  chains = parts["init"](inputs.states, inputs.initial, keys, inputs.program.data)
+  return {"chains": chains, "next_level": jnp.zeros((), jnp.int32)}
+
+
+def resumable_search(config: ml_collections.ConfigDict, inputs: StageInput, keys):
+  """Every seed's search, ``anneal.checkpoint_levels`` temperature levels at a time, with
+  a checkpoint after each (``inputs.save_progress``); resumes from ``inputs.progress``.
+  The chains are those of one uninterrupted run (:func:`~sparsejax.pruning.annealing.
+  run_levels`)."""
+  search, parts = _seeds_search(config, inputs)
+  plan, chunk = search.plan, min(config.anneal.checkpoint_levels, search.plan.levels)
+  progress = inputs.progress or _start(search, parts, inputs, keys)
+  start = int(progress["next_level"])
+  while start < plan.levels:
+    stop = min(start + chunk, plan.levels)
+    chains, _ = parts["run"](inputs.states, inputs.initial, progress["chains"], keys,
+                             annealing.level_inputs(plan, start, stop, chunk),
+                             inputs.program.data)
+    progress = {"chains": chains, "next_level": jnp.asarray(stop, jnp.int32)}
+    if stop < plan.levels:
+      inputs.save_progress(progress)
+    start = stop
+  return parts["finish"](inputs.states, inputs.initial, progress["chains"])
+
+
 def optimizer(config: ml_collections.ConfigDict, n_train: int) -> optax.GradientTransformation:
   """``config.optimizer`` with the family's momentum, weight decay and step schedule."""
   a = config.anneal
@@ -241,9 +422,13 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
 
   def search_stage(inputs: StageInput):
     program = inputs.program
-    search = make_search(config, program)
     keys = keys_lib.stream_keys(program.seeds, "search")
-    masks, stats = program.over_seeds(search)(inputs.states, inputs.initial, keys, program.data)
+    if a.criterion == "sa":
+      masks, stats = resumable_search(config, inputs, keys)
+    else:
+      search = make_search(config, program)
+      masks, stats = program.over_seeds(search)(inputs.states, inputs.initial, keys,
+                                                program.data)
 
     def rewind(initial: TrainState, masks) -> TrainState:
       return initial._replace(masks=masks, params=masks_lib.apply(masks, initial.params))
@@ -268,7 +453,12 @@ def plan(config: ml_collections.ConfigDict, parts) -> Plan:
                   min_epochs=config.finetuning_max_epochs, chunk_epochs=1,
                   optimizer=optimizer(config, n_train),
                   selection=selection.best_metric("val_accuracy"))
-  return Plan(steps=(dense, Stage("search", search_stage), retrain))
+  def progress_like(inputs: StageInput):
+    search, parts = _seeds_search(config, inputs)
+    keys = keys_lib.stream_keys(inputs.program.seeds, "search")
+    return jax.eval_shape(lambda: _start(search, parts, inputs, keys))
+  search = Stage("search", search_stage, progress_like if a.criterion == "sa" else None)
+  return Plan(steps=(dense, search, retrain))
 
 
 def kept_filters(state: TrainState) -> dict[str, np.ndarray]:

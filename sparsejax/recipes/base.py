@@ -45,11 +45,17 @@ class StageInput(NamedTuple):
     program: the seeds, data and compile helpers
       (:class:`~sparsejax.train.driver.SeedProgram`).
     initial: the states at initialisation (for rewinding).
+    progress: for a stage that checkpoints its progress (:attr:`Stage.progress_like`),
+      the progress restored from its last checkpoint, or ``None`` when it starts.
+    save_progress: ``progress -> None``: checkpoints the stage's progress beside
+      its input; a run stopped later resumes the stage from it.
   """
   states: TrainState
   aux: Any
   program: SeedProgram
   initial: TrainState
+  progress: Any = None
+  save_progress: Callable[[Any], None] = lambda progress: None
 
 
 class Stage(NamedTuple):
@@ -60,9 +66,14 @@ class Stage(NamedTuple):
       per-seed record in :class:`Outcome`).
     apply: ``StageInput -> (states, aux, records)`` with ``records`` one
       JSON-ready dict per seed (kept counts, thresholds, ...).
+    progress_like: ``None``, or for a long stage that checkpoints its
+      progress (``StageInput.save_progress``): ``StageInput -> progress``, the
+      structure of that progress (arrays, or their ``jax.eval_shape``), which a
+      checkpoint taken inside the stage restores into.
   """
   name: str
   apply: Callable[[StageInput], tuple[TrainState, Any, list[dict]]]
+  progress_like: Callable[[StageInput], Any] | None = None
 
 
 class Plan(NamedTuple):

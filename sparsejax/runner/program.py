@@ -261,9 +261,10 @@ class Program:
   def last_phase(self) -> driver.Phase:
     return [s for s in self.plan.steps if isinstance(s, driver.Phase)][-1]
 
-  def template(self, index: int, initial: TrainState, in_phase: bool):
+  def template(self, index: int, initial: TrainState, in_phase: bool, in_stage: bool = False):
     """The shape of what the checkpoint at step ``index`` holds, placed on the
-    program's devices (a checkpoint restores into the template's shardings)."""
+    program's devices (a checkpoint restores into the template's shardings);
+    ``in_stage``: taken inside the stage at ``index``, with its progress."""
     states = initial
     for step in self.plan.steps[:index + 1]:
       if isinstance(step, driver.Phase):
@@ -272,7 +273,11 @@ class Program:
     if in_phase:
       phase = self.plan.steps[index]
       return driver.init_carry(self.program, phase, states, aux, self.optimizer_before(index))
-    return self.program.place({"states": states, "aux": aux})
+    content = self.program.place({"states": states, "aux": aux})
+    if in_stage:
+      content["progress"] = self.plan.steps[index].progress_like(
+          StageInput(content["states"], content["aux"], self.program, initial))
+    return content
 
   # -- checkpoints ------------------------------------------------------------------------------
 
@@ -299,8 +304,9 @@ class Program:
       try:
         meta = self.checkpointer.restore_meta(step)
         index, in_phase = meta["step"], meta["epoch"] > 0
+        in_stage = meta.get("in_stage", False)
         content, meta, arrays = self.checkpointer.restore(
-            step, like=self.template(index, initial, in_phase), with_arrays=True)
+            step, like=self.template(index, initial, in_phase, in_stage), with_arrays=True)
       except checkpoint_lib.CheckpointDamaged as error:
         self.progress.warn(f"{error}; it is removed and an older checkpoint is tried")
         self.checkpointer.delete(step)
@@ -309,8 +315,9 @@ class Program:
       self.meta = meta
       self._offset = float(meta["wall_time_s"])
       self.curves = {name: driver.Curves(phase_arrays) for name, phase_arrays in arrays.items()}
-      where = (f"{self._step_name(index)} epoch {meta['epoch']}" if index < len(self.plan.steps)
-               else "the end")
+      where = ("the end" if index >= len(self.plan.steps) else
+               f"inside {self._step_name(index)}" if in_stage else
+               f"{self._step_name(index)} epoch {meta['epoch']}")
       self.progress.log(f"resuming seeds {self.seeds[0]}..{self.seeds[-1]} from checkpoint "
                         f"{meta['saves']} ({where})")
       return index, content, initial
@@ -332,9 +339,9 @@ class Program:
       if isinstance(step, driver.Phase):
         states, aux = self._run_phase(index, step, content)
       else:
-        states, aux = self._run_stage(step, content, initial)
+        states, aux = self._run_stage(index, step, content, initial)
       index += 1
-      self.meta.update(step=index, epoch=0, any_active=True)
+      self.meta.update(step=index, epoch=0, any_active=True, in_stage=False)
       content = {"states": states, "aux": aux}
       self.save(content)
     self.checkpointer.wait()
@@ -383,9 +390,13 @@ class Program:
     """Per seed, whether it has diverged in an earlier phase."""
     return np.asarray([d is not None for d in self.meta["diverged"]])
 
-  def _run_stage(self, stage: Stage, content, initial):
+  def _run_stage(self, index: int, stage: Stage, content, initial):
+    def save_progress(progress) -> None:
+      self.meta.update(step=index, epoch=0, in_stage=True)
+      self.save({"states": content["states"], "aux": content["aux"], "progress": progress})
     states, aux, stage_records = stage.apply(
-        StageInput(content["states"], content["aux"], self.program, initial))
+        StageInput(content["states"], content["aux"], self.program, initial,
+                   content.get("progress"), save_progress))
     self.meta["stages"][stage.name] = stage_records
     if stage_records and stage_records[0]:
       self.progress.log(f"{stage.name}: " + "; ".join(
