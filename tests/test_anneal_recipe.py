@@ -257,6 +257,7 @@ def test_the_first_layer_is_found_on_a_users_linen_model_and_refused_where_it_do
   assert anneal.first_dense_layer(model, params, state, masks_lib.ones_like(params), x) is None
 
 
+@pytest.mark.slow  # three short runs on real MNIST; the chunked search itself: test_annealing.py
 def test_an_interrupted_search_resumes_inside_the_stage_and_ends_with_the_same_masks(
     tmp_path, monkeypatch):
   from sparsejax.runner import program as program_lib

@@ -13,6 +13,12 @@ candidates per level (x1.005), the sawtooth neighbourhood from n0 = the kept
 count, stopped after ``--evaluations`` candidates.
 
 Prints one JSON line: evaluations, seconds, evals_per_s and the best level mean.
+
+With ``--sample-levels L1,L2,...`` it instead times ``--sample-candidates``
+candidates at each of those levels (their move size ``n`` from the sawtooth,
+the memory filled with 50 candidates first, as it is from level 50 on) and
+prints one JSON line per level with the seconds per candidate, so that a
+search too long to run here can be timed by its phases.
 """
 import argparse
 import math
@@ -50,6 +56,9 @@ def main():
     p.add_argument("--sparsity", type=float, default=0.7)
     p.add_argument("--eval-examples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-levels", default="",
+                   help="comma-separated levels to time candidates at (no search)")
+    p.add_argument("--sample-candidates", type=int, default=20)
     args = p.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -76,6 +85,9 @@ def main():
     mask = np.zeros(total, bool)
     mask[rng.permutation(total)[:total - n_pruned]] = True
     n = peak = total - n_pruned
+    if args.sample_levels:
+        sample_phases(args, rng, mask, n, evaluate)
+        return
     ave, best_mean, t, iters = 5.0, -math.inf, 0.006, 1.0
     memory, evaluations = [], 0
     with common.Timer() as timer:
@@ -106,6 +118,37 @@ def main():
                   evaluations=evaluations, seconds=round(timer.seconds, 3),
                   evals_per_s=round(evaluations / timer.seconds, 2),
                   best_mean=round(best_mean, 2))
+
+
+def sawtooth(n0, level):
+    n = peak = n0
+    for _ in range(level):
+        n = max(1, math.floor(0.99 * n))
+        if n < 0.5 * peak:
+            peak = math.floor(0.75 * peak)
+            n = peak
+    return n
+
+
+def sample_phases(args, rng, mask, n0, evaluate):
+    """Seconds per candidate (move, memory check, reload, evaluation, acceptance) at levels."""
+    for level in map(int, args.sample_levels.split(",")):
+        n = sawtooth(n0, level)
+        memory = [step_from(rng, mask, n) for _ in range(50)]
+        with common.Timer() as timer:
+            for _ in range(args.sample_candidates):
+                for _attempt in range(30):
+                    candidate = step_from(rng, mask, n)
+                    if not any(np.count_nonzero(candidate ^ m) < n for m in memory):
+                        break
+                accuracy = evaluate(candidate)
+                memory = (memory + [candidate])[-50:]
+                if rng.random() < 0.5:  # the acceptance's cost; the mask's walk is immaterial
+                    mask = candidate
+        common.report(workload="W6_annealing_mlp", impl="torch-reference-loop", level=level,
+                      n=n, candidates=args.sample_candidates,
+                      seconds_per_candidate=round(timer.seconds / args.sample_candidates, 6),
+                      last_accuracy=round(accuracy, 2))
 
 
 if __name__ == "__main__":
