@@ -373,11 +373,17 @@ def _propose_full(key, chain: Chain, n, threshold, schedule: Schedule):
     candidate = swap_move(k, chain.mask, n)
     packed = pack(candidate)
     return candidate, packed, _distances(chain.tabu, packed)
+  return _outside_memory(key, draw, lambda proposal: proposal[2], chain, threshold, schedule)
 
+
+def _outside_memory(key, draw, distances_of, chain: Chain, threshold, schedule: Schedule):
+  """``draw(key)``, drawn again (new keys) while the proposal lies within Hamming distance
+  ``< threshold`` of a stored candidate (``distances_of(proposal)``), at most
+  ``tabu_attempts`` draws in all; the last proposal."""
   def cond(carry):
-    attempt, _, (_, _, distances) = carry
-    return (attempt < schedule.tabu_attempts) & jnp.any(chain.tabu_filled
-                                                        & (distances < threshold))
+    attempt, _, proposal = carry
+    return (attempt < schedule.tabu_attempts) & jnp.any(
+        chain.tabu_filled & (distances_of(proposal) < threshold))
 
   def body(carry):
     attempt, k, _ = carry
@@ -450,20 +456,7 @@ def _propose_small(key, chain: Chain, n_eff, threshold, capacity: int, n_ones: i
     disagree = jnp.sum(both & (stored.astype(bool) == turn_on), axis=1, dtype=jnp.int32)
     distances = chain.tabu_distance + (2 * n_eff - 2 * disagree).astype(jnp.int32)
     return _SmallMove(off, on, Flips(jnp.where(both, index, n_units), turn_on), distances)
-
-  def cond(carry):
-    attempt, _, move = carry
-    return (attempt < schedule.tabu_attempts) & jnp.any(chain.tabu_filled
-                                                        & (move.distances < threshold))
-
-  def body(carry):
-    attempt, k, _ = carry
-    k, sub = jax.random.split(k)
-    return attempt + 1, k, draw(sub)
-
-  key, sub = jax.random.split(key)
-  _, _, move = jax.lax.while_loop(cond, body, (1, key, draw(sub)))
-  return move
+  return _outside_memory(key, draw, lambda move: move.distances, chain, threshold, schedule)
 
 
 def _flip_packed(packed: jax.Array, flips: Flips) -> jax.Array:
