@@ -123,10 +123,12 @@ def test_the_tabu_memory_redraws_repeats():
   neighbours = [m.astype(bool) for m in neighbours]
   schedule = annealing.Schedule(tabu_size=3, tabu_attempts=200)
   chain = chain_at(current, schedule, neighbours[:3])
+  full = jax.jit(lambda k: annealing._propose(k, chain, 1, schedule))
+  small = jax.jit(lambda k: small_candidate(k, chain, 1, schedule, 2))
   for i in range(10):
-    proposal = annealing._propose(jax.random.key(i), chain, 1, schedule)
+    proposal = full(jax.random.key(i))
     np.testing.assert_array_equal(proposal, neighbours[3])
-    proposal, move = small_candidate(jax.random.key(i), chain, 1, schedule, 2)
+    proposal, move = small(jax.random.key(i))
     np.testing.assert_array_equal(proposal, neighbours[3])
     # The small move's distances to the rows, from the current ones, are the true ones.
     np.testing.assert_array_equal(move.distances, annealing._distances(
@@ -143,7 +145,7 @@ def test_the_small_move_has_the_swap_moves_distribution():
   mask = annealing.random_mask(jax.random.key(2), 40, 28)
   schedule = annealing.Schedule(tabu_size=2)
   chain = chain_at(mask, schedule)
-  keys = jax.random.split(jax.random.key(4), 3000)
+  keys = jax.random.split(jax.random.key(4), 2000)
   flips = jax.jit(jax.vmap(lambda k: small_candidate(k, chain, 3, schedule, 12)[0] ^ mask))(keys)
   reference = jax.jit(jax.vmap(lambda k: annealing.swap_move(k, mask, 3) ^ mask))(keys)
   for moved in (flips, reference):
@@ -156,7 +158,7 @@ def test_the_small_move_has_the_swap_moves_distribution():
       assert stats.chisquare(counts).pvalue > 1e-3
   # Flip sets are distinct within a candidate even when collisions are likely (n = 8 of 12).
   many = jax.jit(jax.vmap(lambda k: small_candidate(k, chain, 8, schedule, 12)[0] ^ mask))(
-      keys[:500])
+      keys[:200])
   np.testing.assert_array_equal(np.asarray(many)[:, np.asarray(mask)].sum(1), 8)
 
 
@@ -188,6 +190,7 @@ MLP_SCHEDULE = annealing.Schedule(t0=0.02, t_decay=0.97, levels=60, iters_start=
                                   reset_below=0.05, tabu_size=6, tabu="within_n")
 
 
+@pytest.mark.slow  # two whole searches in float64 (three compiled moves each)
 def test_incremental_evaluation_equals_the_full_one_through_a_search():
   # In float64 rounding cannot flip an argmax: every accuracy, hence every acceptance,
   # is the full evaluation's, through full moves and small ones of every capacity.
@@ -203,6 +206,7 @@ def test_incremental_evaluation_equals_the_full_one_through_a_search():
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a search compiled whole and in two chunk lengths
 def test_the_bookkeeping_holds_and_a_search_resumes_between_levels():
   n, _, incremental = mlp_problem()
   plan = annealing.plan_search(n, 0.7, MLP_SCHEDULE, (4, 32))
