@@ -351,24 +351,14 @@ def _distances(tabu: jax.Array, packed: jax.Array) -> jax.Array:
   return jnp.sum(jax.lax.population_count(tabu ^ packed[None, :]), axis=1, dtype=jnp.int32)
 
 
-def _is_tabu(chain: Chain, candidate: jax.Array, threshold) -> jax.Array:
-  """Whether a stored candidate lies within Hamming distance ``< threshold``."""
-  return jnp.any(chain.tabu_filled & (_distances(chain.tabu, pack(candidate)) < threshold))
-
-
-def _propose(key, chain: Chain, n, schedule: Schedule) -> jax.Array:
-  """A swap move outside the tabu memory (or the last of ``tabu_attempts`` tries)."""
-  candidate, _, _ = _propose_full(key, chain, n, _tabu_threshold(schedule, n), schedule)
-  return candidate
-
-
 def _tabu_threshold(schedule: Schedule, n):
   return 1 if schedule.tabu == "exact" else n
 
 
 def _propose_full(key, chain: Chain, n, threshold, schedule: Schedule):
-  """:func:`_propose` by :func:`swap_move` over every entry; also returns the candidate
-  packed and its distances to the memory's rows."""
+  """A swap move outside the tabu memory (or the last of ``tabu_attempts`` tries), by
+  :func:`swap_move` over every entry: ``(candidate, candidate packed, its distances to
+  the memory's rows)``."""
   def draw(k):
     candidate = swap_move(k, chain.mask, n)
     packed = pack(candidate)

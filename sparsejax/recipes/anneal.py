@@ -225,29 +225,36 @@ def _with_first_layer(model, params, model_state, x, module: tuple, h):
   return outputs
 
 
+def _accuracy(outputs, y):
+  return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
+
+
+def full_evaluator(model, trained: TrainState, to_tree, x, y) -> annealing.Evaluator:
+  """The search's accuracy (%) of the trained network masked by ``to_tree(flat mask)``,
+  computed in full for every candidate."""
+  def evaluate(flat_mask):
+    params = masks_lib.apply(to_tree(flat_mask), trained.params)
+    outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
+    return _accuracy(outputs, y)
+  return annealing.plain_evaluator(evaluate)
+
+
 def weight_evaluator(model, trained: TrainState, masks, x, y, first) -> annealing.Evaluator:
   """The search's accuracy (%) of the trained network masked by a flat weight mask:
   updated through the first layer when ``first`` (:func:`first_dense_layer`) names one,
   else computed in full."""
-  def accuracy(outputs):
-    return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
-
-  def masked(flat_mask):
-    return masks_lib.apply(masks_lib.unflatten_like(flat_mask, masks), trained.params)
-
-  def evaluate(flat_mask):
-    outputs, _ = apply_model(model, masked(flat_mask), trained.model_state, x, train=False)
-    return accuracy(outputs)
+  def to_tree(flat_mask):
+    return masks_lib.unflatten_like(flat_mask, masks)
   if first is None:
-    return annealing.plain_evaluator(evaluate)
+    return full_evaluator(model, trained, to_tree, x, y)
   module, offset = first
   kernel = trained.params
   for name in (*module, "kernel"):
     kernel = kernel[name]
 
   def rest(h, flat_mask):
-    return accuracy(_with_first_layer(model, masked(flat_mask), trained.model_state, x,
-                                      module, h))
+    params = masks_lib.apply(to_tree(flat_mask), trained.params)
+    return _accuracy(_with_first_layer(model, params, trained.model_state, x, module, h), y)
   return annealing.first_layer_evaluator(x.reshape(x.shape[0], -1), kernel, offset, rest)
 
 
@@ -290,13 +297,7 @@ def annealing_search(config: ml_collections.ConfigDict, program, n_units: int,
     x, y = data.train.x[:a.eval_examples], data.train.y[:a.eval_examples]
     if a.units == "weights":
       return weight_evaluator(model, trained, initial.masks, x, y, first)
-    to_tree = _to_tree(config, model, trained, initial)
-
-    def evaluate(flat_mask):
-      params = masks_lib.apply(to_tree(flat_mask), trained.params)
-      outputs, _ = apply_model(model, params, trained.model_state, x, train=False)
-      return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
-    return annealing.plain_evaluator(evaluate)
+    return full_evaluator(model, trained, _to_tree(config, model, trained, initial), x, y)
 
   def init(trained, initial, key, data):
     return annealing.init_chain(evaluator(trained, initial, data), key, plan, schedule)
@@ -312,9 +313,9 @@ def annealing_search(config: ml_collections.ConfigDict, program, n_units: int,
   return AnnealingSearch(plan, init, run, finish)
 
 
-def make_search(config: ml_collections.ConfigDict, program, first=None):
-  """``(trained, initial, key, data) -> (mask tree, statistics)`` for one seed; ``first``:
-  the first layer the weight search updates incrementally (:func:`first_dense_layer`)."""
+def make_search(config: ml_collections.ConfigDict, program):
+  """``(trained, initial, key, data) -> (mask tree, statistics)`` for one seed, for every
+  criterion but ``sa`` (:func:`resumable_search`)."""
   a = config.anneal
   model, task = program.model, program.task
   by_filter = a.units == "filters"
@@ -327,12 +328,6 @@ def make_search(config: ml_collections.ConfigDict, program, first=None):
     n_keep = n - int(n * a.sparsity)
     stats = {"sa_best_mean": jnp.asarray(jnp.nan), "sa_evaluations": jnp.asarray(0),
              "sa_accepted": jnp.asarray(0)}
-    if a.criterion == "sa":
-      search = annealing_search(config, program, n, first)
-      chain = search.init(trained, initial, key, data)
-      chain, _ = search.run(trained, initial, chain, key, annealing.level_inputs(search.plan),
-                            data)
-      return search.finish(trained, initial, chain)
     if a.criterion in filters.FILTER_CRITERIA:
       scores = filters.filter_scores(a.criterion, trained.params, initial.params)
       flat = jnp.concatenate([scores[site] for site in model.gate_sites()])
