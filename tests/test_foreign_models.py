@@ -481,10 +481,24 @@ def test_seed_sweeps_vmap_over_a_user_model(tmp_path):
   single.seeds, single.seed = 1, config.seed + 1
   [alone] = run(single, tmp_path / "single")
   assert rows[1]["kept_params"] == alone["kept_params"]
-  # float32: a vmapped product rounds differently from a single one (by 1.7e-4 after
-  # training with XLA's own kernels, YNNPACK off); another seed's loss differs by percents.
-  assert rows[1]["final_test_loss"] == pytest.approx(alone["final_test_loss"], rel=1e-3)
-  assert rows[0]["final_test_loss"] != pytest.approx(alone["final_test_loss"], rel=1e-3)
+  # float32: a vmapped product rounds differently from a single one, and 80 steps of training
+  # with a magnitude cut amplify it (final losses 0.4 % apart in CI, as far apart as two
+  # seeds'). The masks tell the seeds apart: the same seed keeps almost the same weights,
+  # another seed a different fifth of them.
+  masks = [load_run(folder, row["run_id"]).state.masks
+           for folder, row in ((tmp_path, rows[1]), (tmp_path, rows[0]),
+                               (tmp_path / "single", alone))]
+  same_seed, other_seed = (_agreement(vmapped, masks[2]) for vmapped in masks[:2])
+  assert same_seed > 0.99
+  assert other_seed < 0.9
+  assert rows[1]["final_test_accuracy"] == pytest.approx(alone["final_test_accuracy"], abs=0.02)
+
+
+def _agreement(masks_a, masks_b):
+  """The fraction of mask entries two runs agree on."""
+  a, b = (np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(m)]) for m in (masks_a,
+                                                                                     masks_b))
+  return float(np.mean(a == b))
 
 
 # --------------------------------------------------------------------------
