@@ -67,6 +67,7 @@ def test_orthogonality_score_by_hand():
   assert float(score["Dense_0"]) == pytest.approx(np.mean((gram - np.eye(2)) ** 2))
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_deconst_drops_sign_flips_and_snip_uses_the_gradient_at_init():
   config = small("deconst")
   from sparsejax.runner.build import build

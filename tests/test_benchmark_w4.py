@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import w4_vgg  # noqa: E402
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_flop_count_is_xlas():
   model = get_model("vgg16_bn")
   x = jnp.zeros((1, 32, 32, 3))

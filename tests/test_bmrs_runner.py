@@ -99,6 +99,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(runs):
   np.testing.assert_allclose(vmapped.final_test_loss[0], resumed.final_test_loss[0], rtol=1e-9)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_pruned_units_weights_are_exactly_zero(small_config):
   config = copy.deepcopy(small_config)
   with jax.enable_x64(True):
@@ -145,6 +146,7 @@ def test_bad_bmrs_fields_are_named():
     bmrs_lenet5_mnist.get_config("bmrs_u16")
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_bmrs_inputs_are_resized_split_and_centred_as_the_reference():
   from sparsejax.runner import build as build_lib
   config = bmrs_mlp_mnist.get_config("snr")

@@ -101,6 +101,7 @@ def test_unknown_field_exits_2_naming_the_field():
                           "valid fields")
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_unparsable_value_and_bad_config_argument_exit_2():
   assert_expected_failure(run_main(LENET300, "--config.lr=abc"), "--config.lr=abc")
   # get_config()'s own ConfigError, reported by its message (absl's carries a traceback).

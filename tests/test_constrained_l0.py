@@ -396,6 +396,7 @@ def test_l0_batchnorm_normalises_active_channels_only():
       (x[..., 0] - stats["mean"][0]) / jnp.sqrt(stats["var"][0] + 1e-5) * 1.5 + 0.1, rtol=1e-5)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_a_gated_resnet_with_l0_batchnorm_ignores_its_dead_channels():
   model = models.ResNet(stage_sizes=(1, 1), width=4, batchnorm="l0")
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))

@@ -11,8 +11,8 @@ from sparsejax.models.conv import LAYOUT, conv_general_dilated
 # (input HxW, kernel, strides, padding): LeNet-5 (VALID), VGG (SAME), the ResNet
 # stem (7x7 / 2, pad 3), its strided 3x3 and 1x1 shortcuts, ViT's patches, odd sizes.
 CASES = [
-    ((12, 12), (5, 5), (1, 1), "VALID"),
-    ((8, 8), (3, 3), (1, 1), "SAME"),
+    pytest.param((12, 12), (5, 5), (1, 1), "VALID", marks=pytest.mark.slow),
+    pytest.param((8, 8), (3, 3), (1, 1), "SAME", marks=pytest.mark.slow),
     ((16, 16), (7, 7), (2, 2), ((3, 3), (3, 3))),
     ((9, 9), (3, 3), (2, 2), "SAME"),
     ((8, 8), (1, 1), (2, 2), "VALID"),

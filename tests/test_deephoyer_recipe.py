@@ -114,6 +114,7 @@ def test_bad_deephoyer_fields_are_named():
     deephoyer_lenet300_mnist.get_config("l2")
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_study_commands_run_as_scripts(tmp_path):
   import subprocess
   import sys

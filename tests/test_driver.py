@@ -35,6 +35,7 @@ def run(prog, phase, states, start=0, carry=None, curves=None, **kwargs):
                           curves=curves, events=[], **kwargs), curves
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_seeds_converge_at_their_own_epochs_and_frozen_seeds_stay_frozen():
   prog, optimizer = program(), optax.adam(3e-2)
   window, deviation = 8, 1e-3

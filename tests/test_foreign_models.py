@@ -143,7 +143,8 @@ def test_units_follow_batchnorm_and_leave_the_head_out():
       "hidden/kernel", "hidden/bias", "norm/scale", "norm/bias"]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [pytest.param("linen_cnn", marks=pytest.mark.slow),
+                                  "linen_bn_dropout", "nnx_mlp", "linen_residual"])
 def test_train_flag_state_and_dropout_are_found(name):
   model = models.adapt(MODELS[name], SAMPLE)
   x = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
@@ -193,6 +194,7 @@ def test_a_gate_site_the_forward_pass_skips_is_an_error():
     model.apply(params, state, SAMPLE, train=False, gates={"nowhere": jnp.ones(10)})
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_gates_on_the_next_layers_inputs_reproduce_the_zoos_gates_after_tanh():
   """BMRS gates a tanh MLP after the nonlinearity: the next layer's ``:input`` site."""
 
@@ -287,7 +289,7 @@ def _exactly_zero_where_pruned(params, masks):
   jax.tree.map(check, masks, params, is_leaf=lambda m: m is None)
 
 
-@pytest.mark.parametrize("name", ["linen_cnn", "nnx_mlp"])
+@pytest.mark.parametrize("name", [pytest.param("linen_cnn", marks=pytest.mark.slow), "nnx_mlp"])
 def test_magnitude_pruning_to_a_tenth(name, mnist):
   model = models.adapt(MODELS[name], SAMPLE)
   plain, adam = objectives.plain(), optax.adam(1e-3)
@@ -300,6 +302,7 @@ def test_magnitude_pruning_to_a_tenth(name, mnist):
   assert _accuracy(model, plain, state, mnist) > 0.7
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_constrained_l0_reaches_its_target_on_a_model_with_batchnorm(mnist):
   model = models.adapt(LinenBNDropout(), SAMPLE)
   layers = hc.gated_layers(model.param_shapes)
@@ -505,6 +508,7 @@ def _agreement(masks_a, masks_b):
 # The README
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_readme_own_model_snippet_prunes_in_at_most_ten_lines(fashion_mnist_dir, monkeypatch):
   monkeypatch.setenv("SPARSEJAX_DATA_DIR", str(fashion_mnist_dir.parent))
   text = (REPO / "README.md").read_text()

@@ -148,6 +148,7 @@ def test_mnist_split_seed_and_sizes(mnist_arrays, mnist):
   np.testing.assert_array_equal(other.test.y, mnist.test.y)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_mnist_prepared_copy_is_read_without_the_originals(mnist, mnist_dir, tfds_dir,
                                                            tmp_path):
   read_offline("mnist", mnist_dir, tfds_dir)  # Prepared in this session.

@@ -34,6 +34,7 @@ def test_flax_scheme_keeps_flax_defaults():
   jax.tree.map(np.testing.assert_array_equal, params, default["params"])
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_basic_cnn_torch_scheme_uses_each_layers_fan_in():
   params = _params("basic_cnn", "torch", (32, 32, 3), num_classes=10)
   for name, fan_in in (("Conv_0", 27), ("Conv_1", 9 * 64), ("Conv_3", 9 * 256),

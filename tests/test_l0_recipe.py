@@ -186,8 +186,9 @@ def test_initial_kernels_are_divided_by_one_minus_the_droprate():
 @pytest.mark.parametrize("module, expected", [
     # (layer, droprate, He-normal fan): a Dense kernel's output width, a conv's kh kw c_in.
     (l0_mlp_mnist, [("Dense_0", 0.2, 300), ("Dense_1", 0.5, 100), ("Dense_2", 0.5, 10)]),
-    (l0_lenet5_mnist, [("Conv_0", 0.5, 25), ("Conv_1", 0.5, 500), ("Dense_0", 0.5, 500),
-                       ("Dense_1", 0.5, 10)]),
+    pytest.param(l0_lenet5_mnist, [("Conv_0", 0.5, 25), ("Conv_1", 0.5, 500),
+                                   ("Dense_0", 0.5, 500), ("Dense_1", 0.5, 10)],
+                 marks=pytest.mark.slow),
 ])
 def test_kaiming_init_draws_the_reference_codes_he_normal_weights(module, expected):
   config = small(module, **{"l0.weight_init": "kaiming"})
@@ -205,6 +206,7 @@ def test_kaiming_init_draws_the_reference_codes_he_normal_weights(module, expect
   assert not np.allclose(other[name]["kernel"], prepared[name]["kernel"])
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_mnist_configs_standardise_the_inputs_as_the_reference():
   config = small()
   splits, _, _ = build_data(config, [42])

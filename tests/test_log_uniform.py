@@ -73,6 +73,7 @@ def test_moments_and_sampler_against_monte_carlo(mu, log_sigma, x64):
   assert ks.statistic < 0.012
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_kl_gradient_matches_finite_differences():
   with jax.enable_x64(True):
     mu = jnp.array([-1.0, -3.0, -8.0, 0.3])
@@ -137,6 +138,7 @@ def _run_gated(noise):
   return captured["out"] / captured["h"], (objective, params, state, model, x)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_per_element_noise_differs_across_examples_per_batch_noise_does_not():
   theta, _ = _run_gated("per_element")
   assert theta.shape == (8, 6) and float(jnp.std(theta, axis=0).min()) > 0
@@ -205,7 +207,7 @@ GATED_MU = [0.0, -1.0, -8.0, -19.5, 0.4, -3.0]
 GATED_LOG_SIGMA = [-5.0, 0.0, 1.0, 2.0, 1.5, -19.0]
 
 
-@pytest.mark.parametrize("x64", [True, False])
+@pytest.mark.parametrize("x64", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_gated_per_element_equals_the_sampler_and_its_automatic_gradient(x64):
   """The hand-written VJP against jax.grad of x * sample_theta(key, mu, log sigma, x.shape)."""
   with jax.enable_x64(x64):

@@ -32,6 +32,7 @@ def _model_and_variables(config, shape):
 @pytest.mark.parametrize("get_config, shape, min_cosine", [
     (lenet5_mnist.get_config, (28, 28, 1), 0.999),
     pytest.param(vgg_cifar.get_config, (32, 32, 3), 0.97, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_bfloat16_layers_with_float32_parameters_and_gradients(get_config, shape, min_cosine):
   config = get_config("none")
   outputs, grads = {}, {}

@@ -255,6 +255,7 @@ def lenet5_with_dead_channels():
   return model, params, mask_tree
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_conv_channels_are_deleted_with_the_function_kept():
   model, params, mask_tree = lenet5_with_dead_channels()
   result = delete_neurons(params, mask_tree, activation="relu")

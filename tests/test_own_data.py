@@ -65,6 +65,7 @@ def small_config(dataset: str, **overrides):
   return c
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_npz_runs_end_to_end_above_chance(digits, tmp_path):
   dataset = save_npz(tmp_path / "digits.npz", **digits)
   config = small_config(dataset, val_fraction=0.2)

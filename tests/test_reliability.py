@@ -31,6 +31,7 @@ from tests.test_runner import REPO, latest_checkpoint, main_command, small_confi
 # -- divergence ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_a_diverging_run_stops_names_phase_epoch_quantity_and_keeps_a_finite_state(tmp_path):
   config = small_config(optimizer="sgd", lr=1e6)
   with pytest.raises(errors.Diverged, match=r"loss not finite in phase 'train' at epoch \d+"):
@@ -127,7 +128,7 @@ def clean_row(tmp_path_factory):
 # One damage in the default suite; the other two (about 35 s each) are slow.
 @pytest.mark.parametrize("damage", [pytest.param("truncated_metadata", marks=pytest.mark.slow),
                                     pytest.param("truncated_arrays", marks=pytest.mark.slow),
-                                    "flipped_bytes"])
+                                    pytest.param("flipped_bytes", marks=pytest.mark.slow)])
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch,
                                                                     capfd, damage, clean_row):
   config, clean = _checkpointed_config(), clean_row
@@ -285,6 +286,7 @@ def test_a_sweep_split_into_more_tasks_than_seeds_and_a_too_small_image_are_caug
     validate(image)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_list_fields_can_be_set_on_the_command_line(tmp_path):
   # The tuple is parsed and validated; the run then stops at the next bad field (no compute).
   done = subprocess.run(main_command(tmp_path, "architecture_student=(2, 10, 1)",
@@ -313,6 +315,7 @@ def test_a_workdir_that_is_a_file_is_an_error_before_compute(tmp_path):
   assert "is a file" in _cli_error(tmp_path, workdir)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_an_unwritable_artifacts_folder_and_lock_file_are_errors_before_compute(tmp_path):
   # (Tests run as root, where permission bits do not bind: a file where the
   # folder should be, and a folder where the lock file should be, fail alike.)
@@ -429,6 +432,7 @@ def test_a_collapsed_sweep_is_marked_warned_and_not_counted_as_a_success(tmp_pat
   assert len(results.read_runs(tmp_path)) == 2
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_a_healthy_run_records_its_initial_loss_and_is_not_collapsed(tmp_path):
   [row] = run(small_config(max_epochs=60, finetuning_max_epochs=20), tmp_path)
   assert row["status"] == "finished" and "collapse_reason" not in row

@@ -169,7 +169,8 @@ def test_a_damaged_prepared_copy_gives_the_error_alone(tmp_path, mnist_dir):
 # -- 3: a damaged final state is named by its folder and step -----------------------------------
 
 
-@pytest.mark.parametrize("damage", ["flipped_arrays", "deleted_step"])
+@pytest.mark.parametrize("damage", [pytest.param("flipped_arrays", marks=pytest.mark.slow),
+                                    "deleted_step"])
 def test_a_damaged_final_state_to_start_from_names_its_step(tmp_path, finished, damage):
   source, run_id, step = copy_of(finished, tmp_path / "source")
   if damage == "flipped_arrays":

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pandas as pd
+import pytest
 
 from sparsejax import results
 
@@ -114,6 +115,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_concurrent_processes_lose_nothing(tmp_path):
   n_procs, go = 4, tmp_path / "go"
   workdir = tmp_path / "work"

@@ -87,6 +87,7 @@ def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
   assert len(results.read_runs(tmp_path)) == 1
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_reloaded_run_reproduces_recorded_metrics_exactly(tmp_path):
   run(small_config(), tmp_path)
   loaded = load_run(tmp_path)
@@ -183,6 +184,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("method", ["drr", pytest.param("pmmp", marks=pytest.mark.slow),
                                     pytest.param("layerwise", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_each_method_runs_the_procedure_rgp_tamade_rgp_finetune(tmp_path, method):
   config = small_config(method=method, ec=dict(alpha=1e-3 if method != "layerwise" else 0.0),
                         max_epochs=100, finetuning_max_epochs=50)

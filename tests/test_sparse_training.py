@@ -309,6 +309,7 @@ def nm_drop_grow_reference(active, w, g, k, n=2, m=4):
   return keep.reshape(active.shape)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_rigl_with_n_by_m_keeps_exactly_two_of_four_after_drop_and_grow():
   """RigL under 2:4: the random start and the masks after a drop-and-grow update both have
   exactly 2 of every 4; the update drops the k weakest active entries of each leaf and
@@ -459,6 +460,7 @@ def test_ste_passes_the_dense_gradient_and_sr_ste_decays_the_pruned(decay):
 # Seeds: vmapped equals single
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_vmapped_rigl_steps_over_four_seeds_equal_the_single_steps():
   """jax.vmap of the jitted RigL step over 4 seeds' states, batches and keys (the clock
   shared) equals the 4 separate calls: masks exactly, weights to 1e-12 (float64), through

@@ -124,6 +124,7 @@ def test_setups_and_their_teacher_sizes():
   assert few.train_set_size == 150 and few.noise == 0.08
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_oracle_starts_at_the_teacher_and_fits_the_training_points():
   setup = teachers.Setup("t", (2, 3, 3, 1), noise=0.1, n_train=40)
   start = teachers.oracle_mse(setup, [4, 5], lr=1e-2, epochs=0)
