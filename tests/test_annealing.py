@@ -1,5 +1,7 @@
 """The simulated-annealing mask search: moves, schedules, acceptance, vmapped chains."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,6 +71,7 @@ def test_the_running_mean_starts_at_5_and_averages_the_accepted():
   np.testing.assert_array_equal(result.mask, start)
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_search_finds_a_planted_mask():
   target = annealing.random_mask(jax.random.key(9), 40, 20)
 
@@ -82,6 +85,7 @@ def test_the_search_finds_a_planted_mask():
   assert int(result.best_mask.sum()) == 20
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_vmapped_chains_equal_single_chains():
   weights = jax.random.normal(jax.random.key(3), (64,))
   evaluate = lambda mask: 50.0 + jnp.sum(jnp.where(mask, weights, 0.0))  # noqa: E731
@@ -110,8 +114,8 @@ def chain_at(mask, schedule, stored=()):
                         tabu_distance=annealing._distances(tabu, annealing.pack(mask)))
 
 
-def small_candidate(key, chain, n, schedule, ones, threshold=1):
-  move = annealing._propose_small(key, chain, n, threshold, 8, ones, schedule)
+def small_candidate(key, chain, n, schedule, ones, threshold=1, count_distances=False):
+  move = annealing._propose_small(key, chain, n, threshold, 8, ones, schedule, count_distances)
   return chain.mask.at[move.flips.index].set(move.flips.turn_on, mode="drop"), move
 
 
@@ -124,21 +128,26 @@ def test_the_tabu_memory_redraws_repeats():
   schedule = annealing.Schedule(tabu_size=3, tabu_attempts=200)
   chain = chain_at(current, schedule, neighbours[:3])
   full = jax.jit(lambda k: annealing._propose_full(k, chain, 1, 1, schedule)[0])
-  small = jax.jit(lambda k: small_candidate(k, chain, 1, schedule, 2))
+  small = jax.jit(lambda k, count: small_candidate(k, chain, 1, schedule, 2, 1, count),
+                  static_argnums=1)
   for i in range(10):
     proposal = full(jax.random.key(i))
     np.testing.assert_array_equal(proposal, neighbours[3])
-    proposal, move = small(jax.random.key(i))
-    np.testing.assert_array_equal(proposal, neighbours[3])
-    # The small move's distances to the rows, from the current ones, are the true ones.
-    np.testing.assert_array_equal(move.distances, annealing._distances(
-        chain.tabu, annealing.pack(proposal)))
+    for count in (False, True):
+      proposal, move = small(jax.random.key(i), count)
+      np.testing.assert_array_equal(proposal, neighbours[3])
+      np.testing.assert_array_equal(move.packed, annealing.pack(proposal))
+      # The small move's distances to the rows (from the current ones, or counted) are the
+      # true ones.
+      np.testing.assert_array_equal(move.distances, annealing._distances(
+          chain.tabu, annealing.pack(proposal)))
   # Within-n: a memory entry at Hamming distance 2 < n = 3 blocks candidates near it.
   near = annealing._distances(jnp.stack([annealing.pack(current)] * 3),
                               annealing.pack(neighbours[0]))
   assert bool(jnp.any(near < 3)) and not bool(jnp.any(near < 1))
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_small_move_has_the_swap_moves_distribution():
   # 12 ones and 28 zeros, n = 3: every candidate flips exactly 3 of each pool, each one
   # with probability 3/12 and each zero with 3/28, as the select over every entry does.
@@ -160,6 +169,19 @@ def test_the_small_move_has_the_swap_moves_distribution():
   many = jax.jit(jax.vmap(lambda k: small_candidate(k, chain, 8, schedule, 12)[0] ^ mask))(
       keys[:200])
   np.testing.assert_array_equal(np.asarray(many)[:, np.asarray(mask)].sum(1), 8)
+
+
+@pytest.mark.parametrize("count,high", [(600, 700), (600, 100_000), (40, 45)])
+def test_distinct_positions_by_table_equal_those_by_sort(count, high):
+  # The table finds the repeats the sort finds: the same draws, bit for bit, distinct,
+  # with unused slots left as drawn; 600 of 700 forces many redraws.
+  for i in range(3):
+    valid = jnp.arange(count + 24) < count
+    by = [jax.jit(functools.partial(annealing._distinct_positions, low=5, high=high,
+                                    by_table=t))(jax.random.key(i), valid) for t in (False, True)]
+    np.testing.assert_array_equal(by[0], by[1])
+    used = np.asarray(by[0])[:count]
+    assert len(set(used.tolist())) == count and used.min() >= 5 and used.max() < high
 
 
 def mlp_problem(dtype=jnp.float32):
@@ -184,10 +206,13 @@ def mlp_problem(dtype=jnp.float32):
 
 
 #: Moves of 99 entries down to 1 and back up (a reset at 5): full moves, then small moves
-#: of both capacities (4, 32), then full ones again.
+#: of every capacity (4, 16, 32; the 32 evaluated in full), then full ones again.
 MLP_SCHEDULE = annealing.Schedule(t0=0.02, t_decay=0.97, levels=60, iters_start=2,
                                   iters_growth=1.05, iters_cap=12, n_decay=0.8,
                                   reset_below=0.05, tabu_size=6, tabu="within_n")
+
+
+CAPACITIES = (4, 16, 32)
 
 
 @pytest.mark.slow  # two whole searches in float64 (three compiled moves each)
@@ -196,10 +221,10 @@ def test_incremental_evaluation_equals_the_full_one_through_a_search():
   # is the full evaluation's, through full moves and small ones of every capacity.
   with jax.enable_x64(True):
     n, evaluate, incremental = mlp_problem(jnp.float64)
-    plan = annealing.plan_search(n, 0.5, MLP_SCHEDULE, (4, 32))
-    assert set(plan.tier.tolist()) == {0, 1, 2} and plan.rebuild.sum() >= 2
-    run = lambda e: jax.jit(lambda k: annealing.anneal(e, k, n, 0.5, MLP_SCHEDULE, (4, 32)))(
-        jax.random.key(3))  # noqa: E731
+    plan = annealing.plan_search(n, 0.5, MLP_SCHEDULE, CAPACITIES, 16)
+    assert set(plan.tier.tolist()) == {0, 1, 2, 3} and plan.rebuild.sum() >= 2
+    run = lambda e: jax.jit(lambda k: annealing.anneal(
+        e, k, n, 0.5, MLP_SCHEDULE, CAPACITIES, 16))(jax.random.key(3))  # noqa: E731
     full, fast = run(evaluate), run(incremental)
     assert int(full.accepted) > 20
     for a, b in zip(full, fast):
@@ -209,7 +234,7 @@ def test_incremental_evaluation_equals_the_full_one_through_a_search():
 @pytest.mark.slow  # a search compiled whole and in two chunk lengths
 def test_the_bookkeeping_holds_and_a_search_resumes_between_levels():
   n, _, incremental = mlp_problem()
-  plan = annealing.plan_search(n, 0.7, MLP_SCHEDULE, (4, 32))
+  plan = annealing.plan_search(n, 0.7, MLP_SCHEDULE, CAPACITIES, 16)
   key = jax.random.key(11)
 
   @jax.jit
@@ -240,6 +265,7 @@ def test_the_bookkeeping_holds_and_a_search_resumes_between_levels():
   assert int(chain.mask.sum()) == ones and int(chain.best_mask.sum()) == ones
 
 
+@pytest.mark.slow  # 7 s or more on 2 cores: the default suite stays under 10 minutes
 def test_the_swap_move_picks_uniformly():
   mask = jnp.arange(20) < 10
   keys = jax.random.split(jax.random.key(4), 1000)

@@ -385,22 +385,38 @@ def _outside_memory(key, draw, distances_of, chain: Chain, threshold, schedule: 
   return proposal
 
 
-def _distinct_positions(key, valid: jax.Array, low: int, high: int) -> jax.Array:
+def _distinct_positions(key, valid: jax.Array, low: int, high: int,
+                        by_table: bool | None = None) -> jax.Array:
   """Uniform draws from ``[low, high)``, distinct over the ``valid`` slots.
 
   Every slot draws at random; a valid slot whose value an earlier valid slot
   already holds draws again, until none does. The result is a uniformly random
   set of ``sum(valid)`` positions: the procedure treats every position alike,
   so its distribution over sets is invariant under their permutations.
-  """
-  slots = jnp.arange(valid.shape[0])
 
-  def repeated(values):
+  The repeats are found by a stable sort of the draws for a few slots, and for
+  many (:data:`_TABLE_FROM` or more) by a table over ``[low, high)`` that keeps
+  the earliest slot per value (a scatter-min, O(slots) plus a fill of the
+  table): the same repeats, at a sixth of the sort's cost for 2,048 slots.
+  ``by_table`` forces one way (default: by the number of slots).
+  """
+  slots = jnp.arange(valid.shape[0], dtype=jnp.int32)
+
+  def repeated_by_sort(values):
     v = jnp.where(valid, values, high + slots)  # unused slots: distinct sentinels
     order = jnp.argsort(v, stable=True)
     sorted_v = v[order]
     later = jnp.concatenate([jnp.zeros(1, bool), sorted_v[1:] == sorted_v[:-1]])
     return jnp.zeros_like(valid).at[order].set(later)
+
+  def repeated_by_table(values):
+    local = jnp.where(valid, values - low, high - low)  # unused slots: dropped
+    earliest = jnp.full(high - low, slots.shape[0], jnp.int32).at[local].min(slots, mode="drop")
+    return valid & (earliest.at[local].get(mode="fill", fill_value=-1) != slots)
+
+  if by_table is None:
+    by_table = valid.shape[0] >= _TABLE_FROM
+  repeated = repeated_by_table if by_table else repeated_by_sort
 
   def body(carry):
     k, values, again = carry
@@ -415,22 +431,29 @@ def _distinct_positions(key, valid: jax.Array, low: int, high: int) -> jax.Array
   return values
 
 
+#: From this many slots, :func:`_distinct_positions` finds repeats by a table, not a sort.
+_TABLE_FROM = 512
+
+
 class _SmallMove(NamedTuple):
   off: jax.Array        # positions in [0, K) of the ones switched off
   on: jax.Array         # positions in [K, N) of the zeros switched on
   flips: Flips
+  packed: jax.Array     # the candidate, bit-packed
   distances: jax.Array  # the candidate's Hamming distances to the memory's rows
 
 
 def _propose_small(key, chain: Chain, n_eff, threshold, capacity: int, n_ones: int,
-                   schedule: Schedule) -> _SmallMove:
+                   schedule: Schedule, count_distances: bool = False) -> _SmallMove:
   """A swap move of ``n_eff <= capacity`` entries per pool in O(capacity) work.
 
   The ``n_eff`` ones switched off are distinct uniform positions of ``order``'s
   first ``K`` entries, the zeros switched on distinct positions of the rest, so
   the move has :func:`swap_move`'s distribution. The distances to the memory's
   rows follow from the current ones: flipping an entry adds 1 where the row
-  agrees with the current mask and subtracts 1 where it does not.
+  agrees with the current mask and subtracts 1 where it does not (a gather of
+  ``2 capacity`` bits per row); with ``count_distances`` (for large capacities)
+  they are counted on the packed candidate instead.
   """
   n_units = chain.mask.shape[0]
   valid = jnp.arange(capacity) < n_eff
@@ -442,10 +465,15 @@ def _propose_small(key, chain: Chain, n_eff, threshold, capacity: int, n_ones: i
     off = _distinct_positions(k_off, valid, 0, n_ones)
     on = _distinct_positions(k_on, valid, n_ones, n_units)
     index = chain.order[jnp.concatenate([off, on])]
-    stored = (chain.tabu[:, index >> 3] >> (7 - (index & 7)).astype(jnp.uint8)) & 1
-    disagree = jnp.sum(both & (stored.astype(bool) == turn_on), axis=1, dtype=jnp.int32)
-    distances = chain.tabu_distance + (2 * n_eff - 2 * disagree).astype(jnp.int32)
-    return _SmallMove(off, on, Flips(jnp.where(both, index, n_units), turn_on), distances)
+    flips = Flips(jnp.where(both, index, n_units), turn_on)
+    packed = _flip_packed(chain.packed, flips)
+    if count_distances:
+      distances = _distances(chain.tabu, packed)
+    else:
+      stored = (chain.tabu[:, index >> 3] >> (7 - (index & 7)).astype(jnp.uint8)) & 1
+      disagree = jnp.sum(both & (stored.astype(bool) == turn_on), axis=1, dtype=jnp.int32)
+      distances = chain.tabu_distance + (2 * n_eff - 2 * disagree).astype(jnp.int32)
+    return _SmallMove(off, on, flips, packed, distances)
   return _outside_memory(key, draw, lambda move: move.distances, chain, threshold, schedule)
 
 
@@ -463,7 +491,11 @@ def _flip_packed(packed: jax.Array, flips: Flips) -> jax.Array:
 #: The small moves' capacities: a level whose move flips ``n`` entries per pool
 #: uses the smallest capacity ``>= n`` (its work is proportional to it), or the
 #: full :func:`swap_move` above the largest.
-CAPACITIES = (8, 32, 128, 512, 1024, 2048)
+CAPACITIES = (8, 32, 128, 512, 1024, 2048, 4096, 8192)
+#: Small moves of a larger capacity than this are evaluated in full: an
+#: incremental update costs O(B) per flipped entry, and beyond about 4,096
+#: flipped entries (2,048 per pool) it costs more than the full first layer.
+INCREMENTAL_CAPACITY = 2048
 #: With an incremental evaluator, the cache is recomputed in full whenever the
 #: candidates of a level have flipped this many entries since the last time.
 REFRESH_FLIPS = 1 << 16
@@ -482,6 +514,7 @@ class Plan(NamedTuple):
       full ones, which do not maintain it).
     n_units, n_pruned: ``N`` and the zeros of the mask.
     capacities: the small moves' capacities.
+    incremental_capacity: small moves of a larger capacity are evaluated in full.
   """
   iterations: np.ndarray
   temperatures: np.ndarray
@@ -492,6 +525,7 @@ class Plan(NamedTuple):
   n_units: int
   n_pruned: int
   capacities: tuple[int, ...]
+  incremental_capacity: int = INCREMENTAL_CAPACITY
 
   @property
   def levels(self) -> int:
@@ -499,7 +533,8 @@ class Plan(NamedTuple):
 
 
 def plan_search(n_units: int, sparsity: float, schedule: Schedule,
-                capacities: Sequence[int] = CAPACITIES) -> Plan:
+                capacities: Sequence[int] = CAPACITIES,
+                incremental_capacity: int = INCREMENTAL_CAPACITY) -> Plan:
   """The per-level inputs of a search over ``n_units`` entries at ``sparsity``."""
   if schedule.tabu not in TABU_RULES:
     raise ValueError(f"tabu must be one of {TABU_RULES}, got {schedule.tabu!r}")
@@ -513,7 +548,7 @@ def plan_search(n_units: int, sparsity: float, schedule: Schedule,
   small = tier < len(capacities)
   rebuild = small & ~np.concatenate([[False], small[:-1]])
   return Plan(iterations, temperatures, sizes.astype(np.int32), flips.astype(np.int32), tier,
-              rebuild, n_units, n_pruned, capacities)
+              rebuild, n_units, n_pruned, capacities, incremental_capacity)
 
 
 def init_chain(evaluate: Evaluator | Callable, key: jax.Array, plan: Plan,
@@ -632,25 +667,31 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
 
   def small_step(capacity, level_key, n, n_eff, temperature):
     threshold = _tabu_threshold(schedule, n)
+    # Larger moves than the incremental capacity are evaluated in full (and their
+    # distances to the memory counted on the packed candidate).
+    incremental = evaluator.incremental and capacity <= plan.incremental_capacity
     every = jnp.maximum(1, REFRESH_FLIPS // (2 * jnp.maximum(n_eff, 1)))
 
     def step(i, chain: Chain) -> Chain:
       propose_key, accept_key = jax.random.split(jax.random.fold_in(level_key, i))
-      move = _propose_small(propose_key, chain, n_eff, threshold, capacity, n_ones, schedule)
+      move = _propose_small(propose_key, chain, n_eff, threshold, capacity, n_ones, schedule,
+                            count_distances=capacity > plan.incremental_capacity)
       flips = move.flips
       candidate = chain.mask.at[flips.index].set(flips.turn_on, mode="drop")
-      packed = _flip_packed(chain.packed, flips)
-      accuracy, cache = evaluator.update(chain.cache, candidate, flips)
+      if incremental:
+        accuracy, cache = evaluator.update(chain.cache, candidate, flips)
+      else:
+        accuracy, cache = evaluator.full(candidate)
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      chain = finish(chain, ok, accuracy, cache, n_eff, candidate, packed, move.distances)
+      chain = finish(chain, ok, accuracy, cache, n_eff, candidate, move.packed, move.distances)
       taken = ok & (jnp.arange(capacity) < n_eff)
       off_entries, on_entries = flips.index[:capacity], flips.index[capacity:]
       order = chain.order.at[jnp.where(taken, move.off, plan.n_units)].set(
           on_entries, mode="drop").at[jnp.where(taken, move.on, plan.n_units)].set(
               off_entries, mode="drop")
       chain = chain._replace(order=order)
-      if not evaluator.incremental:
+      if not incremental:
         return chain
       return jax.lax.cond((i + 1) % every == 0, refresh, lambda c: c, chain)
     return step
@@ -692,7 +733,8 @@ def result(chain: Chain, level_means: jax.Array) -> Result:
 
 def anneal(evaluate: Evaluator | Callable[[jax.Array], jax.Array], key: jax.Array,
            n_units: int, sparsity: float, schedule: Schedule = CNN_SCHEDULE,
-           capacities: Sequence[int] = CAPACITIES) -> Result:
+           capacities: Sequence[int] = CAPACITIES,
+           incremental_capacity: int = INCREMENTAL_CAPACITY) -> Result:
   """Runs one chain of the search (module docstring); traceable, vmappable over ``key``.
 
   Args:
@@ -704,8 +746,9 @@ def anneal(evaluate: Evaluator | Callable[[jax.Array], jax.Array], key: jax.Arra
     sparsity: the share of zeros; the mask has ``int(N * sparsity)`` of them.
     schedule: the constants (:data:`CNN_SCHEDULE`, :data:`MLP_SCHEDULE`).
     capacities: the small moves' capacities (``()``: every move by :func:`swap_move`).
+    incremental_capacity: small moves of a larger capacity are evaluated in full.
   """
-  plan = plan_search(n_units, sparsity, schedule, capacities)
+  plan = plan_search(n_units, sparsity, schedule, capacities, incremental_capacity)
   chain = init_chain(evaluate, key, plan, schedule)
   chain, level_means = run_levels(evaluate, key, chain, plan, schedule)
   return result(chain, level_means)
