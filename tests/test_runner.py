@@ -68,6 +68,8 @@ def test_run_writes_row_artifacts_and_skips_a_finished_run(tmp_path):
   assert recorded["masked_params"] == 751 and recorded["masked_macs"] == 2 * 25 + 25 * 25 + 25
   assert recorded["compact_params"] < 751 and recorded["compact_macs"] < recorded["masked_macs"]
   assert recorded["compact_removed_units"] > 0
+  # One MAC per kept kernel entry (the 51 biases are kept parameters without MACs).
+  assert recorded["kept_params"] - 51 <= recorded["nonzero_macs"] <= recorded["kept_params"]
   assert 2 * recorded["compact_macs"] <= recorded["compact_flops"] < recorded["masked_flops"]
 
   artifacts = tmp_path / "artifacts" / row["run_id"]

@@ -12,7 +12,9 @@ from sparsejax.compaction import cost
 def compaction_fields(model, params, model_state, masks) -> dict[str, float]:
   """``masked_*``: the masked model as it runs (every parameter, all its products);
   ``compact_*``: the compacted one; per example: ``*_params`` (the ``params``
-  collection), ``*_macs`` (:func:`cost.macs`) and ``*_flops`` (XLA's cost analysis).
+  collection), ``*_macs`` (:func:`cost.macs`) and ``*_flops`` (XLA's cost analysis);
+  ``nonzero_macs``: the masked model's MACs whose weight is not zero
+  (:func:`cost.nonzero_macs`, the unstructured sparse network's theoretical cost).
 
   ``model`` is a model adapter; the masked parameters are compacted
   (:func:`sparsejax.compaction.compact`).
@@ -27,6 +29,7 @@ def compaction_fields(model, params, model_state, masks) -> dict[str, float]:
     fields[f"{name}_params"] = cost.parameters(v["params"])
     fields[f"{name}_macs"] = cost.macs(fn, v, example)
     fields[f"{name}_flops"] = cost.flops(fn, v, example)
+  fields["nonzero_macs"] = cost.nonzero_macs(compacted.forward, variables, example)
   fields["compact_removed_units"] = int(sum(g.removed for g in compacted.groups))
   return fields
 
