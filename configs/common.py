@@ -311,3 +311,56 @@ def l0_mnist_setup(config: ml_collections.ConfigDict, formulation: str) -> None:
   config.l0.weight_decay = 0.0
   config.l0.test_gate = "median"
   config.l0.dual_restarts = True
+
+
+def comparison(name: str, title: str, network: str, dataset: str) -> ml_collections.ConfigDict:
+  """The fields of a ``configs/compare_*.py`` study (:mod:`sparsejax.studies.compare`),
+  with an empty method table (:func:`compare_method` fills it).
+
+  The protocol: the official test split; 1/12 of the training split (5,000 images) for
+  validation; pixels scaled to [0, 1] at their native size (every family's own input
+  centring overridden); 30 epochs for a method's whole procedure; 3 seeds per point.
+  """
+  config = ml_collections.ConfigDict()
+  config.name = name
+  config.title = title
+  config.network = network
+  config.workdir = f"workdirs/{name}"
+  config.epochs = 30
+  config.densities = (0.1, 0.05, 0.02)
+  config.seeds = 3
+  config.seed = 42
+  config.only = ""
+  config.quiet = True
+  config.protocol = ml_collections.ConfigDict({
+      "dataset": dataset, "manual_dir": "", "val_fraction": 1 / 12, "image_size": 0,
+      "input_offset": 0.0, "input_scale": 1.0, "train_set_size": 0, "val_set_size": 0,
+      "test_set_size": 0})
+  config.methods = ml_collections.ConfigDict()
+  return config
+
+
+def compare_method(config: ml_collections.ConfigDict, label: str, source: str, kind: str,
+                   field: str = "", strengths: tuple = (), as_tuple: bool = False,
+                   epochs: tuple = (("max_epochs", 1.0),),
+                   fields: Mapping[str, Any] | None = None) -> None:
+  """Adds a method to a comparison's table.
+
+  Args:
+    config: a :func:`comparison` config.
+    label: the method's name in the table (and its runs' ``experiment_name`` suffix).
+    source: ``"<config module>:<argument>"`` under ``configs/``: the family's set-up.
+    kind: how the operating point sets ``field`` (``density``, ``sparsity``,
+      ``strength`` over ``strengths``, or ``fixed``: no knob);
+      :data:`sparsejax.studies.compare.KINDS`.
+    field: the operating point's dotted field.
+    strengths: the strength grid (``kind="strength"``).
+    as_tuple: the field holds a tuple (one value per layer group): set ``(value,)``.
+    epochs: ``(field, share)`` pairs: how the study's epoch budget splits over the
+      method's phases.
+    fields: other dotted fields the method sets.
+  """
+  config.methods[label] = ml_collections.ConfigDict({
+      "source": source, "kind": kind, "field": field, "strengths": tuple(strengths),
+      "as_tuple": as_tuple, "epochs": tuple(epochs),
+      "fields": tuple((fields or {}).items())})
