@@ -233,10 +233,15 @@ class Evaluator(NamedTuple):
     incremental: whether ``update`` is cheaper than ``full`` (then the cache is
       recomputed in full at every level's end and every ``refresh_flips`` flipped
       entries within a level, so rounding never accumulates).
+    revert: ``(cache after update, Flips, accepted) -> cache``: undoes ``update``'s
+      change where the candidate is rejected, so the search keeps one cache and
+      changes it in place instead of keeping both and selecting one (``None``: it
+      selects). Small moves use it (:data:`REVERT_CAPACITY`).
   """
   full: Callable[[jax.Array], tuple[jax.Array, Any]]
   update: Callable[[Any, jax.Array, Flips], tuple[jax.Array, Any]]
   incremental: bool = False
+  revert: Callable[[Any, Flips, jax.Array], Any] | None = None
 
 
 def plain_evaluator(evaluate: Callable[[jax.Array], jax.Array]) -> Evaluator:
@@ -276,14 +281,21 @@ def first_layer_evaluator(x: jax.Array, kernel: jax.Array, offset: int,
     h = first(mask)
     return rest(h.T, mask), h
 
-  def update(h, mask, flips: Flips):
+  def changed(h, flips: Flips, sign):
+    """``h`` plus ``sign`` times the flipped weights' columns (``sign`` per flip)."""
     local = flips.index - offset
     inside = (local >= 0) & (local < size)
     i, j = jnp.where(inside, local // d_out, 0), jnp.where(inside, local % d_out, 0)
-    weight = jnp.where(flips.turn_on, kernel[i, j], -kernel[i, j])
-    h = h.at[jnp.where(inside, j, d_out)].add(weight[:, None] * x_rows[i], mode="drop")
+    weight = sign * jnp.where(flips.turn_on, kernel[i, j], -kernel[i, j])
+    return h.at[jnp.where(inside, j, d_out)].add(weight[:, None] * x_rows[i], mode="drop")
+
+  def update(h, mask, flips: Flips):
+    h = changed(h, flips, 1.0)
     return rest(h.T, mask), h
-  return Evaluator(full=full, update=update, incremental=True)
+
+  def revert(h, flips: Flips, accepted):
+    return changed(h, flips, jnp.where(accepted, 0.0, -1.0).astype(h.dtype))
+  return Evaluator(full=full, update=update, incremental=True, revert=revert)
 
 
 # --------------------------------------------------------------------------
@@ -496,6 +508,11 @@ CAPACITIES = (8, 32, 128, 512, 1024, 2048, 4096, 8192)
 #: incremental update costs O(B) per flipped entry, and beyond about 4,096
 #: flipped entries (2,048 per pool) it costs more than the full first layer.
 INCREMENTAL_CAPACITY = 2048
+#: Small moves of at most this capacity undo a rejected candidate's change to the
+#: evaluator's cache (:attr:`Evaluator.revert`) rather than keep two caches and
+#: select one: O(flips) work instead of copying the cache, which dominates the
+#: smallest moves, the more so for vmapped chains whose caches leave the CPU's cache.
+REVERT_CAPACITY = 128
 #: With an incremental evaluator, the cache is recomputed in full whenever the
 #: candidates of a level have flipped this many entries since the last time.
 REFRESH_FLIPS = 1 << 16
@@ -648,10 +665,10 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
   _, key = jax.random.split(key)
 
   def finish(chain: Chain, ok, accuracy, cache, n_eff, mask, packed, distances) -> Chain:
+    """The chain after a candidate; ``cache`` is the cache of the mask it keeps."""
     chain = _record(chain, ok, accuracy, n_eff, packed, distances)
     return chain._replace(mask=jnp.where(ok, mask, chain.mask),
-                          packed=jnp.where(ok, packed, chain.packed),
-                          cache=_select(ok, cache, chain.cache))
+                          packed=jnp.where(ok, packed, chain.packed), cache=cache)
 
   def full_step(level_key, n, n_eff, temperature):
     threshold = _tabu_threshold(schedule, n)
@@ -662,7 +679,8 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
       accuracy, cache = evaluator.full(candidate)
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      return finish(chain, ok, accuracy, cache, n_eff, candidate, packed, distances)
+      return finish(chain, ok, accuracy, _select(ok, cache, chain.cache), n_eff, candidate,
+                    packed, distances)
     return step
 
   def small_step(capacity, level_key, n, n_eff, temperature):
@@ -670,6 +688,7 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
     # Larger moves than the incremental capacity are evaluated in full (and their
     # distances to the memory counted on the packed candidate).
     incremental = evaluator.incremental and capacity <= plan.incremental_capacity
+    revert = incremental and evaluator.revert is not None and capacity <= REVERT_CAPACITY
     every = jnp.maximum(1, REFRESH_FLIPS // (2 * jnp.maximum(n_eff, 1)))
 
     def step(i, chain: Chain) -> Chain:
@@ -684,6 +703,7 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
         accuracy, cache = evaluator.full(candidate)
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
+      cache = evaluator.revert(cache, flips, ok) if revert else _select(ok, cache, chain.cache)
       chain = finish(chain, ok, accuracy, cache, n_eff, candidate, move.packed, move.distances)
       taken = ok & (jnp.arange(capacity) < n_eff)
       off_entries, on_entries = flips.index[:capacity], flips.index[capacity:]
