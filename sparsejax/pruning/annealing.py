@@ -664,11 +664,12 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
   dtype = jnp.float32
   _, key = jax.random.split(key)
 
-  def finish(chain: Chain, ok, accuracy, cache, n_eff, mask, packed, distances) -> Chain:
-    """The chain after a candidate; ``cache`` is the cache of the mask it keeps."""
-    chain = _record(chain, ok, accuracy, n_eff, packed, distances)
-    return chain._replace(mask=jnp.where(ok, mask, chain.mask),
-                          packed=jnp.where(ok, packed, chain.packed), cache=cache)
+  def finish(chain: Chain, ok, accuracy, n_eff, candidate_packed, distances, kept) -> Chain:
+    """The chain after a candidate: ``kept`` is the mask it keeps (the candidate if
+    ``ok``), bit-packed and as the evaluator's cache: ``(mask, packed, cache)``."""
+    chain = _record(chain, ok, accuracy, n_eff, candidate_packed, distances)
+    mask, packed, cache = kept
+    return chain._replace(mask=mask, packed=packed, cache=cache)
 
   def full_step(level_key, n, n_eff, temperature):
     threshold = _tabu_threshold(schedule, n)
@@ -679,8 +680,8 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
       accuracy, cache = evaluator.full(candidate)
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      return finish(chain, ok, accuracy, _select(ok, cache, chain.cache), n_eff, candidate,
-                    packed, distances)
+      kept = _select(ok, (candidate, packed, cache), (chain.mask, chain.packed, chain.cache))
+      return finish(chain, ok, accuracy, n_eff, packed, distances, kept)
     return step
 
   def small_step(capacity, level_key, n, n_eff, temperature):
@@ -703,8 +704,14 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
         accuracy, cache = evaluator.full(candidate)
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      cache = evaluator.revert(cache, flips, ok) if revert else _select(ok, cache, chain.cache)
-      chain = finish(chain, ok, accuracy, cache, n_eff, candidate, move.packed, move.distances)
+      if revert:  # undo a rejected candidate's changes in place (no copy of mask or cache)
+        undone = candidate.at[flips.index].set(flips.turn_on == ok, mode="drop")
+        kept = (undone, jnp.where(ok, move.packed, chain.packed),
+                evaluator.revert(cache, flips, ok))
+      else:
+        kept = _select(ok, (candidate, move.packed, cache),
+                       (chain.mask, chain.packed, chain.cache))
+      chain = finish(chain, ok, accuracy, n_eff, move.packed, move.distances, kept)
       taken = ok & (jnp.arange(capacity) < n_eff)
       off_entries, on_entries = flips.index[:capacity], flips.index[capacity:]
       order = chain.order.at[jnp.where(taken, move.off, plan.n_units)].set(
