@@ -18,7 +18,11 @@ from sparsejax.fields import ConfigError  # noqa: E402
 from sparsejax.recipes import recipe_names  # noqa: E402
 from sparsejax.runner.config import base_config, field_names, validate  # noqa: E402
 
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
+#: The comparison studies' configs (``python -m sparsejax.studies.compare``; tests/test_compare.py),
+#: not configs of one run.
+STUDY_CONFIGS = ("compare_lenet300_fashion_mnist", "compare_lenet300_mnist", "compare_lenet5_mnist")
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py")
+                 if p.stem not in ("__init__", "common", *STUDY_CONFIGS))
 BMRS_SETUPS = ("bmrs_mlp_mnist", "bmrs_mlp_fashion_mnist", "bmrs_mlp_cifar", "bmrs_lenet5_mnist",
                "bmrs_lenet5_fashion_mnist", "bmrs_lenet5_cifar")
 #: The methods each efficient-compression set-up accepts (layerwise: Dense set-ups only).
@@ -80,6 +84,8 @@ def test_the_config_files_are_the_expected_ones():
                                               *DEEPHOYER_SETUPS, *L0_SETUPS, *ANNEAL_SETUPS,
                                               *SPARSE_TRAINING_SETUPS])
   assert (REPO / "configs" / "__init__.py").exists()
+  studies = sorted(p.stem for p in (REPO / "configs").glob("compare_*.py"))
+  assert studies == list(STUDY_CONFIGS)
 
 
 def test_each_config_accepts_its_arguments():
