@@ -52,11 +52,14 @@ every vmapped chain (so it stays a branch, not a select):
   entries alone (the Hamming distance changes by +-1 per flipped entry);
 * an :class:`Evaluator` may update the accuracy from the flipped entries
   (:func:`first_layer_evaluator`: the first layer's pre-activations, kept in
-  the chain, change by one input column per flipped weight); its cache is
-  recomputed in full at every level's end and every :data:`REFRESH_FLIPS`
-  flipped entries, so rounding does not accumulate;
-* larger moves use :func:`swap_move` over every entry and the full evaluation,
-  as before.
+  the chain, change by one input column per flipped weight) for moves of at
+  most :data:`INCREMENTAL_CAPACITY` entries per pool (larger ones are evaluated
+  in full); moves of at most :data:`REVERT_CAPACITY` undo a rejected
+  candidate's changes in place rather than keep two copies of the mask and
+  the cache; the cache is recomputed in full at every level's end and every
+  :data:`REFRESH_FLIPS` flipped entries, so rounding does not accumulate;
+* moves larger than every capacity use :func:`swap_move` over every entry and
+  the full evaluation.
 
 :func:`run_levels` runs any range of levels from a chain, so a long search
 checkpoints between levels and resumes with the chain it would have had.
