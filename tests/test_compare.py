@@ -86,7 +86,7 @@ def test_the_table_averages_seeds_per_point_and_the_plots_are_written(tmp_path):
     rows.append({**common, "experiment_name": "compare_lenet300_mnist_lth", "method": "anneal",
                  "anneal.sparsity": 0.95, "density": 0.05, "final_test_accuracy": accuracy - 0.1})
     rows.append({**common, "experiment_name": "compare_lenet300_mnist_l0_penalized",
-                 "method": "l0", "l0.penalty": "(0.1,)", "density": 0.03,
+                 "method": "l0", "l0.penalty": "[0.1]", "density": 0.03,
                  "final_test_accuracy": 0.9})
   frame = compare.table(config, pd.DataFrame(rows))
   assert list(frame["method"]) == ["magnitude", "l0_penalized", "lth"]

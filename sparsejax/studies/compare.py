@@ -158,7 +158,7 @@ def _point_of(config, label, row) -> Any:
   if method.kind == "fixed":
     return None
   value = row[method.field]
-  if isinstance(value, str):  # a tuple field, recorded as its text
+  if isinstance(value, str):  # a tuple field, recorded as JSON ("[0.1]")
     value = float(value.strip("()[], ").split(",")[0])
   return 1.0 - value if method.kind == "sparsity" else value
 
