@@ -55,6 +55,7 @@ from ml_collections import config_flags
 
 from sparsejax import results, xla_flags
 from sparsejax.fields import ConfigError
+from sparsejax.runner import run
 from sparsejax.studies import cli
 from sparsejax.studies.report import finished, markdown, mean_std
 
@@ -143,7 +144,6 @@ def family_config(config: ml_collections.ConfigDict, label: str, point: Any
 
 def run_study(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   """Runs (or resumes, or skips) every point of every method."""
-  from sparsejax.runner import run
   for label in methods(config):
     for point in operating_points(config, label):
       run(family_config(config, label, point), workdir)
