@@ -241,9 +241,9 @@ class SeedProgram:
     self.seeds = np.asarray(seeds)
     self.seed_loop = seed_loop
     self.layout = layout
-    self.data, self.data_axis = data, data_axis
-    if layout is not None:
-      self.data = layout.place_data(data, data_axis)
+    self.data_axis = data_axis
+    # On the devices once: the compiled chunks take the data as an argument.
+    self.data = jax.device_put(data) if layout is None else layout.place_data(data, data_axis)
     self.model, self.task = model, task
     self.eval_batch_size = eval_batch_size
     n_train = data.train[0].shape[1 if data_axis == 0 else 0]
@@ -414,12 +414,16 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
       return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, state), metrics
     return jax.lax.scan(body, state, first_epoch + jnp.arange(n_epochs))
 
-  def chunk(carry: PhaseCarry, keys, first_epoch):
+  def chunk(carry: PhaseCarry, keys, first_epoch, data):
     states, metrics = map_seeds(one_seed, (0, 0, axis, 0, None), program.size, program.seed_loop)(
-        carry.states, carry.active, program.data, keys, first_epoch)
+        carry.states, carry.active, data, keys, first_epoch)
     return _checks(phase, carry, states, metrics, first_epoch, n_epochs), metrics
 
-  program._compiled[cache_key] = jax.jit(chunk)
+  # The data is an argument, not a closure: closed over, the training set
+  # would be folded into the compiled program as a constant.
+  compiled = jax.jit(chunk)
+  program._compiled[cache_key] = lambda carry, keys, first_epoch: compiled(
+      carry, keys, first_epoch, program.data)
   return program._compiled[cache_key]
 
 
