@@ -325,6 +325,8 @@ def comparison(name: str, title: str, network: str, dataset: str) -> ml_collecti
   config.name = name
   config.title = title
   config.network = network
+  config.model = ""         # your own model, 'package.module:Class' (replaces network)
+  config.model_kwargs = ""  # its constructor arguments, a Python dict literal
   config.workdir = f"workdirs/{name}"
   config.epochs = 30
   config.densities = (0.1, 0.05, 0.02)

@@ -125,3 +125,25 @@ def test_a_small_study_runs_reports_and_skips_what_it_finished(tmp_path, mnist_d
   rows = len(results.read_runs(tmp_path))
   compare.run_study(config, tmp_path)
   assert len(results.read_runs(tmp_path)) == rows == 6
+
+
+@pytest.mark.slow  # about a minute: two short runs of two seeds
+def test_a_study_runs_on_the_users_own_model(tmp_path, mnist_dir):
+  config = compare_lenet300_mnist.get_config()
+  config.model = "tests.test_foreign_models:NNXMLP"
+  config.model_kwargs = "{'width': 32}"
+  config.only = "magnitude,random"
+  config.epochs, config.seeds, config.densities = 3, 2, (0.2,)
+  config.protocol.manual_dir = str(mnist_dir)
+  config.protocol.train_set_size, config.protocol.val_set_size = 1000, 300
+  config.protocol.test_set_size = 300
+  run = compare.family_config(config, "magnitude", 0.2)
+  assert run.model == config.model and run.model_kwargs == config.model_kwargs
+  compare.run_study(config, tmp_path)
+  frame = compare.report(config, tmp_path, tmp_path / "out")
+  assert list(frame["method"]) == ["magnitude", "random"]
+  # The user's 784-32-10 network with BatchNorm, not LeNet-300-100's 266,610 parameters.
+  runs = results.read_runs(tmp_path)
+  assert set(runs["total_params"]) == {784 * 32 + 32 + 2 * 32 + 32 * 10 + 10}
+  assert frame.iloc[0]["density %"] == pytest.approx(20, abs=1)
+  assert (frame["test mean"] > 15).all()  # 30 steps on 1,000 images; chance is 10 %

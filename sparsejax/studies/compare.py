@@ -24,6 +24,11 @@ network and data under one protocol:
   family runs its strength grid (``strengths``) and is placed at the density it
   reaches; the table marks, per target, the point nearest to it (on a log
   scale) with ``~10 %``;
+* **your own model and data**: ``model`` (``'package.module:Class'``, with
+  ``model_kwargs``) replaces the registered ``network`` in every run, and
+  ``protocol.dataset`` takes ``npz:PATH`` or a tensorflow-datasets name, as a
+  single run does; a family that needs something of the model says which
+  capability is missing before any training;
 * ``seeds`` seeds per point, vmapped in one program; every point is an
   ordinary run (its row in ``DIR/runs.csv``, checkpoints, resumable: a
   finished point is skipped, an interrupted one resumes).
@@ -128,6 +133,7 @@ def family_config(config: ml_collections.ConfigDict, label: str, point: Any
   family = importlib.import_module(f"configs.{module}")
   run_config = family.get_config(argument) if argument else family.get_config()
   run_config.architecture = config.network
+  run_config.model, run_config.model_kwargs = config.model, config.model_kwargs
   common.set_fields(run_config, dict(config.protocol))
   for field, epochs in epoch_split(config.epochs, method.epochs).items():
     common.set_fields(run_config, {field: epochs})
