@@ -224,7 +224,7 @@ def test_common_set_fields_rejects_unknown_fields():
     ("ec.beta", 0.0, "'ec.beta' is 0.0; it must be > 0"),
     ("ec.initial_p_value", 1.5, "'ec.initial_p_value' is 1.5; it must be in [0, 1]"),
     ("pruning.calibration", "test", "accepted values: train, val"),
-    ("pruning.criterion", "snip", "accepted values: none, tamade, global_density"),
+    ("pruning.criterion", "snip", "accepted values: none, tamade, description_length, global_density"),
 ])
 def test_bad_values_name_the_field_and_accepted_values(field, value, message):
   c = base_config()

@@ -41,7 +41,11 @@ one scale :math:`s` per method serves every teacher
    3. the criterion ``pruning.criterion``: ``tamade`` (the largest global
       magnitude threshold whose calibration loss stays within
       ``1 + pruning.tolerated_relative_loss_increase`` of the unpruned loss,
-      on the ``pruning.calibration`` split), ``global_density``,
+      on the ``pruning.calibration`` split), ``description_length`` (the
+      global magnitude threshold of the shortest two-part code of the
+      calibration split, a kept parameter at ``pruning.bits_scale`` x
+      :math:`\\tfrac12\\log_2 N` bits:
+      :mod:`sparsejax.pruning.description_length`), ``global_density``,
       ``global_threshold``, or ``none``;
    4. random gradient pruning again;
    5. ``pruning.delete_neurons`` (MLPs, LeNet-5): neurons and channels left
@@ -76,7 +80,7 @@ from sparsejax import objectives
 from sparsejax.data import teacher_student
 from sparsejax.fields import require
 from sparsejax.objectives.base import Objective
-from sparsejax.pruning import make_random_gradient_prune_fn, make_tamade_fn
+from sparsejax.pruning import description_length, make_random_gradient_prune_fn, make_tamade_fn
 from sparsejax.pruning.layerwise import layerwise_prune
 from sparsejax.pruning.neurons import fold_dead_neurons
 from sparsejax.recipes.base import Outcome, Plan, Recipe, Stage, StageInput, register_recipe
@@ -86,6 +90,7 @@ from sparsejax.train.driver import (ChunkContext, Convergence, Phase, PhaseCarry
                                     per_seed, where_seeds)
 from sparsejax.train.optimizers import build_optimizer
 from sparsejax.train.state import TrainState, clear_objective_moments
+from sparsejax.train.step import data_loss_fn
 
 #: How ``ec.alpha`` is set (``ec.strength``; :func:`alpha`).
 STRENGTHS = ("fixed", "description_length")
@@ -255,6 +260,10 @@ class Pruning:
     self.search = make_tamade_fn(model, task, objective, config.eval_batch_size,
                                  delta=config.pruning.tolerated_relative_loss_increase,
                                  resolution=config.pruning.binary_search_resolution, jit=False)
+    self.loss = data_loss_fn(model, task, objective, config.eval_batch_size)
+    self.task = task
+    if config.pruning.criterion == "description_length":
+      description_length.bits_per_point(task.loss, 1)  # a task without a code fails here
     self.is_pmmp = config.method == "pmmp"
 
   def _random_gradient(self, state, key, data):
@@ -271,6 +280,15 @@ class Pruning:
       calibration = data.train if pruning.calibration == "train" else data.val
       result = self.search(state, *calibration)
       info.update(threshold=result.threshold, evaluations=result.evaluations)
+      masks = result.masks
+    elif pruning.criterion == "description_length":
+      x, y = data.train if pruning.calibration == "train" else data.val
+      n = x.shape[0]
+      result = description_length.description_length_cut(
+          lambda params: self.loss(params, state, x, y), state.params, state.masks, n_points=n,
+          bits_per_point=description_length.bits_per_point(self.task.loss, math.prod(y.shape[1:])),
+          bits_per_parameter=description_length.bits_per_parameter(n, pruning.bits_scale))
+      info.update(threshold=result.threshold, code_length=result.code_length)
       masks = result.masks
     elif pruning.criterion == "global_density":
       masks = masks_lib.global_magnitude_density(state.params, state.masks, pruning.density)

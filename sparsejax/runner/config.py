@@ -36,7 +36,7 @@ from sparsejax.train import convergence
 from sparsejax.train.optimizers import OPTIMIZERS
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "identity")
-PRUNING = ("none", "tamade", "global_density", "global_threshold")
+PRUNING = ("none", "tamade", "description_length", "global_density", "global_threshold")
 CALIBRATION = ("train", "val")
 PRUNABLE = tuple(masks_lib.NAMED_PRUNABLE)
 DTYPES = ("float32", "float64", "bfloat16")
@@ -60,7 +60,8 @@ BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "anneal.checkpoint_lev
                       "distributed.num_processes", "distributed.process_id")
 #: Run fields added after runs were recorded, at the values that change nothing: left
 #: out of a run's id while they hold them, so earlier runs keep their ids.
-NEUTRAL_FIELDS = {"model": "", "model_kwargs": "", "ec.strength": "fixed", "ec.bits_scale": 1.0}
+NEUTRAL_FIELDS = {"model": "", "model_kwargs": "", "ec.strength": "fixed", "ec.bits_scale": 1.0,
+                  "pruning.bits_scale": 1.0}
 #: Fields renamed or moved since runs were recorded, old dotted name -> new: a saved
 #: ``config.json`` is read under the new names (:func:`renamed`; ``load_run``, the
 #: ``rerun`` study). The efficient-compression family's fields were top-level.
@@ -145,6 +146,7 @@ def run_fields() -> ml_collections.ConfigDict:
   c.pruning.tolerated_relative_loss_increase = 0.01
   c.pruning.binary_search_resolution = 1e-7
   c.pruning.calibration = "train"  # TAMADE's data: train (the paper) or val (the later code)
+  c.pruning.bits_scale = 1.0       # description_length: bits per kept parameter / (log2(N)/2)
   c.pruning.density = 1.0          # global_density, and magnitude pruning's target
   c.pruning.threshold = 0.0        # global_threshold
   c.pruning.random_gradient_pruning = True
@@ -287,6 +289,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ("noise", "pruning.threshold", "pruning.tolerated_relative_loss_increase"):
     require(flat[name] >= 0, name, flat[name], ">= 0")
   require(0 < config.pruning.density <= 1, "pruning.density", config.pruning.density, "in (0, 1]")
+  require(config.pruning.bits_scale > 0, "pruning.bits_scale", config.pruning.bits_scale, "> 0")
   require(config.pruning.binary_search_resolution > 0, "pruning.binary_search_resolution",
           config.pruning.binary_search_resolution, "> 0")
   for name in ("train_set_size", "val_set_size", "test_set_size", "train_batch_size", "min_epochs",
