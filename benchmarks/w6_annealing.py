@@ -5,8 +5,8 @@ with the MLP schedule): an unstructured mask over the 266,200 weights of the
 784-300-100-10 relu MLP without biases at 70 % sparsity, each candidate
 evaluated as the top-1 accuracy of the masked initial network on the first
 2,000 MNIST training images, through the recipe's evaluation
-(:func:`sparsejax.recipes.anneal.weight_evaluator`: the first layer updated by
-the flipped entries). The search is one compiled program.
+(:func:`sparsejax.recipes.anneal.weight_evaluator`: the first two layers updated
+by the flipped entries). The search is one compiled program.
 
 Two measurements, in one invocation:
 
@@ -60,7 +60,8 @@ def problem(x, y, evaluations: int):
   masks = masks_lib.ones_like(params)
   trained = TrainState(0, params, (), state, (), masks)
   first = anneal.first_dense_layer(model, params, state, masks, x[:64])
-  evaluator = anneal.weight_evaluator(model, trained, masks, x, y, first)
+  second = anneal.second_dense_layer(model, params, state, masks, x[:64], first)
+  evaluator = anneal.weight_evaluator(model, trained, masks, x, y, first, second)
   n = sum(m.size for m in jax.tree.leaves(masks))
   schedule = annealing.MLP_SCHEDULE._replace(max_evaluations=evaluations)
   return evaluator, n, schedule, annealing.plan_search(n, SPARSITY, schedule)

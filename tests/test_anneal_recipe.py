@@ -247,6 +247,30 @@ def test_the_first_layer_is_found_on_a_users_linen_model_and_refused_where_it_do
     candidate = mask.at[flipped].set(~mask[flipped])
     assert float(fast.update(cache, candidate, flips)[0]) == float(full.full(candidate)[0])
 
+  # Through the first two layers too: the second is Dense_0, fed through relu.
+  second = anneal.second_dense_layer(model, params, state, masks, x, first)
+  assert second == (("Dense_0",), 0, "relu")
+  fast2 = anneal.weight_evaluator(model, trained, masks, x, y, first, second)
+  accuracy, cache = fast2.full(mask)
+  assert float(accuracy) == float(full.full(mask)[0])
+  for key in range(5):
+    flipped = jax.random.choice(jax.random.key(key), n, (4,), replace=False)
+    flips = anneal.annealing.Flips(flipped, ~mask[flipped])
+    candidate = mask.at[flipped].set(~mask[flipped])
+    assert float(fast2.update(cache, candidate, flips)[0]) == float(full.full(candidate)[0])
+
+  class Scaled(nn.Module):  # x -> Dense -> 2 relu(.) -> Dense: no activation of the list
+    @nn.compact
+    def __call__(self, x):
+      x = x.reshape(x.shape[0], -1)
+      return nn.Dense(3, name="out")(2 * nn.relu(nn.Dense(5, name="hidden")(x)))
+  model = adapter.adapt(Scaled(), x[:1])
+  params, state = model.init(jax.random.key(2), x)
+  masks = masks_lib.ones_like(params)
+  first = anneal.first_dense_layer(model, params, state, masks, x)
+  assert first == (("hidden",), 0)
+  assert anneal.second_dense_layer(model, params, state, masks, x, first) is None
+
   class Nnx(nnx.Module):
     def __init__(self, rngs):
       self.dense = nnx.Linear(6, 3, rngs=rngs)

@@ -205,6 +205,33 @@ def mlp_problem(dtype=jnp.float32):
   return int(sizes[-1]), evaluate, annealing.first_layer_evaluator(x, w[0], 0, rest)
 
 
+def two_layer_mlp_problem(dtype=jnp.float32):
+  """:func:`mlp_problem` with a first-layer bias, evaluated through the first two layers
+  (moves of up to 8 slots, the capacity 4, update the second layer incrementally; the
+  capacity 16 computes it in full)."""
+  n, _, _ = mlp_problem(dtype)
+  k1, k2, k3, k4, k5, k6 = jax.random.split(jax.random.key(7), 6)
+  w = [jax.random.normal(k, shape, dtype) / np.sqrt(shape[0])
+       for k, shape in ((k1, (12, 10)), (k2, (10, 6)), (k3, (6, 3)))]
+  b1 = 0.3 * jax.random.normal(k6, (10,), dtype)
+  x = jax.random.normal(k4, (200, 12), dtype)
+  y = jax.random.randint(k5, (200,), 0, 3)
+  sizes = np.cumsum([0] + [a.size for a in w])
+
+  def layers(flat):
+    return [jnp.where(flat[a:b].reshape(m.shape), m, 0) for a, b, m in zip(sizes, sizes[1:], w)]
+
+  def rest(h2, flat):
+    return 100.0 * jnp.mean(jnp.argmax(jax.nn.relu(h2) @ layers(flat)[2], -1) == y)
+
+  def evaluate(flat):
+    w1, w2, _ = layers(flat)
+    return rest(jnp.tanh(x @ w1 + b1) @ w2, flat)
+  fast = annealing.two_layer_evaluator(x, w[0], b1, 0, "tanh", w[1], int(sizes[1]), rest,
+                                       rows_limit=8)
+  return n, evaluate, fast
+
+
 #: Moves of 99 entries down to 1 and back up (a reset at 5): full moves, then small moves
 #: of every capacity (4, 16, 32; the 32 evaluated in full), then full ones again.
 MLP_SCHEDULE = annealing.Schedule(t0=0.02, t_decay=0.97, levels=60, iters_start=2,
@@ -216,11 +243,12 @@ CAPACITIES = (4, 16, 32)
 
 
 @pytest.mark.slow  # two whole searches in float64 (three compiled moves each)
-def test_incremental_evaluation_equals_the_full_one_through_a_search():
+@pytest.mark.parametrize("problem", [mlp_problem, two_layer_mlp_problem])
+def test_incremental_evaluation_equals_the_full_one_through_a_search(problem):
   # In float64 rounding cannot flip an argmax: every accuracy, hence every acceptance,
   # is the full evaluation's, through full moves and small ones of every capacity.
   with jax.enable_x64(True):
-    n, evaluate, incremental = mlp_problem(jnp.float64)
+    n, evaluate, incremental = problem(jnp.float64)
     plan = annealing.plan_search(n, 0.5, MLP_SCHEDULE, CAPACITIES, 16)
     assert set(plan.tier.tolist()) == {0, 1, 2, 3} and plan.rebuild.sum() >= 2
     run = lambda e: jax.jit(lambda k: annealing.anneal(
@@ -289,3 +317,27 @@ def test_ties_at_the_threshold_are_taken_in_index_order():
   bits = jnp.arange(8, dtype=jnp.uint32)[::-1]
   flipped = annealing.swap_by_bits(mask, bits, 2) ^ mask
   np.testing.assert_array_equal(flipped, [False, False, False, True, False, True, True, True])
+
+
+def test_the_two_layer_cache_follows_a_move_and_its_undo():
+  with jax.enable_x64(True):
+    n, evaluate, fast = two_layer_mlp_problem(jnp.float64)
+    mask = jnp.arange(n) % 3 != 0
+    accuracy, cache = fast.full(mask)
+    assert float(accuracy) == float(evaluate(mask))
+    # Two entries of unit 4 of the first layer (rows 0 and 7), one of unit 9, one
+    # entry of the second layer, one unused slot (index n).
+    index = jnp.asarray([0 * 10 + 4, 7 * 10 + 4, 3 * 10 + 9, 120 + 2 * 6 + 5, n], jnp.int32)
+    flips = annealing.Flips(index, ~mask[jnp.minimum(index, n - 1)])
+    candidate = mask.at[index].set(flips.turn_on, mode="drop")
+    accuracy, moved = fast.update(cache, candidate, flips)
+    _, expected = fast.full(candidate)
+    assert float(accuracy) == float(evaluate(candidate))
+    for a, b in zip(moved, expected):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    undone = fast.revert(moved, mask, flips, jnp.asarray(False))
+    for a, b in zip(undone, cache):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    kept = fast.revert(moved, candidate, flips, jnp.asarray(True))
+    for a, b in zip(kept, moved):
+      np.testing.assert_array_equal(a, b)

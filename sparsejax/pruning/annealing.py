@@ -56,8 +56,10 @@ every vmapped chain (so it stays a branch, not a select):
   most :data:`INCREMENTAL_CAPACITY` entries per pool (larger ones are evaluated
   in full); moves of at most :data:`REVERT_CAPACITY` undo a rejected
   candidate's changes in place rather than keep two copies of the mask and
-  the cache; the cache is recomputed in full at every level's end and every
-  :data:`REFRESH_FLIPS` flipped entries, so rounding does not accumulate;
+  the cache; the cache is recomputed in full about every :data:`REFRESH_FLIPS`
+  flipped entries, so rounding does not accumulate;
+  :func:`two_layer_evaluator` updates the second layer's pre-activations too,
+  through the units the flipped first-layer entries feed;
 * moves larger than every capacity use :func:`swap_move` over every entry and
   the full evaluation.
 
@@ -234,17 +236,22 @@ class Evaluator(NamedTuple):
     update: ``(cache of the current mask, candidate mask, Flips) -> (accuracy %, cache)``;
       the candidate differs from the current mask in exactly the flipped entries.
     incremental: whether ``update`` is cheaper than ``full`` (then the cache is
-      recomputed in full at every level's end and every ``refresh_flips`` flipped
-      entries within a level, so rounding never accumulates).
-    revert: ``(cache after update, Flips, accepted) -> cache``: undoes ``update``'s
-      change where the candidate is rejected, so the search keeps one cache and
-      changes it in place instead of keeping both and selecting one (``None``: it
-      selects). Small moves use it (:data:`REVERT_CAPACITY`).
+      recomputed in full whenever about :data:`REFRESH_FLIPS` entries have been
+      flipped since the last time, so rounding never accumulates).
+    revert: ``(cache after update, kept mask, Flips, accepted) -> cache``: undoes
+      ``update``'s change where the candidate is rejected (the kept mask is then
+      the current one), so the search keeps one cache and changes it in place
+      instead of keeping both and selecting one (``None``: it selects). Small
+      moves use it (:data:`REVERT_CAPACITY`).
+    partial_above: moves of more flip slots than this keep only part of the cache
+      current (``None``: none does); the cache is recomputed at the end of their
+      levels.
   """
   full: Callable[[jax.Array], tuple[jax.Array, Any]]
   update: Callable[[Any, jax.Array, Flips], tuple[jax.Array, Any]]
   incremental: bool = False
-  revert: Callable[[Any, Flips, jax.Array], Any] | None = None
+  revert: Callable[[Any, jax.Array, Flips, jax.Array], Any] | None = None
+  partial_above: int | None = None
 
 
 def plain_evaluator(evaluate: Callable[[jax.Array], jax.Array]) -> Evaluator:
@@ -284,21 +291,141 @@ def first_layer_evaluator(x: jax.Array, kernel: jax.Array, offset: int,
     h = first(mask)
     return rest(h.T, mask), h
 
-  def changed(h, flips: Flips, sign):
-    """``h`` plus ``sign`` times the flipped weights' columns (``sign`` per flip)."""
-    local = flips.index - offset
-    inside = (local >= 0) & (local < size)
-    i, j = jnp.where(inside, local // d_out, 0), jnp.where(inside, local % d_out, 0)
-    weight = sign * jnp.where(flips.turn_on, kernel[i, j], -kernel[i, j])
-    return h.at[jnp.where(inside, j, d_out)].add(weight[:, None] * x_rows[i], mode="drop")
-
   def update(h, mask, flips: Flips):
-    h = changed(h, flips, 1.0)
+    h = _add_flipped(h, x_rows, kernel, offset, flips, 1.0)
     return rest(h.T, mask), h
 
-  def revert(h, flips: Flips, accepted):
-    return changed(h, flips, jnp.where(accepted, 0.0, -1.0).astype(h.dtype))
+  def revert(h, mask, flips: Flips, accepted):
+    del mask
+    return _add_flipped(h, x_rows, kernel, offset, flips,
+                        jnp.where(accepted, 0.0, -1.0).astype(h.dtype))
   return Evaluator(full=full, update=update, incremental=True, revert=revert)
+
+
+def _add_flipped(h: jax.Array, inputs: jax.Array, kernel: jax.Array, offset: int, flips: Flips,
+                 sign) -> jax.Array:
+  """A Dense layer's transposed pre-activations ``h`` (units, examples) plus ``sign`` times
+  the change of the flipped entries of its kernel (at ``offset`` in the flat mask):
+  :math:`\pm W_{ij}` times input row ``i`` (``inputs`` transposed, (d_in, examples)) added
+  to row ``j``; flips outside the kernel add nothing."""
+  d_in, d_out = kernel.shape
+  local = flips.index - offset
+  inside = (local >= 0) & (local < d_in * d_out)
+  i, j = jnp.where(inside, local // d_out, 0), jnp.where(inside, local % d_out, 0)
+  weight = sign * jnp.where(flips.turn_on, kernel[i, j], -kernel[i, j])
+  return h.at[jnp.where(inside, j, d_out)].add(weight[:, None] * inputs[i], mode="drop")
+
+
+#: The activations :func:`two_layer_evaluator` takes, by name.
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid,
+               "identity": lambda h: h}
+
+
+class TwoLayers(NamedTuple):
+  """:func:`two_layer_evaluator`'s cache, transposed (units, examples): the first
+  layer's pre-activations (no bias) and activations, the second's pre-activations (no
+  bias). Moves above the evaluator's ``rows_limit`` keep only ``h1`` current within a
+  level (the others are rebuilt at its end, before another move reads them)."""
+  h1: jax.Array
+  a1: jax.Array
+  h2: jax.Array
+
+
+def two_layer_evaluator(x: jax.Array, kernel1: jax.Array, bias1: jax.Array | None,
+                        offset1: int, activation: str, kernel2: jax.Array, offset2: int,
+                        rest: Callable[[jax.Array, jax.Array], jax.Array],
+                        rows_limit: int | None = None) -> Evaluator:
+  """Incremental evaluation through the first two Dense layers of a chain.
+
+  :math:`H_1 = X (W_1 \odot M_1)`, :math:`A_1 = \phi(H_1 + b_1)` and
+  :math:`H_2 = A_1 (W_2 \odot M_2)` are the cache. A candidate changes
+  :math:`H_1` by one input column per flipped first-layer entry (as
+  :func:`first_layer_evaluator`), hence :math:`A_1` only in the units
+  :math:`J` those entries feed; then
+
+  .. math::  H_2' = H_2 + \textstyle\sum_{(i,j) \text{ flipped in } W_2}
+             \pm W_{2,ij} A_{1,:i}\, e_j^\top
+             + (A_1' - A_1)_{:J}\, (W_2 \odot M_2')_{J,:},
+
+  :math:`O(B (|flips| + |J| d_2))` instead of :math:`O(B d_1 d_2)` for the
+  second layer, and the rest of the network is computed from :math:`H_2`. A
+  move that changes more than ``rows_limit`` units (default :math:`d_1/4`)
+  updates :math:`H_1` alone and computes the second layer in full. A rejected
+  candidate is undone by the inverse move, applied the same way.
+
+  Args:
+    x: the evaluation inputs, flattened ``(B, d_in)``.
+    kernel1, bias1, offset1: the first layer's kernel ``(d_in, d_1)``, its bias
+      (``None``: none) and where the kernel starts in the flat mask (row-major).
+    activation: the elementwise map between the layers (:data:`ACTIVATIONS`).
+    kernel2, offset2: the second layer's kernel ``(d_1, d_2)`` and its offset.
+    rest: ``(H_2 (B, d_2), mask) -> accuracy %``: the network from the second
+      layer's output on (adding its bias, if any).
+    rows_limit: the most changed units updated incrementally.
+  """
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+  act = ACTIVATIONS[activation]
+  d_in, d1 = kernel1.shape
+  d2 = kernel2.shape[1]
+  size1 = d_in * d1
+  rows_limit = max(1, d1 // 4) if rows_limit is None else rows_limit
+  x_rows = x.T
+  b1 = jnp.zeros((d1, 1), x.dtype) if bias1 is None else bias1[:, None]
+
+  def layer(mask, offset, kernel):
+    d, e = kernel.shape
+    m = jax.lax.dynamic_slice_in_dim(mask, offset, d * e).reshape(d, e)
+    return jnp.where(m, kernel, 0)
+
+  def second(a1, mask):
+    return layer(mask, offset2, kernel2).T @ a1
+
+  def full(mask):
+    h1 = (x @ layer(mask, offset1, kernel1)).T
+    a1 = act(h1 + b1)
+    h2 = second(a1, mask)
+    return rest(h2.T, mask), TwoLayers(h1, a1, h2)
+
+  def advance(cache: TwoLayers, mask, flips: Flips) -> TwoLayers:
+    """The cache of ``mask``, which differs from the cache's mask by ``flips``."""
+    h1 = _add_flipped(cache.h1, x_rows, kernel1, offset1, flips, 1.0)
+    local = flips.index - offset1
+    slots = jnp.arange(flips.index.shape[0], dtype=jnp.int32)
+    unit = jnp.where((local >= 0) & (local < size1), local % d1, d1)
+    # Each changed unit once: the first slot that names it.
+    first_slot = jnp.full(d1 + 1, slots.shape[0], jnp.int32).at[unit].min(slots)
+    first = (unit < d1) & (first_slot[unit] == slots)
+    rows = jnp.where(first, unit, 0)
+    a1_rows = act(h1[rows] + b1[rows])
+    delta = jnp.where(first[:, None], a1_rows - cache.a1[rows], 0)
+    # The second layer's flipped entries, with the activations before the move.
+    h2 = _add_flipped(cache.h2, cache.a1, kernel2, offset2, flips, 1.0)
+    columns = offset2 + rows[:, None] * d2 + jnp.arange(d2)
+    w2_rows = jnp.where(mask[columns], kernel2[rows], 0)
+    h2 = h2 + w2_rows.T @ delta
+    a1 = cache.a1.at[jnp.where(first, unit, d1)].set(a1_rows, mode="drop")
+    return TwoLayers(h1, a1, h2)
+
+  def incremental(flips: Flips) -> bool:
+    return flips.index.shape[0] <= rows_limit
+
+  def update(cache: TwoLayers, mask, flips: Flips):
+    if incremental(flips):
+      cache = advance(cache, mask, flips)
+      return rest(cache.h2.T, mask), cache
+    h1 = _add_flipped(cache.h1, x_rows, kernel1, offset1, flips, 1.0)
+    return rest(second(act(h1 + b1), mask).T, mask), cache._replace(h1=h1)
+
+  def revert(cache: TwoLayers, mask, flips: Flips, accepted):
+    if incremental(flips):
+      inverse = Flips(jnp.where(accepted, jnp.iinfo(jnp.int32).max, flips.index),
+                      ~flips.turn_on)
+      return advance(cache, mask, inverse)
+    sign = jnp.where(accepted, 0.0, -1.0).astype(cache.h1.dtype)
+    return cache._replace(h1=_add_flipped(cache.h1, x_rows, kernel1, offset1, flips, sign))
+  return Evaluator(full=full, update=update, incremental=True, revert=revert,
+                   partial_above=rows_limit)
 
 
 # --------------------------------------------------------------------------
@@ -710,7 +837,7 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
       if revert:  # undo a rejected candidate's changes in place (no copy of mask or cache)
         undone = candidate.at[flips.index].set(flips.turn_on == ok, mode="drop")
         kept = (undone, jnp.where(ok, move.packed, chain.packed),
-                evaluator.revert(cache, flips, ok))
+                evaluator.revert(cache, undone, flips, ok))
       else:
         kept = _select(ok, (candidate, move.packed, cache),
                        (chain.mask, chain.packed, chain.cache))
@@ -729,6 +856,22 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
   def refresh(chain: Chain) -> Chain:
     return chain._replace(cache=evaluator.full(chain.mask)[1])
 
+  most = int(plan.iterations.max())
+
+  def level_end(tier: int, index, chain: Chain) -> Chain:
+    """The cache after a level of move ``tier``: recomputed where that move leaves part of
+    it stale, and every so many levels of incremental moves (about
+    :data:`REFRESH_FLIPS` flipped entries); full evaluations leave it exact."""
+    if tier == len(plan.capacities) or not evaluator.incremental:
+      return chain
+    slots = 2 * plan.capacities[tier]
+    if plan.capacities[tier] > plan.incremental_capacity:
+      return chain
+    if evaluator.partial_above is not None and slots > evaluator.partial_above:
+      return refresh(chain)
+    every = max(1, REFRESH_FLIPS // (slots * most))
+    return jax.lax.cond(index % every == 0, refresh, lambda c: c, chain)
+
   def level(chain: Chain, inputs):
     # A padding level (no candidate) leaves the chain as it is.
     chain = jax.lax.cond(inputs[1] > 0, lambda c: run_level(c, inputs), lambda c: c, chain)
@@ -742,11 +885,9 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
                          lambda c: c, chain)
     makes = [functools.partial(small_step, capacity) for capacity in plan.capacities]
     makes.append(full_step)
-    branches = [lambda c, make=makes[t]: jax.lax.fori_loop(
-        0, count, make(level_key, n, n_eff, temperature), c) for t in plan_moves(plan)]
+    branches = [lambda c, make=makes[t], t=t: level_end(t, index, jax.lax.fori_loop(
+        0, count, make(level_key, n, n_eff, temperature), c)) for t in plan_moves(plan)]
     chain = jax.lax.switch(move, branches, chain) if len(branches) > 1 else branches[0](chain)
-    if evaluator.incremental:
-      chain = refresh(chain)
     better = chain.ave > chain.best_mean
     return chain._replace(best_mask=jnp.where(better, chain.mask, chain.best_mask),
                           best_mean=jnp.where(better, chain.ave, chain.best_mean))

@@ -209,20 +209,69 @@ def first_dense_layer(model, params, model_state, masks, x) -> tuple[tuple, int]
   return None
 
 
-def _with_first_layer(model, params, model_state, x, module: tuple, h):
-  """The model's outputs with ``h`` (plus the layer's bias) as the output of ``module``."""
+def second_dense_layer(model, params, model_state, masks, x, first: tuple
+                       ) -> tuple[tuple, int, str] | None:
+  """``(module path, flat offset, activation)`` of a second layer the search updates
+  incrementally after ``first`` (:func:`first_dense_layer`), or ``None``.
+
+  That is a 2-D prunable kernel ``(d_1, d_2)`` fed by the first layer through one
+  of :data:`sparsejax.pruning.annealing.ACTIVATIONS`: with an arbitrary
+  :math:`Z` (standard normal, so both signs) as the first layer's output less its
+  bias, the model's outputs with :math:`\phi(Z + b_1) W_2 (+ b_2)` also put in
+  place of the second layer's output equal those it computes itself; checked
+  numerically, once, for each activation.
+  """
+  module1, _ = first
+  kernel1, bias1 = _layer(params, module1)
+  z = jax.random.normal(jax.random.key(0), (x.shape[0], kernel1.shape[1]), kernel1.dtype)
+  h1 = z + (0 if bias1 is None else bias1)
+  plain = _with_layers(model, params, model_state, x, {module1: z})
+  offset = 0
+  for (path, kernel), m in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                               jax.tree.leaves(masks, is_leaf=lambda leaf: leaf is None)):
+    if m is None:
+      continue
+    names = tuple(masks_lib.path_str(path).split("/"))
+    if (kernel.ndim == 2 and kernel.shape[0] == kernel1.shape[1] and names[-1] == "kernel"
+        and names[:-1] != module1):
+      for name, act in annealing.ACTIVATIONS.items():
+        replaced = _with_layers(model, params, model_state, x,
+                                {module1: z, names[:-1]: act(h1) @ kernel})
+        if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
+          return names[:-1], offset, name
+    offset += m.size
+  return None
+
+
+def _layer(params, module: tuple):
+  """A Dense layer's ``(kernel, bias or None)``."""
   layer = params
   for name in module:
     layer = layer[name]
-  output = h + layer["bias"] if "bias" in layer else h
+  return layer["kernel"], layer.get("bias")
+
+
+def _with_first_layer(model, params, model_state, x, module: tuple, h):
+  """The model's outputs with ``h`` (plus the layer's bias) as the output of ``module``."""
+  return _with_layers(model, params, model_state, x, {module: h})
+
+
+def _with_layers(model, params, model_state, x, outputs: dict):
+  """The model's outputs with ``outputs[module]`` (plus the layer's bias) as the output
+  of each named ``module``; those layers are not computed."""
+  replaced = {}
+  for module, h in outputs.items():
+    _, bias = _layer(params, module)
+    replaced[module] = (h if bias is None else h + bias).astype(h.dtype)
 
   def interceptor(next_fun, args, kwargs, context):
-    if context.method_name == "__call__" and tuple(context.module.path) == module:
-      return output.astype(h.dtype)
+    module = tuple(context.module.path)
+    if context.method_name == "__call__" and module in replaced:
+      return replaced[module]
     return next_fun(*args, **kwargs)
   with nn.intercept_methods(interceptor):
-    outputs, _ = apply_model(model, params, model_state, x, train=False)
-  return outputs
+    out, _ = apply_model(model, params, model_state, x, train=False)
+  return out
 
 
 def _accuracy(outputs, y):
@@ -239,23 +288,35 @@ def full_evaluator(model, trained: TrainState, to_tree, x, y) -> annealing.Evalu
   return annealing.plain_evaluator(evaluate)
 
 
-def weight_evaluator(model, trained: TrainState, masks, x, y, first) -> annealing.Evaluator:
+def weight_evaluator(model, trained: TrainState, masks, x, y, first, second=None
+                     ) -> annealing.Evaluator:
   """The search's accuracy (%) of the trained network masked by a flat weight mask:
-  updated through the first layer when ``first`` (:func:`first_dense_layer`) names one,
-  else computed in full."""
+  updated through the first two layers when ``second`` (:func:`second_dense_layer`)
+  names the layer after ``first``, through the first when ``first``
+  (:func:`first_dense_layer`) names one, else computed in full."""
   def to_tree(flat_mask):
     return masks_lib.unflatten_like(flat_mask, masks)
   if first is None:
     return full_evaluator(model, trained, to_tree, x, y)
   module, offset = first
-  kernel = trained.params
-  for name in (*module, "kernel"):
-    kernel = kernel[name]
+  kernel, bias = _layer(trained.params, module)
+  flat_x = x.reshape(x.shape[0], -1)
+  if second is None:
+    def rest(h, flat_mask):
+      params = masks_lib.apply(to_tree(flat_mask), trained.params)
+      return _accuracy(_with_first_layer(model, params, trained.model_state, x, module, h), y)
+    return annealing.first_layer_evaluator(flat_x, kernel, offset, rest)
+  module2, offset2, activation = second
+  kernel2, _ = _layer(trained.params, module2)
+  skipped = jnp.zeros((x.shape[0], kernel.shape[1]), kernel.dtype)
 
-  def rest(h, flat_mask):
+  def rest2(h2, flat_mask):
     params = masks_lib.apply(to_tree(flat_mask), trained.params)
-    return _accuracy(_with_first_layer(model, params, trained.model_state, x, module, h), y)
-  return annealing.first_layer_evaluator(x.reshape(x.shape[0], -1), kernel, offset, rest)
+    outputs = _with_layers(model, params, trained.model_state, x,
+                           {module: skipped, module2: h2})
+    return _accuracy(outputs, y)
+  return annealing.two_layer_evaluator(flat_x, kernel, bias, offset, activation, kernel2,
+                                       offset2, rest2)
 
 
 # --------------------------------------------------------------------------
@@ -286,8 +347,9 @@ class AnnealingSearch(NamedTuple):
 
 def annealing_search(config: ml_collections.ConfigDict, program, n_units: int,
                      first=None) -> AnnealingSearch:
-  """The search over ``n_units`` weights or filters; ``first``: the first layer the weight
-  search updates incrementally (:func:`first_dense_layer`)."""
+  """The search over ``n_units`` weights or filters; ``first``: ``(first layer, second
+  layer or None)`` the weight search updates incrementally (:func:`first_dense_layer`,
+  :func:`second_dense_layer`), or ``None``."""
   a = config.anneal
   model = program.model
   schedule = schedule_of(config)
@@ -296,7 +358,7 @@ def annealing_search(config: ml_collections.ConfigDict, program, n_units: int,
   def evaluator(trained: TrainState, initial: TrainState, data) -> annealing.Evaluator:
     x, y = data.train.x[:a.eval_examples], data.train.y[:a.eval_examples]
     if a.units == "weights":
-      return weight_evaluator(model, trained, initial.masks, x, y, first)
+      return weight_evaluator(model, trained, initial.masks, x, y, *(first or (None, None)))
     return full_evaluator(model, trained, _to_tree(config, model, trained, initial), x, y)
 
   def init(trained, initial, key, data):
@@ -360,8 +422,11 @@ def _seeds_search(config: ml_collections.ConfigDict, inputs: StageInput):
   else:
     n_units = sum(m.size for m in jax.tree.leaves(first_masks))
     one = driver.per_seed(inputs.states, 0)
-    first = first_dense_layer(program.model, one.params, one.model_state, one.masks,
-                              program.per_seed_data(0).train.x[:min(a.eval_examples, 64)])
+    sample = program.per_seed_data(0).train.x[:min(a.eval_examples, 64)]
+    first = first_dense_layer(program.model, one.params, one.model_state, one.masks, sample)
+    if first is not None:
+      first = (first, second_dense_layer(program.model, one.params, one.model_state, one.masks,
+                                         sample, first))
   search = annealing_search(config, program, n_units, first)
 
   def over(fn, in_axes):
