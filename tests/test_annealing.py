@@ -184,32 +184,9 @@ def test_distinct_positions_by_table_equal_those_by_sort(count, high):
     assert len(set(used.tolist())) == count and used.min() >= 5 and used.max() < high
 
 
-def mlp_problem(dtype=jnp.float32):
-  """A bias-free 12-10-6-3 relu MLP, its data, and its flat-mask evaluation both ways."""
-  k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(7), 5)
-  w = [jax.random.normal(k, shape, dtype) / np.sqrt(shape[0])
-       for k, shape in ((k1, (12, 10)), (k2, (10, 6)), (k3, (6, 3)))]
-  x = jax.random.normal(k4, (200, 12), dtype)
-  y = jax.random.randint(k5, (200,), 0, 3)
-  sizes = np.cumsum([0] + [a.size for a in w])
-
-  def layers(flat):
-    return [jnp.where(flat[a:b].reshape(m.shape), m, 0) for a, b, m in zip(sizes, sizes[1:], w)]
-
-  def rest(h, flat):
-    _, w2, w3 = layers(flat)
-    return 100.0 * jnp.mean(jnp.argmax(jax.nn.relu(jax.nn.relu(h) @ w2) @ w3, -1) == y)
-
-  def evaluate(flat):
-    return rest(x @ layers(flat)[0], flat)
-  return int(sizes[-1]), evaluate, annealing.first_layer_evaluator(x, w[0], 0, rest)
-
-
-def two_layer_mlp_problem(dtype=jnp.float32):
-  """:func:`mlp_problem` with a first-layer bias, evaluated through the first two layers
-  (moves of up to 8 slots, the capacity 4, update the second layer incrementally; the
-  capacity 16 computes it in full)."""
-  n, _, _ = mlp_problem(dtype)
+def _mlp(dtype):
+  """A 12-10-6-3 MLP's kernels, a first-layer bias, data, and the masked kernels of a flat
+  mask."""
   k1, k2, k3, k4, k5, k6 = jax.random.split(jax.random.key(7), 6)
   w = [jax.random.normal(k, shape, dtype) / np.sqrt(shape[0])
        for k, shape in ((k1, (12, 10)), (k2, (10, 6)), (k3, (6, 3)))]
@@ -220,16 +197,41 @@ def two_layer_mlp_problem(dtype=jnp.float32):
 
   def layers(flat):
     return [jnp.where(flat[a:b].reshape(m.shape), m, 0) for a, b, m in zip(sizes, sizes[1:], w)]
+  return w, b1, x, y, sizes, layers
+
+
+def _accuracy(outputs, y):
+  return 100.0 * jnp.mean(jnp.argmax(outputs, -1) == y)
+
+
+def mlp_problem(dtype=jnp.float32):
+  """A bias-free 12-10-6-3 relu MLP, its data, and its flat-mask evaluation both ways."""
+  w, _, x, y, sizes, layers = _mlp(dtype)
+
+  def rest(h, flat):
+    _, w2, w3 = layers(flat)
+    return _accuracy(jax.nn.relu(jax.nn.relu(h) @ w2) @ w3, y)
+
+  def evaluate(flat):
+    return rest(x @ layers(flat)[0], flat)
+  return int(sizes[-1]), evaluate, annealing.first_layer_evaluator(x, w[0], 0, rest)
+
+
+def two_layer_mlp_problem(dtype=jnp.float32):
+  """The MLP with a first-layer bias and tanh, evaluated through the first two layers
+  (moves of up to 8 slots, the capacity 4, update the second layer incrementally; the
+  capacity 16 computes it in full)."""
+  w, b1, x, y, sizes, layers = _mlp(dtype)
 
   def rest(h2, flat):
-    return 100.0 * jnp.mean(jnp.argmax(jax.nn.relu(h2) @ layers(flat)[2], -1) == y)
+    return _accuracy(jax.nn.relu(h2) @ layers(flat)[2], y)
 
   def evaluate(flat):
     w1, w2, _ = layers(flat)
     return rest(jnp.tanh(x @ w1 + b1) @ w2, flat)
   fast = annealing.two_layer_evaluator(x, w[0], b1, 0, "tanh", w[1], int(sizes[1]), rest,
                                        rows_limit=8)
-  return n, evaluate, fast
+  return int(sizes[-1]), evaluate, fast
 
 
 #: Moves of 99 entries down to 1 and back up (a reset at 5): full moves, then small moves

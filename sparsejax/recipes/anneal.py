@@ -193,20 +193,26 @@ def first_dense_layer(model, params, model_state, masks, x) -> tuple[tuple, int]
   if getattr(model, "kind", "linen") != "linen":
     return None
   flat_x = x.reshape(x.shape[0], -1)
+  plain, _ = apply_model(model, params, model_state, x, train=False)
+  for module, kernel, offset in _dense_kernels(params, masks, flat_x.shape[1]):
+    replaced = _with_first_layer(model, params, model_state, x, module, flat_x @ kernel)
+    if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
+      return module, offset
+  return None
+
+
+def _dense_kernels(params, masks, d_in: int):
+  """``(module path, kernel, flat offset)`` of every prunable 2-D ``kernel`` leaf with
+  ``d_in`` rows, in leaf order (the flat mask's order)."""
   offset = 0
   for (path, kernel), m in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                                jax.tree.leaves(masks, is_leaf=lambda leaf: leaf is None)):
     if m is None:
       continue
     names = tuple(masks_lib.path_str(path).split("/"))
-    if kernel.ndim == 2 and kernel.shape[0] == flat_x.shape[1] and names[-1] == "kernel":
-      module = names[:-1]
-      plain, _ = apply_model(model, params, model_state, x, train=False)
-      replaced = _with_first_layer(model, params, model_state, x, module, flat_x @ kernel)
-      if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
-        return module, offset
+    if kernel.ndim == 2 and kernel.shape[0] == d_in and names[-1] == "kernel":
+      yield names[:-1], kernel, offset
     offset += m.size
-  return None
 
 
 def second_dense_layer(model, params, model_state, masks, x, first: tuple
@@ -217,7 +223,7 @@ def second_dense_layer(model, params, model_state, masks, x, first: tuple
   That is a 2-D prunable kernel ``(d_1, d_2)`` fed by the first layer through one
   of :data:`sparsejax.pruning.annealing.ACTIVATIONS`: with an arbitrary
   :math:`Z` (standard normal, so both signs) as the first layer's output less its
-  bias, the model's outputs with :math:`\phi(Z + b_1) W_2 (+ b_2)` also put in
+  bias, the model's outputs with :math:`\\phi(Z + b_1) W_2 (+ b_2)` also put in
   place of the second layer's output equal those it computes itself; checked
   numerically, once, for each activation.
   """
@@ -226,20 +232,13 @@ def second_dense_layer(model, params, model_state, masks, x, first: tuple
   z = jax.random.normal(jax.random.key(0), (x.shape[0], kernel1.shape[1]), kernel1.dtype)
   h1 = z + (0 if bias1 is None else bias1)
   plain = _with_layers(model, params, model_state, x, {module1: z})
-  offset = 0
-  for (path, kernel), m in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                               jax.tree.leaves(masks, is_leaf=lambda leaf: leaf is None)):
-    if m is None:
+  for module, kernel, offset in _dense_kernels(params, masks, kernel1.shape[1]):
+    if module == module1:
       continue
-    names = tuple(masks_lib.path_str(path).split("/"))
-    if (kernel.ndim == 2 and kernel.shape[0] == kernel1.shape[1] and names[-1] == "kernel"
-        and names[:-1] != module1):
-      for name, act in annealing.ACTIVATIONS.items():
-        replaced = _with_layers(model, params, model_state, x,
-                                {module1: z, names[:-1]: act(h1) @ kernel})
-        if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
-          return names[:-1], offset, name
-    offset += m.size
+    for name, act in annealing.ACTIVATIONS.items():
+      replaced = _with_layers(model, params, model_state, x, {module1: z, module: act(h1) @ kernel})
+      if np.allclose(plain, replaced, rtol=1e-4, atol=1e-5):
+        return module, offset, name
   return None
 
 
