@@ -105,7 +105,9 @@ def phase_costs(evaluator, n, schedule, plan, chains: int, levels: int, repeats:
   for tier in annealing.plan_moves(plan):
     picked = np.flatnonzero(plan.tier == tier)[-levels:]
     inputs = jax.tree.map(lambda a: a[picked], everything)
-    inputs = inputs._replace(rebuild=jnp.zeros_like(inputs.rebuild))  # the start's order holds
+    # The start's order and cache hold.
+    inputs = inputs._replace(rebuild=jnp.zeros_like(inputs.rebuild),
+                             refresh=jnp.zeros_like(inputs.refresh))
     jax.block_until_ready(run(keys, chain, inputs))
     times = [common.timed(run, keys, chain, inputs)[1] for _ in range(repeats)]
     costs[tier] = float(np.median(times)) / (chains * int(plan.iterations[picked].sum()))

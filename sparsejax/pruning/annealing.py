@@ -756,6 +756,7 @@ class LevelInputs(NamedTuple):
   temperature: jax.Array
   move: jax.Array      # index into the plan's moves (:func:`plan_moves`)
   rebuild: jax.Array
+  refresh: jax.Array   # an incremental level after one that left the cache stale
 
 
 def plan_moves(plan: Plan) -> list[int]:
@@ -772,12 +773,22 @@ def level_inputs(plan: Plan, start: int = 0, stop: int | None = None,
   real = levels < stop
   at = np.minimum(levels, plan.levels - 1)
   moves = np.searchsorted(plan_moves(plan), plan.tier[at])
+  keeps = keeps_cache(plan)
+  stale = keeps & ~np.concatenate([[True], keeps[:-1]])
   return LevelInputs(
       index=jnp.asarray(levels, jnp.int32),
       count=jnp.asarray(np.where(real, plan.iterations[at], 0), jnp.int32),
       n=jnp.asarray(plan.sizes[at], jnp.int32), n_eff=jnp.asarray(plan.flips[at], jnp.int32),
       temperature=jnp.asarray(plan.temperatures[at], jnp.float32),
-      move=jnp.asarray(moves, jnp.int32), rebuild=jnp.asarray(real & plan.rebuild[at]))
+      move=jnp.asarray(moves, jnp.int32), rebuild=jnp.asarray(real & plan.rebuild[at]),
+      refresh=jnp.asarray(real & stale[at]))
+
+
+def keeps_cache(plan: Plan) -> np.ndarray:
+  """Per level, whether its move updates the evaluator's cache (a small move of at most
+  the incremental capacity); the others evaluate in full and leave the cache stale."""
+  capacities = np.asarray(plan.capacities + (np.iinfo(np.int64).max,), np.int64)
+  return capacities[plan.tier] <= plan.incremental_capacity
 
 
 def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, plan: Plan,
@@ -807,10 +818,9 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
     def step(i, chain: Chain) -> Chain:
       propose_key, accept_key = jax.random.split(jax.random.fold_in(level_key, i))
       candidate, packed, distances = _propose_full(propose_key, chain, n, threshold, schedule)
-      accuracy, cache = evaluator.full(candidate)
-      accuracy = accuracy.astype(dtype)
+      accuracy = evaluator.full(candidate)[0].astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
-      kept = _select(ok, (candidate, packed, cache), (chain.mask, chain.packed, chain.cache))
+      kept = _select(ok, (candidate, packed), (chain.mask, chain.packed)) + (chain.cache,)
       return finish(chain, ok, accuracy, n_eff, packed, distances, kept)
     return step
 
@@ -830,17 +840,19 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
       candidate = chain.mask.at[flips.index].set(flips.turn_on, mode="drop")
       if incremental:
         accuracy, cache = evaluator.update(chain.cache, candidate, flips)
-      else:
-        accuracy, cache = evaluator.full(candidate)
+      else:  # evaluated in full; the cache is left stale (``LevelInputs.refresh``)
+        accuracy, cache = evaluator.full(candidate)[0], chain.cache
       accuracy = accuracy.astype(dtype)
       ok = accept(accept_key, chain.ave, accuracy, temperature)
       if revert:  # undo a rejected candidate's changes in place (no copy of mask or cache)
         undone = candidate.at[flips.index].set(flips.turn_on == ok, mode="drop")
         kept = (undone, jnp.where(ok, move.packed, chain.packed),
                 evaluator.revert(cache, undone, flips, ok))
-      else:
+      elif incremental:
         kept = _select(ok, (candidate, move.packed, cache),
                        (chain.mask, chain.packed, chain.cache))
+      else:
+        kept = _select(ok, (candidate, move.packed), (chain.mask, chain.packed)) + (cache,)
       chain = finish(chain, ok, accuracy, n_eff, move.packed, move.distances, kept)
       taken = ok & (jnp.arange(capacity) < n_eff)
       off_entries, on_entries = flips.index[:capacity], flips.index[capacity:]
@@ -861,12 +873,12 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
   def level_end(tier: int, index, chain: Chain) -> Chain:
     """The cache after a level of move ``tier``: recomputed where that move leaves part of
     it stale, and every so many levels of incremental moves (about
-    :data:`REFRESH_FLIPS` flipped entries); full evaluations leave it exact."""
-    if tier == len(plan.capacities) or not evaluator.incremental:
+    :data:`REFRESH_FLIPS` flipped entries). Moves evaluated in full leave all of it
+    stale; the next incremental level recomputes it first (``LevelInputs.refresh``)."""
+    if (tier == len(plan.capacities) or not evaluator.incremental
+        or plan.capacities[tier] > plan.incremental_capacity):
       return chain
     slots = 2 * plan.capacities[tier]
-    if plan.capacities[tier] > plan.incremental_capacity:
-      return chain
     if evaluator.partial_above is not None and slots > evaluator.partial_above:
       return refresh(chain)
     every = max(1, REFRESH_FLIPS // (slots * most))
@@ -878,8 +890,10 @@ def run_levels(evaluate: Evaluator | Callable, key: jax.Array, chain: Chain, pla
     return chain, chain.ave
 
   def run_level(chain: Chain, inputs) -> Chain:
-    index, count, n, n_eff, temperature, move, rebuild = inputs
+    index, count, n, n_eff, temperature, move, rebuild, stale = inputs
     level_key = jax.random.fold_in(key, index)
+    if evaluator.incremental:
+      chain = jax.lax.cond(stale, refresh, lambda c: c, chain)
     chain = chain._replace(level_sum=jnp.zeros((), dtype), level_count=jnp.zeros((), jnp.int32))
     chain = jax.lax.cond(rebuild, lambda c: c._replace(order=_ones_first(c.mask)),
                          lambda c: c, chain)
