@@ -132,14 +132,16 @@ def test_a_study_runs_on_the_users_own_model(tmp_path, mnist_dir):
   config = compare_lenet300_mnist.get_config()
   config.model = "tests.test_foreign_models:NNXMLP"
   config.model_kwargs = "{'width': 32}"
-  config.only = "magnitude,random"
+  config.only = "magnitude,random,lth"
   config.epochs, config.seeds, config.densities = 3, 2, (0.2,)
   config.protocol.manual_dir = str(mnist_dir)
   config.protocol.train_set_size, config.protocol.val_set_size = 1000, 300
   config.protocol.test_set_size = 300
   run = compare.family_config(config, "magnitude", 0.2)
   assert run.model == config.model and run.model_kwargs == config.model_kwargs
-  compare.run_study(config, tmp_path)
+  left_out = compare.run_study(config, tmp_path)
+  # LTH initialises as the study's PyTorch networks do, which the user's model cannot.
+  assert list(left_out) == ["lth"] and "capability 'torch_init'" in left_out["lth"]
   frame = compare.report(config, tmp_path, tmp_path / "out")
   assert list(frame["method"]) == ["magnitude", "random"]
   # The user's 784-32-10 network with BatchNorm, not LeNet-300-100's 266,610 parameters.

@@ -87,6 +87,10 @@ PARALLEL = ("auto", "data", "seeds")
 SEED_LOOPS = ("auto", "vmap", "map")
 
 
+class MissingCapability(ConfigError):
+  """The config's method needs a capability its model lacks (said before any training)."""
+
+
 def run_fields() -> ml_collections.ConfigDict:
   """The fields every run has, whatever its method, with their defaults."""
   c = ml_collections.ConfigDict()
@@ -455,4 +459,4 @@ def check_model(config: ml_collections.ConfigDict) -> None:
   try:
     get_recipe(config.method).check_model(config, model)
   except caps.CapabilityError as error:
-    raise ConfigError(f"config field {field!r} is {name!r}: {error}") from None
+    raise MissingCapability(f"config field {field!r} is {name!r}: {error}") from None

@@ -28,7 +28,7 @@ network and data under one protocol:
   ``model_kwargs``) replaces the registered ``network`` in every run, and
   ``protocol.dataset`` takes ``npz:PATH`` or a tensorflow-datasets name, as a
   single run does; a family that needs something of the model says which
-  capability is missing before any training;
+  capability is missing before any training, and the study goes on without it;
 * ``seeds`` seeds per point, vmapped in one program; every point is an
   ordinary run (its row in ``DIR/runs.csv``, checkpoints, resumable: a
   finished point is skipped, an interrupted one resumes).
@@ -61,6 +61,7 @@ from ml_collections import config_flags
 from sparsejax import results, xla_flags
 from sparsejax.fields import ConfigError
 from sparsejax.runner import run
+from sparsejax.runner.config import MissingCapability
 from sparsejax.studies import cli
 from sparsejax.studies.report import finished, markdown, mean_std
 
@@ -148,11 +149,19 @@ def family_config(config: ml_collections.ConfigDict, label: str, point: Any
   return run_config
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-  """Runs (or resumes, or skips) every point of every method."""
+def run_study(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, str]:
+  """Runs (or resumes, or skips) every point of every method; returns ``{label: why}`` of
+  the methods left out because the model lacks a capability they need (said before
+  any of their training, and printed)."""
+  left_out = {}
   for label in methods(config):
-    for point in operating_points(config, label):
-      run(family_config(config, label, point), workdir)
+    try:
+      for point in operating_points(config, label):
+        run(family_config(config, label, point), workdir)
+    except MissingCapability as error:
+      left_out[label] = str(error)
+      print(f"left out {label}: {error}")
+  return left_out
 
 
 # --------------------------------------------------------------------------
