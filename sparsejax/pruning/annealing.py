@@ -304,7 +304,7 @@ def first_layer_evaluator(x: jax.Array, kernel: jax.Array, offset: int,
 
 def _add_flipped(h: jax.Array, inputs: jax.Array, kernel: jax.Array, offset: int, flips: Flips,
                  sign) -> jax.Array:
-  """A Dense layer's transposed pre-activations ``h`` (units, examples) plus ``sign`` times
+  r"""A Dense layer's transposed pre-activations ``h`` (units, examples) plus ``sign`` times
   the change of the flipped entries of its kernel (at ``offset`` in the flat mask):
   :math:`\pm W_{ij}` times input row ``i`` (``inputs`` transposed, (d_in, examples)) added
   to row ``j``; flips outside the kernel add nothing."""
@@ -335,7 +335,7 @@ def two_layer_evaluator(x: jax.Array, kernel1: jax.Array, bias1: jax.Array | Non
                         offset1: int, activation: str, kernel2: jax.Array, offset2: int,
                         rest: Callable[[jax.Array, jax.Array], jax.Array],
                         rows_limit: int | None = None) -> Evaluator:
-  """Incremental evaluation through the first two Dense layers of a chain.
+  r"""Incremental evaluation through the first two Dense layers of a chain.
 
   :math:`H_1 = X (W_1 \odot M_1)`, :math:`A_1 = \phi(H_1 + b_1)` and
   :math:`H_2 = A_1 (W_2 \odot M_2)` are the cache. A candidate changes
