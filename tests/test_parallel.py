@@ -75,7 +75,8 @@ phase = program.plan.steps[0]
 states = driver.start_states(program.initial_states(), phase)
 carry = driver.init_carry(program.program, phase, states, {{}}, phase.optimizer)
 keys = jax.vmap(jax.random.key)(jax.numpy.arange(1))
-hlo = driver._chunk_fn(program.program, phase, 1).lower(carry, keys, 0).compile().as_text()
+chunk = driver._chunk_fn(program.program, phase, 1)
+hlo = chunk.lower(carry, keys, 0, program.program.data).compile().as_text()
 x = program.program.data.train.x
 print(json.dumps({{"devices": len(jax.devices()), "layout": program.program.layout.kind,
                   "data_devices": len(x.sharding.device_set),

@@ -383,7 +383,7 @@ def init_carry(program: SeedProgram, phase: Phase, states: TrainState, aux,
   # The last-epoch metrics have the names and dtypes one epoch returns.
   chunk = _chunk_fn(program, phase._replace(optimizer=optimizer), 1)
   keys = jax.vmap(jax.random.key)(jnp.arange(n))
-  shapes = jax.eval_shape(chunk, carry, keys, 0)[1]
+  shapes = jax.eval_shape(chunk, carry, keys, 0, program.data)[1]
   # Every leaf on the program's devices: a fresh optimiser state from
   # ``start_states`` is on the default device, and a checkpoint restored into
   # this carry as a template must not pin it there.
@@ -392,7 +392,11 @@ def init_carry(program: SeedProgram, phase: Phase, states: TrainState, aux,
 
 
 def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
-  """The compiled chunk ``(carry, phase_keys, first_epoch) -> (carry, metrics)``."""
+  """The compiled chunk ``(carry, phase_keys, first_epoch, data) -> (carry, metrics)``.
+
+  The data is an argument, not a closure: closed over, the training set would be
+  folded into the compiled program as a constant.
+  """
   cache_key = ("chunk", phase, n_epochs)
   if cache_key in program._compiled:
     return program._compiled[cache_key]
@@ -419,11 +423,7 @@ def _chunk_fn(program: SeedProgram, phase: Phase, n_epochs: int) -> Callable:
         carry.states, carry.active, data, keys, first_epoch)
     return _checks(phase, carry, states, metrics, first_epoch, n_epochs), metrics
 
-  # The data is an argument, not a closure: closed over, the training set
-  # would be folded into the compiled program as a constant.
-  compiled = jax.jit(chunk)
-  program._compiled[cache_key] = lambda carry, keys, first_epoch: compiled(
-      carry, keys, first_epoch, program.data)
+  program._compiled[cache_key] = jax.jit(chunk)
   return program._compiled[cache_key]
 
 
@@ -541,7 +541,7 @@ def run_phase(program: SeedProgram, phase: Phase, carry: PhaseCarry, phase_keys:
   epoch = start_epoch
   while any_active and epoch < phase.max_epochs:
     n = min(phase.chunk_epochs, phase.max_epochs - epoch)
-    carry, metrics = _chunk_fn(program, phase, n)(carry, phase_keys, epoch)
+    carry, metrics = _chunk_fn(program, phase, n)(carry, phase_keys, epoch, program.data)
     curves.append(metrics)
     epoch += n
     if phase.between_chunks is not None:
