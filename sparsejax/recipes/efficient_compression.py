@@ -276,13 +276,13 @@ class Pruning:
 
   def _criterion(self, state, data, info):
     pruning = self.config.pruning
+    calibration = data.train if pruning.calibration == "train" else data.val
     if pruning.criterion == "tamade":
-      calibration = data.train if pruning.calibration == "train" else data.val
       result = self.search(state, *calibration)
       info.update(threshold=result.threshold, evaluations=result.evaluations)
       masks = result.masks
     elif pruning.criterion == "description_length":
-      x, y = data.train if pruning.calibration == "train" else data.val
+      x, y = calibration
       n = x.shape[0]
       result = description_length.description_length_cut(
           lambda params: self.loss(params, state, x, y), state.params, state.masks, n_points=n,
