@@ -19,9 +19,12 @@ Two measurements, in one invocation:
   median) and its whole search extrapolated: each level's candidates at the
   cost of the nearest sampled level.
 * **Chains** (``--chains``): the cost of a candidate in each of the search's
-  move sizes (the last ``--phase-levels`` levels of each), for one chain and
-  for the chains vmapped, weighted by the candidates the search spends in
-  each: candidates per second over the whole search, both ways.
+  move sizes (the last ``--phase-levels`` levels of each), for one chain, for
+  the chains vmapped on one device, and for the chains as the recipe runs
+  them on a CPU (``anneal.chain_loop="auto"``: split over the cores, which
+  :mod:`sparsejax.xla_flags` makes devices, one after another on each),
+  weighted by the candidates the search spends in each: candidates per second
+  over the whole search, each way.
 
 Usage (from the repository root)::
 
@@ -45,6 +48,7 @@ from sparsejax import masks as masks_lib
 from sparsejax.models import adapter, lenet_300_100_no_bias
 from sparsejax.pruning import annealing
 from sparsejax.recipes import anneal
+from sparsejax.train import driver, sharding
 from sparsejax.train.state import TrainState
 
 EVAL_EXAMPLES, SPARSITY = 2_000, 0.7
@@ -93,12 +97,24 @@ def peer_search_seconds(args, plan: annealing.Plan) -> tuple[float, list[dict]]:
   return float(np.sum(plan.iterations * cost[nearest])), rows
 
 
-def phase_costs(evaluator, n, schedule, plan, chains: int, levels: int, repeats: int) -> dict:
-  """Seconds per candidate (per chain) in each of the plan's moves, ``chains`` vmapped."""
+#: How the chains run: ``(loop, over the cores)`` (:func:`sparsejax.train.driver.map_seeds`).
+CHAIN_WAYS = {"vmapped": ("vmap", False), "cores": ("map", True)}
+
+
+def phase_costs(evaluator, n, schedule, plan, chains: int, way: str, levels: int,
+                repeats: int) -> dict:
+  """Seconds per candidate (per chain) in each of the plan's moves, for ``chains`` run
+  ``way`` (:data:`CHAIN_WAYS`): vmapped on one device, or one after another on each
+  core with the chains split over the cores (the recipe's way on a CPU,
+  ``anneal.chain_loop="auto"``)."""
+  loop, spread = CHAIN_WAYS[way]
+  mesh = sharding.layout_for("seeds", chains).mesh if spread else None
   keys = jax.random.split(jax.random.key(1), chains)
-  init = jax.jit(jax.vmap(lambda k: annealing.init_chain(evaluator, k, plan, schedule)))
-  run = jax.jit(jax.vmap(lambda k, c, i: annealing.run_levels(evaluator, k, c, plan, schedule, i),
-                         in_axes=(0, 0, None)))
+  init = jax.jit(driver.map_seeds(lambda k: annealing.init_chain(evaluator, k, plan, schedule),
+                                  0, chains, loop, mesh))
+  run = jax.jit(driver.map_seeds(
+      lambda k, c, i: annealing.run_levels(evaluator, k, c, plan, schedule, i),
+      (0, 0, None), chains, loop, mesh))
   chain = init(keys)
   everything = annealing.level_inputs(plan)
   costs = {}
@@ -129,18 +145,22 @@ def main():
 
   per_tier = {int(t): int(plan.iterations[plan.tier == t].sum()) for t in annealing.plan_moves(plan)}
   capacities = plan.capacities + ("full",)
-  costs = {c: phase_costs(evaluator, n, schedule, plan, c, args.phase_levels, args.repeats)
-           for c in (1, args.chains)}
+  ways = {"1_chain": (1, "vmapped")}
+  ways.update({f"{args.chains}_chains_{way}": (args.chains, way) for way in CHAIN_WAYS})
+  costs = {name: phase_costs(evaluator, n, schedule, plan, chains, way, args.phase_levels,
+                             args.repeats) for name, (chains, way) in ways.items()}
   for t, count in per_tier.items():
     common.emit(workload=WORKLOAD, move=capacities[t], candidates=count,
-                ms_per_candidate_1_chain=round(1e3 * costs[1][t], 3),
-                **{f"ms_per_candidate_{args.chains}_chains": round(1e3 * costs[args.chains][t], 3)})
-  rate = {c: float(plan.iterations.sum()) / sum(count * costs[c][t] for t, count in per_tier.items())
-          for c in costs}
-  summary = dict(workload=WORKLOAD, search_evals_per_s_1_chain=round(rate[1], 1),
-                 **{f"search_evals_per_s_{args.chains}_chains": round(rate[args.chains], 1)},
-                 chains_ratio=round(rate[args.chains] / rate[1], 2),
-                 chains_target_met=bool(rate[args.chains] >= rate[1]))
+                **{f"ms_per_candidate_{name}": round(1e3 * costs[name][t], 3) for name in ways})
+  rate = {name: float(plan.iterations.sum()) / sum(count * costs[name][t]
+                                                   for t, count in per_tier.items())
+          for name in ways}
+  cores = f"{args.chains}_chains_cores"
+  summary = dict(workload=WORKLOAD, devices=len(jax.devices()),
+                 **{f"search_evals_per_s_{name}": round(rate[name], 1) for name in ways},
+                 **{f"chains_ratio_{name}": round(rate[name] / rate["1_chain"], 2)
+                    for name in ways if name != "1_chain"},
+                 chains_target_met=bool(rate[cores] >= rate["1_chain"]))
   if not args.skip_search:
     row = whole_search(evaluator, n, schedule, jax.random.key(1))
     row.update(common.machine())

@@ -95,6 +95,7 @@ def test_deconst_drops_sign_flips_and_snip_uses_the_gradient_at_init():
     ("anneal.iters_cap", 0.5, ">= anneal.iters_start"),
     ("anneal.weight_init", "kaiming", "accepted values: flax, torch"),
     ("anneal.momentum", 0.9, "0 for optimizer 'adadelta' (only 'sgd' takes a momentum)"),
+    ("anneal.chain_loop", "pmap", "accepted values: auto, vmap, map"),
 ])
 def test_bad_anneal_fields_are_named(field, value, message):
   config = small("sa")
@@ -102,6 +103,13 @@ def test_bad_anneal_fields_are_named(field, value, message):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as error:
     validate(config)
   assert message in str(error.value)
+
+
+def test_the_chains_run_one_after_another_on_a_cpu_unless_told_otherwise():
+  config = small("sa")
+  assert anneal.chain_loop_of(config) == ("map" if jax.default_backend() == "cpu" else "vmap")
+  config.anneal.chain_loop = "vmap"
+  assert anneal.chain_loop_of(config) == "vmap"
 
 
 def test_the_torch_init_is_refused_for_a_model_without_it():
@@ -279,9 +287,10 @@ def test_the_first_layer_is_found_on_a_users_linen_model_and_refused_where_it_do
 def test_an_interrupted_search_resumes_inside_the_stage_and_ends_with_the_same_masks(
     tmp_path, monkeypatch):
   from sparsejax.runner import program as program_lib
-  config = small("sa", **{"anneal.checkpoint_levels": 40, "finetuning_max_epochs": 0,
-                          "finetuning_min_epochs": 0})
-  [whole] = run(config, tmp_path / "whole")
+  # Two seeds: on the tests' fake CPU devices their chains split over two of them.
+  config = small("sa", seeds=2, **{"anneal.checkpoint_levels": 40, "finetuning_max_epochs": 0,
+                                   "finetuning_min_epochs": 0})
+  whole = run(config, tmp_path / "whole")
   saves = []
   original = program_lib.Program.save
 
@@ -296,11 +305,13 @@ def test_an_interrupted_search_resumes_inside_the_stage_and_ends_with_the_same_m
     run(config, tmp_path / "parts")
   assert saves == [40, 80]
   monkeypatch.setattr(program_lib.Program, "save", original)
-  [resumed] = run(config, tmp_path / "parts")
-  for field in ("sa_best_mean", "sa_evaluations", "sa_accepted", "rewind_test_accuracy",
-                "final_test_accuracy"):
-    assert resumed[field] == whole[field], field
-  a = load_run(tmp_path / "whole", whole["run_id"]).state.masks
-  b = load_run(tmp_path / "parts", resumed["run_id"]).state.masks
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  resumed = run(config, tmp_path / "parts")
+  assert len(resumed) == len(whole) == 2
+  for one, other in zip(whole, resumed):
+    for field in ("seed", "sa_best_mean", "sa_evaluations", "sa_accepted",
+                  "rewind_test_accuracy", "final_test_accuracy"):
+      assert other[field] == one[field], field
+    a = load_run(tmp_path / "whole", one["run_id"]).state.masks
+    b = load_run(tmp_path / "parts", other["run_id"]).state.masks
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(x, y)

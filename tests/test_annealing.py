@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from sparsejax.pruning import annealing
+from sparsejax.train import driver, sharding
 
 
 @pytest.mark.parametrize("n", [1, 7, 30, 200])
@@ -99,6 +100,24 @@ def test_vmapped_chains_equal_single_chains():
     single = run(keys[i])
     for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(vmapped)):
       np.testing.assert_allclose(a, b[i], rtol=1e-6)
+
+
+def test_chains_run_one_after_another_on_each_core_equal_single_chains():
+  # The CPU's way (anneal.chain_loop "map" over the seeds' devices): each device runs
+  # the unbatched search on its chains, so every chain is its single run bit for bit.
+  weights = jax.random.normal(jax.random.key(3), (64,))
+  evaluate = lambda mask: 50.0 + jnp.sum(jnp.where(mask, weights, 0.0))  # noqa: E731
+  schedule = annealing.Schedule(levels=12, iters_start=3, iters_cap=5, tabu_size=8,
+                                tabu="within_n")
+  one = lambda key: annealing.anneal(evaluate, key, 64, 0.7, schedule)  # noqa: E731
+  keys = jax.random.split(jax.random.key(5), 4)
+  mesh = sharding.data_mesh(jax.devices()[:2])
+  spread = jax.jit(driver.map_seeds(one, 0, 4, "map", mesh))(keys)
+  assert len(spread.best_mask.sharding.device_set) == 2
+  run = jax.jit(one)
+  for i in range(4):
+    for a, b in zip(jax.tree.leaves(run(keys[i])), jax.tree.leaves(spread)):
+      np.testing.assert_array_equal(a, b[i])
 
 
 def chain_at(mask, schedule, stored=()):

@@ -9,7 +9,7 @@ import pytest
 from sparsejax import data as data_lib
 from sparsejax import masks, objectives
 from sparsejax.models import MLP
-from sparsejax.train import REGRESSION, create_train_state, driver, selection
+from sparsejax.train import REGRESSION, create_train_state, driver, selection, sharding
 from sparsejax.train.convergence import is_saturated
 
 
@@ -155,6 +155,26 @@ def test_map_seeds_runs_the_seeds_one_after_another_with_map():
   assert "feature_group_count = 3" not in hlo["map"]
   np.testing.assert_allclose(jax.jit(driver.map_seeds(conv, 0, 3, "map"))(kernels, x),
                              jax.vmap(conv)(kernels, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loop", driver.SEED_LOOPS)
+def test_map_seeds_over_a_mesh_gives_each_device_its_own_seeds(loop):
+  mesh = sharding.data_mesh(jax.devices()[:4])
+  fn = lambda x, y: {"sum": (x * y).sum(), "scaled": x * y[0]}
+  x, y = jnp.arange(8 * 4.0).reshape(8, 4), jnp.arange(1.0, 5.0)
+  split = driver.map_seeds(fn, (0, None), 8, loop, mesh)
+  got = jax.jit(split)(x, y)
+  want = jax.vmap(fn, in_axes=(0, None))(x, y)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name])
+    assert got[name].sharding.spec[0] == sharding.DATA_AXIS
+    assert len(got[name].sharding.device_set) == 4
+  # Each device's program holds 2 seeds, and runs them as a batch or one after another.
+  program = str(jax.make_jaxpr(split)(x, y))
+  assert "shard_map" in program and "f32[2,4]" in program
+  assert ("scan" in program) == (loop == "map")
+  with pytest.raises(ValueError, match="6 seeds do not split over 4 devices"):
+    driver.map_seeds(fn, (0, None), 6, loop, mesh)
 
 
 def test_map_seeds_rejects_an_unknown_loop_and_axis():

@@ -13,7 +13,9 @@ MLP's weights (``anneal.units="weights"``) or the filter mask of
 
    * ``sa``: the simulated-annealing search (:mod:`sparsejax.pruning.annealing`)
      for the mask that maximises the accuracy of the *dense* network of step 1,
-     masked, on the first ``anneal.eval_examples`` training images;
+     masked, on the first ``anneal.eval_examples`` training images; each seed
+     is one chain, and the chains run as ``anneal.chain_loop`` says
+     (:func:`chain_loop_of`);
    * ``lth``: the largest :math:`|w_K|` (the lottery-ticket criterion);
    * ``deconst``: the largest :math:`|w_K|` whose sign is the initial one
      (:math:`|w_K| \\cdot 1[w_K w_0 \\ge 0]`, Zhou et al.'s "large final, same sign");
@@ -82,6 +84,8 @@ from sparsejax.train.state import TrainState
 from sparsejax.train.step import apply_model
 
 UNITS = ("weights", "filters")
+#: How the seeds' search chains run (:func:`chain_loop_of`).
+CHAIN_LOOPS = ("auto",) + driver.SEED_LOOPS
 #: The criteria of each kind of unit.
 CRITERIA = {"weights": ("sa", "lth", "deconst", "snip", "random"),
             "filters": ("sa",) + filters.FILTER_CRITERIA + ("random",)}
@@ -97,6 +101,7 @@ def defaults() -> dict:
   a.weight_init = "torch"        # initial weights: torch (the study's PyTorch defaults) or flax
   a.snip_batch = 64              # snip: the batch the gradient is taken on
   a.checkpoint_levels = 250      # sa: a checkpoint every this many temperature levels
+  a.chain_loop = "auto"          # sa: the seeds' chains vmapped, or one after another (map) per device
   a.momentum = 0.0               # SGD momentum
   a.weight_decay = 0.0           # coupled weight decay
   a.lr_decay_epochs = ()         # epochs at which the learning rate is multiplied by ...
@@ -125,6 +130,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choice(config, "anneal.criterion", CRITERIA[config.anneal.units])
   choice(config, "anneal.tabu", annealing.TABU_RULES)
   choice(config, "anneal.weight_init", init_lib.INITS)
+  choice(config, "anneal.chain_loop", CHAIN_LOOPS)
   a = config.anneal
   for name in ("momentum", "weight_decay", "lr_decay_factor"):
     require(a[name] >= 0, f"anneal.{name}", a[name], ">= 0")
@@ -411,6 +417,22 @@ def make_search(config: ml_collections.ConfigDict, program):
   return search
 
 
+def chain_loop_of(config: ml_collections.ConfigDict) -> str:
+  """``anneal.chain_loop``, with ``"auto"`` resolved: ``"map"`` on a CPU, ``"vmap"`` on
+  accelerators.
+
+  On a CPU a vmapped chain costs more than a chain alone at every move size
+  (docs/benchmarks.md, W6: the batched gathers, scatters and rejection loops
+  grow with the chains and their caches leave the CPU's cache), so the chains
+  run one after another, side by side on the cores where the seeds split over
+  them (the program's ``"seeds"`` layout; :func:`driver.map_seeds`).
+  """
+  loop = config.anneal.chain_loop
+  if loop == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return loop
+
+
 def _seeds_search(config: ml_collections.ConfigDict, inputs: StageInput):
   """The search of every seed of the stage, and its parts compiled over the seeds (the
   level inputs shared, so the moves' branches stay branches)."""
@@ -428,8 +450,11 @@ def _seeds_search(config: ml_collections.ConfigDict, inputs: StageInput):
                                          sample, first))
   search = annealing_search(config, program, n_units, first)
 
+  loop, layout = chain_loop_of(config), program.layout
+  mesh = layout.mesh if layout is not None and layout.kind == "seeds" else None
+
   def over(fn, in_axes):
-    return jax.jit(driver.map_seeds(fn, in_axes, program.size, program.seed_loop))
+    return jax.jit(driver.map_seeds(fn, in_axes, program.size, loop, mesh))
   data = program.data_axis
   parts = {"init": over(search.init, (0, 0, 0, data)),
            "run": over(search.run, (0, 0, 0, 0, None, data)),

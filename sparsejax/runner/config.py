@@ -53,7 +53,8 @@ ADDRESS = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")
 
 
 #: Fields that do not change what a run computes: left out of its id.
-BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "anneal.checkpoint_levels", "seeds",
+BOOKKEEPING_FIELDS = ("quiet", "checkpoint_every_epochs", "anneal.checkpoint_levels",
+                      "anneal.chain_loop", "seeds",
                       "sweep.chunk_size",
                       "sweep.seed_loop", "sweep.num_sub_batches", "sweep.sub_batch", "download", "data_dir",
                       "manual_dir", "parallel", "distributed.coordinator_address",

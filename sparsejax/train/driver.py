@@ -168,7 +168,8 @@ class ChunkContext(NamedTuple):
 SEED_LOOPS = ("vmap", "map")
 
 
-def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap") -> Callable:
+def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap",
+              mesh: jax.sharding.Mesh | None = None) -> Callable:
   """``fn`` over the leading seed axis of ``size`` seeds, inside one program.
 
   ``loop="vmap"`` vectorises the seeds (``jax.vmap(fn, in_axes)``): the
@@ -194,9 +195,21 @@ def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap") -> Callable:
       positional argument or one for all, as ``jax.vmap`` takes it.
     size: the number of seeds.
     loop: one of :data:`SEED_LOOPS`.
+    mesh: ``None``, or a ``data`` mesh (:func:`sharding.data_mesh`) whose
+      device count divides ``size``: each device runs ``loop`` over its own
+      share of the seeds (``jax.shard_map``; the seed-axis arguments split
+      over ``data``, the shared ones replicated). On a CPU, whose devices
+      are its cores (:mod:`sparsejax.xla_flags`), seeds run one after another
+      on each core, side by side: a program of small sequential operations
+      (the annealing search's moves) then uses every core.
   """
   if loop not in SEED_LOOPS:
     raise ValueError(f"loop must be one of {SEED_LOOPS}, got {loop!r}")
+  devices = 1 if mesh is None else mesh.shape[sharding.DATA_AXIS]
+  if devices > 1:
+    if size % devices:
+      raise ValueError(f"{size} seeds do not split over {devices} devices")
+    return sharding.split_seeds(map_seeds(fn, in_axes, size // devices, loop), in_axes, mesh)
   if size > 1 and loop == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
 

@@ -19,7 +19,7 @@ devices can be faked for tests with
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -81,6 +81,22 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
     raise ValueError(
         f"batch_size {batch_size} is not divisible by the {n} devices of the "
         f"'{DATA_AXIS}' mesh axis; choose a multiple of {n}")
+
+
+def split_seeds(fn: Callable, in_axes, mesh: Mesh) -> Callable:
+  """``fn`` run by every device of ``mesh`` on its share of a leading seed axis.
+
+  ``in_axes`` as ``jax.vmap`` takes it, 0 or ``None`` per positional argument
+  (or one for all): an argument with the seed axis is split over ``data``,
+  a shared one (``None``) replicated; every output has the seed axis, split.
+  ``fn`` sees its device's seeds only (``jax.shard_map``).
+  """
+  def split(*args):
+    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+    specs = tuple(P() if axis is None else P(DATA_AXIS) for axis in axes)
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(DATA_AXIS),
+                         check_vma=False)(*args)
+  return split
 
 
 LAYOUTS = ("data", "seeds")
