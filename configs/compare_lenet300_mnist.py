@@ -16,9 +16,11 @@ How each method spends the 30 epochs:
   (DRR, RL1, PMMP) and DeepHoyer: 20 epochs of (regularised) training, 10
   of finetuning after the cut (TAMADE calibrated on validation for the
   penalties, DeepHoyer's threshold rule);
-* random pruning (baseline, the ERK budget at initialisation, trained
-  sparse), gradual magnitude (Zhu and Gupta), RigL, SET, static sparse, STE
-  and constrained L0: 30 epochs of sparse training;
+* random pruning (baseline: weights removed at random, from a dense start,
+  on gradual magnitude pruning's schedule, down to the ERK budget), gradual
+  magnitude (Zhu and Gupta), RigL, SET, static sparse (a random ERK mask at
+  initialisation, never changed), STE and constrained L0: 30 epochs in one
+  sparse-training phase;
 * LTH (the annealing family's criterion): 10 epochs dense, the mask
   rewound to the initial weights, 20 epochs of retraining;
 * penalised L0, and BMRS (one point: its criterion sets the compression):

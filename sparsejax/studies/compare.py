@@ -240,17 +240,20 @@ COLUMNS = ("method", "family", "point", "nearest", "seeds", "density %", "nonzer
 
 def pareto_plots(frame: pd.DataFrame, title: str, prefix: pathlib.Path) -> list[pathlib.Path]:
   """Test accuracy (mean, error bars: std over seeds) against density and against nonzero
-  MACs, both on log axes, a line per method (baselines dashed); returns the files."""
+  MACs, both on log axes, a line per method (baselines dashed; a colour and marker of
+  its own for each of up to 20 methods); returns the files."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   paths = []
+  colours, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
   for x, xlabel, suffix in (("density %", "density (% of parameters kept)", "density"),
                             ("nonzero MACs", "MACs per example with a nonzero weight", "macs")):
     figure, axis = plt.subplots(figsize=(7.5, 5))
-    for label, group in frame.groupby("method", sort=False):
+    for i, (label, group) in enumerate(frame.groupby("method", sort=False)):
       group = group.sort_values(x)
-      axis.errorbar(group[x], group["test mean"], yerr=group["test std"], marker="o",
+      axis.errorbar(group[x], group["test mean"], yerr=group["test std"],
+                    color=colours[(2 * i) % 20 + (2 * i) // 20 % 2], marker=markers[i % 10],
                     capsize=2, label=label, linestyle="--" if group["baseline"].iloc[0] else "-")
     axis.set_xscale("log")
     axis.set_xlabel(xlabel)
