@@ -63,7 +63,7 @@ def add_methods(config: ml_collections.ConfigDict) -> None:
   add(config, "deephoyer_hs", "deephoyer_lenet300_mnist:hs", "strength", "deephoyer.decay",
       (1e-4, 2e-4, 5e-4), epochs=TRAIN_FINETUNE)
   add(config, "l0_penalized", "l0_mlp_mnist:penalized", "strength", "l0.penalty",
-      (0.03, 0.1, 0.3), as_tuple=True, epochs=ALL_SPARSE)
+      (0.03, 0.1, 0.3, 1.0, 3.0, 10.0), as_tuple=True, epochs=ALL_SPARSE)
   add(config, "bmrs", "bmrs_mlp_mnist:bmrs_n", "fixed",
       epochs=(("max_epochs", 5 / 6), ("finetuning_max_epochs", 1 / 6)))
 
