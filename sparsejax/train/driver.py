@@ -213,19 +213,14 @@ def map_seeds(fn: Callable, in_axes, size: int, loop: str = "vmap",
   if size > 1 and loop == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
 
-  def axes_of(args):
-    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
-    if any(axis not in (0, None) for axis in axes):
-      raise ValueError(f"in_axes must be 0 or None per argument, got {in_axes!r}")
-    return axes
-
   def single(*args):
     squeezed = [arg if axis is None else jax.tree.map(lambda x: x[0], arg)
-                for arg, axis in zip(args, axes_of(args))]
+                for arg, axis in zip(args, sharding.argument_axes(in_axes, len(args)))]
     return jax.tree.map(lambda x: x[None], fn(*squeezed))
 
   def looped(*args):
-    mapped = [i for i, axis in enumerate(axes_of(args)) if axis is not None]
+    mapped = [i for i, axis in enumerate(sharding.argument_axes(in_axes, len(args)))
+              if axis is not None]
 
     def one(seed_args):
       full = list(args)

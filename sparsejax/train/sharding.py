@@ -83,6 +83,19 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
         f"'{DATA_AXIS}' mesh axis; choose a multiple of {n}")
 
 
+def argument_axes(in_axes, n_args: int) -> tuple:
+  """``in_axes`` as ``jax.vmap`` takes it (0 or ``None`` per positional argument, or
+  one for all), one per argument of ``n_args``.
+
+  Raises:
+    ValueError: an axis other than 0 or ``None``.
+  """
+  axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * n_args
+  if any(axis not in (0, None) for axis in axes):
+    raise ValueError(f"in_axes must be 0 or None per argument, got {in_axes!r}")
+  return axes
+
+
 def split_seeds(fn: Callable, in_axes, mesh: Mesh) -> Callable:
   """``fn`` run by every device of ``mesh`` on its share of a leading seed axis.
 
@@ -92,8 +105,8 @@ def split_seeds(fn: Callable, in_axes, mesh: Mesh) -> Callable:
   ``fn`` sees its device's seeds only (``jax.shard_map``).
   """
   def split(*args):
-    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
-    specs = tuple(P() if axis is None else P(DATA_AXIS) for axis in axes)
+    specs = tuple(P() if axis is None else P(DATA_AXIS)
+                  for axis in argument_axes(in_axes, len(args)))
     return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(DATA_AXIS),
                          check_vma=False)(*args)
   return split
