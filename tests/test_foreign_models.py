@@ -463,6 +463,27 @@ def _command_line_run(family, model, tmp_path):
   assert row["kept_params"] < row["total_params"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["LinenCNN", "NNXMLP"])
+def test_the_annealing_search_runs_on_a_users_model_with_its_chains_over_the_cores(
+    model, tmp_path):
+  # Two seeds: on the tests' fake CPU devices their chains split over two of them.
+  config = _small(anneal_mlp_mnist, "sa", model, seeds=2, **{
+      "val_fraction": 0.0, "anneal.k_epochs": 0, "anneal.weight_init": "flax",
+      "anneal.eval_examples": 500, "anneal.max_evaluations": 100, "optimizer": "adam",
+      "lr": 2e-3})
+  rows = run(config, tmp_path)
+  assert [row["status"] for row in rows] == ["finished", "finished"]
+  assert [row["sa_evaluations"] for row in rows] == [100, 100]
+  masks = []
+  for row in rows:
+    loaded = load_run(tmp_path, row["run_id"])
+    _exactly_zero_where_pruned(loaded.state.params, loaded.state.masks)
+    masks.append(np.concatenate([np.ravel(m) for m in jax.tree.leaves(loaded.state.masks)]))
+  assert masks[0].sum() == masks[1].sum()  # the same sparsity
+  assert (masks[0] != masks[1]).any()  # two chains, not one copied
+
+
 def test_a_model_that_lacks_a_capability_is_refused_before_compute():
   config = _small(lenet300_mnist, "layerwise", "LinenCNN")
   with pytest.raises(ConfigError, match="'model' is .*method 'layerwise'.*'dense_chain'"):
