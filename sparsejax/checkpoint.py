@@ -78,6 +78,12 @@ class CheckpointDamaged(Exception):
   """A checkpoint step cannot be read, or its arrays fail their checksum."""
 
 
+class CheckpointIncompatible(Exception):
+  """An intact checkpoint step whose state has other leaves than the template asks for:
+  written by another version of the code (or for another state). Not damage: the step
+  is left as it is."""
+
+
 def tree_checksum(*trees: PyTree) -> str:
   """SHA-256 of every array of ``trees``: leaf paths, dtypes, shapes and bytes.
 
@@ -127,8 +133,9 @@ def _add_array(digest, name: str, leaf) -> None:
   digest.update(array.tobytes())
 
 
-def _read_arrays(item: pathlib.Path) -> None:
-  """Opens and reads every array of an item of a step (its ``state`` or ``arrays``), as stored.
+def _read_arrays(item: pathlib.Path) -> set[str]:
+  """Opens and reads every array of an item of a step (its ``state`` or ``arrays``), as stored;
+  returns the names of the item's stored leaves (arrays, scalars and strings).
 
   The arrays are those of the item's orbax tree metadata (``_METADATA``,
   where orbax names each by its keys joined with dots), each a zarr array in
@@ -144,14 +151,36 @@ def _read_arrays(item: pathlib.Path) -> None:
   saved = json.loads((item / "_METADATA").read_text())
   driver = "zarr3" if saved.get("use_zarr3") else "zarr"
   context = ts.Context()  # the database is opened once for all the arrays
+  names = set()
   for entry in saved["tree_metadata"].values():
     value = entry["value_metadata"]
-    if value.get("skip_deserialize") or value.get("value_type") == "string":
-      continue  # no array: an empty node or None, or a string (kept in JSON)
+    if value.get("skip_deserialize"):
+      continue  # no leaf: an empty node or None
     name = ".".join(str(key["key"]) for key in entry["key_metadata"])
+    names.add(name)
+    if value.get("value_type") == "string":
+      continue  # kept in JSON
     spec = {"driver": driver,
             "kvstore": {"driver": "ocdbt", "base": f"file://{item}/", "path": f"{name}/"}}
     ts.open(spec, context=context, open=True).result().read().result()
+  return names
+
+
+def _check_structure(step_dir: pathlib.Path, stored: set[str], template: PyTree) -> None:
+  """Raises :class:`CheckpointIncompatible` unless the step's stored state has exactly the
+  leaves of ``template`` (orbax's names: the keys joined with dots)."""
+  expected = set(ocp.tree.to_flat_dict(template, sep="."))
+  if stored == expected:
+    return
+  def some(names):
+    names = sorted(names)
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+  differences = [f"{what}: {some(names)}" for what, names in
+                 (("missing from it", expected - stored), ("not expected", stored - expected))
+                 if names]
+  raise CheckpointIncompatible(
+      f"checkpoint {step_dir} is intact but holds a state of another structure than this "
+      f"code's ({'; '.join(differences)}): another version of sparsejax wrote it")
 
 
 class Checkpointer:
@@ -249,13 +278,15 @@ class Checkpointer:
     Raises:
       FileNotFoundError: if there is no checkpoint (at ``step``).
       CheckpointDamaged: if the step cannot be read or fails its checksum.
+      CheckpointIncompatible: if the step is intact but its state's leaves are not
+        ``like``'s.
     """
     step = self._complete_step(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     items = {_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
     if self._has_arrays(step):
       items[_ARRAYS] = ocp.args.StandardRestore()
-    restored = self._restore(step, **items)
+    restored = self._restore(step, template=abstract, **items)
     meta = restored[_META]
     expected = meta.pop(CHECKSUM_KEY, None)
     meta.pop(CHECKSUM_BY_NAME_KEY, None)
@@ -327,20 +358,25 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}")
     return step
 
-  def _restore(self, step: int, **items) -> dict:
+  def _restore(self, step: int, template: PyTree | None = None, **items) -> dict:
     """Restores ``items`` of ``step``; any failure to read is :class:`CheckpointDamaged`.
 
-    The stored arrays of the items that hold arrays are read first (:func:`_read_arrays`).
+    The stored arrays of the items that hold arrays are read first
+    (:func:`_read_arrays`); with a ``template`` of the state, an intact step whose
+    state has other leaves is :class:`CheckpointIncompatible` before orbax restores it.
     """
+    step_dir = self.directory / str(step)
     try:
-      for name, args in items.items():
-        if isinstance(args, ocp.args.StandardRestore):
-          _read_arrays(self.directory / str(step) / name)
+      stored = {name: _read_arrays(step_dir / name) for name, args in items.items()
+                if isinstance(args, ocp.args.StandardRestore)}
+    except Exception as error:  # noqa: BLE001  (tensorstore and JSON errors alike)
+      raise _damaged(step_dir, error) from error
+    if template is not None:
+      _check_structure(step_dir, stored[_STATE], template)
+    try:
       return self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as error:  # noqa: BLE001  (orbax, tensorstore and JSON errors alike)
-      raise CheckpointDamaged(f"checkpoint {self.directory / str(step)} cannot be read: "
-                              f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                              ) from error
+      raise _damaged(step_dir, error) from error
 
   def wait(self) -> None:
     """Blocks until a pending asynchronous save is on disk."""
@@ -355,6 +391,11 @@ class Checkpointer:
 
   def __exit__(self, *exc_info) -> None:
     self.close()
+
+
+def _damaged(step_dir: pathlib.Path, error: Exception) -> CheckpointDamaged:
+  return CheckpointDamaged(f"checkpoint {step_dir} cannot be read: "
+                           f"{type(error).__name__}: {str(error).splitlines()[0][:300]}")
 
 
 def _json_ready(obj: Any) -> Any:

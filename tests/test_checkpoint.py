@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from sparsejax import objectives
-from sparsejax.checkpoint import Checkpointer
+from sparsejax.checkpoint import Checkpointer, CheckpointIncompatible
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -161,6 +162,31 @@ def test_async_save_then_wait(tmp_path):
 def test_restore_without_checkpoint_raises(tmp_path):
   with Checkpointer(tmp_path) as ckpt, pytest.raises(FileNotFoundError):
     ckpt.restore(like=make_state())
+
+
+def test_a_step_of_another_structure_is_incompatible_and_kept(tmp_path, monkeypatch):
+  saved = {"chains": {"mask": jnp.ones(5), "old": jnp.zeros(2)}, "key": jax.random.key(1),
+           "n": None}
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, saved, {"epoch": 1})
+  newer = {"chains": {"mask": jnp.ones(5), "cache": jnp.zeros(3), "h2": jnp.zeros(1)},
+           "key": jax.random.key(1), "n": None}
+  restores = []
+  with Checkpointer(tmp_path) as ckpt:
+    monkeypatch.setattr(ocp.CheckpointManager, "restore",
+                        lambda *args, **kwargs: restores.append(args))
+    with pytest.raises(CheckpointIncompatible) as raised:
+      ckpt.restore(like=newer)
+    monkeypatch.undo()
+    assert str(raised.value) == (
+        f"checkpoint {tmp_path / '1'} is intact but holds a state of another structure than "
+        "this code's (missing from it: chains.cache, chains.h2; not expected: chains.old): "
+        "another version of sparsejax wrote it")
+    assert not restores  # found before orbax restores anything
+    assert ckpt.all_steps() == [1]
+    restored, meta = ckpt.restore(like=saved)  # the version that wrote it still can
+  assert meta["epoch"] == 1
+  np.testing.assert_array_equal(restored["chains"]["mask"], np.ones(5))
 
 
 # The child saves steps 1 and 2, then starts step 3 and stalls inside orbax's

@@ -115,6 +115,32 @@ def test_a_checkpoint_fallback_prints_only_its_warning(tmp_path, monkeypatch):
   assert "resuming seeds 42..42 from checkpoint 1" in done.stdout
 
 
+@pytest.mark.slow  # trains the interrupted run (about 15 s)
+def test_a_checkpoint_another_version_wrote_stops_the_run_and_is_kept(tmp_path, monkeypatch):
+  # The "other version" saved one more leaf in its state than this code's.
+  overrides = dict(SHORT, checkpoint_every_epochs=50)
+  save = program_lib.Program.save
+
+  def older_version_killed_after_two(self, content):  # saves inside a phase: a carry
+    save(self, content._replace(last=dict(content.last, retired=jnp.zeros(1))))
+    if self.meta["saves"] == 2:
+      raise KeyboardInterrupt("killed after the second save")
+  monkeypatch.setattr(program_lib.Program, "save", older_version_killed_after_two)
+  with pytest.raises(KeyboardInterrupt):
+    run(cli_config(**overrides), tmp_path)
+  [folder] = (tmp_path / "checkpoints").iterdir()
+  steps = sorted(p.name for p in folder.iterdir())
+  latest = folder / str(latest_checkpoint(tmp_path))
+  done = command(tmp_path, overrides)
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert done.stderr == (
+      f"error: checkpoint {latest} is intact but holds a state of another structure than "
+      "this code's (not expected: last.retired): another version of sparsejax wrote it. It is "
+      f"left as it is: resume the run with the version that wrote it, or move {folder} away "
+      "to start the run over\n")
+  assert sorted(p.name for p in folder.iterdir()) == steps  # nothing removed
+
+
 @pytest.mark.parametrize("damage", ["truncated_manifest", "deleted_manifest",
                                     "truncated_data"])
 def test_a_damaged_step_is_found_before_orbax_restores_it(tmp_path, monkeypatch, damage):

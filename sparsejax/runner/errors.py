@@ -31,3 +31,8 @@ class WorkdirError(RunError):
 
 class FinalStateDamaged(RunError):
   """A finished run's final state fails its checksum or cannot be read."""
+
+
+class IncompatibleCheckpoint(RunError):
+  """An intact checkpoint of the run was written by another version of the code; it is
+  kept as it is."""

@@ -294,7 +294,9 @@ class Program:
 
     The newest intact checkpoint is restored; a damaged one (unreadable, or
     failing its checksum) is reported, removed, and the one before it tried;
-    with none intact the program starts over.
+    with none intact the program starts over. An intact one that another
+    version of the code wrote (its state has other leaves) stops the run with
+    :class:`~sparsejax.runner.errors.IncompatibleCheckpoint` and is kept.
     """
     self._start, self._offset = time.monotonic(), 0.0
     initial = self.initial_states()
@@ -312,6 +314,10 @@ class Program:
         self.checkpointer.delete(step)
         damaged = True
         continue
+      except checkpoint_lib.CheckpointIncompatible as error:
+        raise errors.IncompatibleCheckpoint(
+            f"{error}. It is left as it is: resume the run with the version that wrote it, "
+            f"or move {self.checkpointer.directory} away to start the run over") from None
       self.meta = meta
       self._offset = float(meta["wall_time_s"])
       self.curves = {name: driver.Curves(phase_arrays) for name, phase_arrays in arrays.items()}

@@ -84,6 +84,11 @@ def load_run(workdir: str | pathlib.Path, run_id: str | None = None) -> LoadedRu
         saved, _ = checkpointer.restore(like={"state": program.final_template()})
     except (checkpoint_lib.CheckpointDamaged, FileNotFoundError) as error:
       raise errors.FinalStateDamaged(_damaged(workdir, run_id, error)) from None
+    except checkpoint_lib.CheckpointIncompatible as error:
+      raise errors.IncompatibleCheckpoint(
+          f"the final state of run {run_id}: {error}. Load it with the version that wrote "
+          f"it, or delete its row in {workdir / 'runs.csv'} and {directory}, and run its "
+          "command again to recompute it") from None
   return LoadedRun(config, saved["state"], program.parts, rows.iloc[-1].to_dict(), program)
 
 
