@@ -213,6 +213,22 @@ def test_a_damaged_final_state_to_start_from_names_its_step(tmp_path, finished, 
                   f"its row and {step.parent}, and run its command again\n"), done.stderr)
 
 
+def test_loading_a_final_state_another_version_wrote_says_so(tmp_path, finished, monkeypatch):
+  from sparsejax.runner import errors, reload
+  workdir, run_id, step = copy_of(finished, tmp_path / "w")
+  template = program_lib.Program.final_template
+  monkeypatch.setattr(program_lib.Program, "final_template",
+                      lambda self: template(self)._replace(masks={"added": jnp.ones(2)}))
+  with pytest.raises(errors.IncompatibleCheckpoint) as raised:
+    reload.load_run(workdir, run_id)
+  message = str(raised.value)
+  assert message.startswith(f"the final state of run {run_id}: checkpoint {step} is intact "
+                            "but holds a state of another structure than this code's (")
+  assert "missing from it: state.masks.added" in message
+  assert message.endswith("and run its command again to recompute it")
+  assert step.exists()
+
+
 # -- 4: rerunning a finished run whose final state is damaged -----------------------------------
 
 
