@@ -6,8 +6,8 @@ of every finished ``method="anneal"`` run at that sparsity, adds ``--random``
 fresh uniformly random masks with the same number of kept entries, and
 writes the matrix of cosine similarities x 100 (EEE 198, reference notes
 ``jax_ecosystem_and_annealing.md``, section 2.7) as
-``mask_similarity_<sparsity>.csv`` and a heatmap
-``mask_similarity_<sparsity>.png`` in ``DIR``.
+``<name>_<sparsity>.csv`` and a heatmap ``<name>_<sparsity>.png`` in
+``DIR`` (``--name``, default ``mask_similarity``).
 
 Each mask is one 0/1 vector over every prunable entry; the similarity of
 ``a`` and ``b`` is :math:`100 |a \\wedge b| / \\sqrt{|a| |b|}`
@@ -35,6 +35,8 @@ _SPARSITY = flags.DEFINE_float("sparsity", 0.7, "the runs' anneal.sparsity")
 _RANDOM = flags.DEFINE_integer("random", 5, "fresh random masks of equal density to add")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the fresh random masks")
 _OUT = flags.DEFINE_string("out", ".", "folder for the CSV and the heatmap")
+_NAME = flags.DEFINE_string("name", "mask_similarity", "file name of the CSV and the heatmap, "
+                            "before _<sparsity>")
 
 
 def run_masks(runs: pd.DataFrame, workdir: pathlib.Path,
@@ -111,7 +113,7 @@ def main(argv):
   matrix = similarity_matrix(masks)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
-  stem = f"mask_similarity_{_SPARSITY.value:g}"
+  stem = f"{_NAME.value}_{_SPARSITY.value:g}"
   matrix.round(3).to_csv(out / f"{stem}.csv")
   draw_heatmap(matrix, out / f"{stem}.png",
                f"Mask cosine similarity x 100, sparsity {100 * _SPARSITY.value:g} %")
