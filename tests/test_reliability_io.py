@@ -89,19 +89,27 @@ def copy_of(finished, folder: pathlib.Path):
 # -- 1: a checkpoint fallback prints its warnings only ------------------------------------------
 
 
-@pytest.mark.slow  # the command trains the rest of the run (about 20 s)
-def test_a_checkpoint_fallback_prints_only_its_warning(tmp_path, monkeypatch):
-  overrides = dict(SHORT, checkpoint_every_epochs=50)
+def interrupted_run(workdir, monkeypatch, overrides, saved=lambda content: content):
+  """Trains the run of ``overrides`` in ``workdir`` until it is killed after its second
+  checkpoint, each checkpoint holding ``saved(content)``; returns its checkpoint folder."""
   save = program_lib.Program.save
 
   def killed_after_two(self, content):
-    save(self, content)
+    save(self, saved(content))
     if self.meta["saves"] == 2:
       raise KeyboardInterrupt("killed after the second save")
   monkeypatch.setattr(program_lib.Program, "save", killed_after_two)
   with pytest.raises(KeyboardInterrupt):
-    run(cli_config(**overrides), tmp_path)
-  [folder] = (tmp_path / "checkpoints").iterdir()
+    run(cli_config(**overrides), workdir)
+  monkeypatch.undo()
+  [folder] = (workdir / "checkpoints").iterdir()
+  return folder
+
+
+@pytest.mark.slow  # the command trains the rest of the run (about 20 s)
+def test_a_checkpoint_fallback_prints_only_its_warning(tmp_path, monkeypatch):
+  overrides = dict(SHORT, checkpoint_every_epochs=50)
+  folder = interrupted_run(tmp_path, monkeypatch, overrides)
   latest = folder / str(latest_checkpoint(tmp_path))
   # A truncated database manifest fails every array's read at once: orbax's
   # concurrent restore used to leave the other reads to print tracebacks.
@@ -119,16 +127,9 @@ def test_a_checkpoint_fallback_prints_only_its_warning(tmp_path, monkeypatch):
 def test_a_checkpoint_another_version_wrote_stops_the_run_and_is_kept(tmp_path, monkeypatch):
   # The "other version" saved one more leaf in its state than this code's.
   overrides = dict(SHORT, checkpoint_every_epochs=50)
-  save = program_lib.Program.save
-
-  def older_version_killed_after_two(self, content):  # saves inside a phase: a carry
-    save(self, content._replace(last=dict(content.last, retired=jnp.zeros(1))))
-    if self.meta["saves"] == 2:
-      raise KeyboardInterrupt("killed after the second save")
-  monkeypatch.setattr(program_lib.Program, "save", older_version_killed_after_two)
-  with pytest.raises(KeyboardInterrupt):
-    run(cli_config(**overrides), tmp_path)
-  [folder] = (tmp_path / "checkpoints").iterdir()
+  folder = interrupted_run(  # it saves inside a phase: a carry
+      tmp_path, monkeypatch, overrides,
+      lambda carry: carry._replace(last=dict(carry.last, retired=jnp.zeros(1))))
   steps = sorted(p.name for p in folder.iterdir())
   latest = folder / str(latest_checkpoint(tmp_path))
   done = command(tmp_path, overrides)
