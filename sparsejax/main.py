@@ -8,9 +8,10 @@ An expected failure (:data:`EXPECTED_ERRORS`: an unknown field, a bad value, a
 config file that cannot be loaded, a missing or damaged data set, a workdir
 that cannot be written, a run another process is training, a run whose every
 seed diverged, a damaged final state, a checkpoint that another version of
-the code wrote; and an ``OSError`` while writing, such as a full disk) prints ``error: <message>`` on stderr, without a traceback,
-and exits with status 2; anything else is a bug and keeps its traceback. TensorFlow's and tensorflow-datasets'
-own output stays off the terminal (:mod:`sparsejax.data.quiet`;
+the code wrote; and an ``OSError`` while writing, such as a full disk)
+prints ``error: <message>`` on stderr, without a traceback, and exits with
+status 2; anything else is a bug and keeps its traceback. TensorFlow's and
+tensorflow-datasets' own output stays off the terminal (:mod:`sparsejax.data.quiet`;
 ``SPARSEJAX_VERBOSE=1`` lets it through). Log lines are shown from
 ``WARNING`` up, from ``ERROR`` up with ``--config.quiet=True`` (where Python
 warnings are logged, so hidden too), unless ``--verbosity`` is given.
